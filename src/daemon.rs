@@ -1,0 +1,387 @@
+//! Mounting, daemonising and unmounting.
+//!
+//! `tresor mount` checks everything a user can get wrong (vault, passphrase,
+//! mountpoint) in the foreground, then re-executes itself as the daemon with
+//! `--foreground --passphrase-stdin`, handing the passphrase over a pipe (never
+//! argv or the environment) and waiting for one line on the child's stdout:
+//! `ready` once the kernel mount exists, or the error. Re-exec instead of
+//! fork(): the daemon starts tokio and rayon threads, and forking a threaded
+//! process is unsound.
+//!
+//! Unmounting: the daemon flushes everything in FUSE `destroy`, which runs
+//! after the kernel mount is gone whether `tresor unmount`, `fusermount3 -u`,
+//! `umount` or SIGTERM/SIGINT started it. `tresor unmount` additionally waits
+//! for the daemon to exit, so when it returns every byte is durable.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::chunk::chunker::Chunker;
+use crate::chunk::seal::ChunkSealer;
+use crate::fs::FsCore;
+use crate::fuse::TresorFuse;
+use crate::index::Index;
+use crate::packstore::PackStore;
+use crate::store::Store;
+use crate::vault::{self, VaultPaths};
+
+/// How often the index is committed (not durably) while mounted.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(2);
+const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(120);
+const FUSE_THREADS: usize = 4;
+
+pub struct MountRequest {
+    pub vault: VaultPaths,
+    pub mountpoint: PathBuf,
+    pub options: Vec<String>,
+    pub foreground: bool,
+}
+
+/// Unescapes the octal escapes of /proc/self/mountinfo (`\040` = space).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (mountpoint, fstype, source) of every mount.
+fn mounts() -> Vec<(PathBuf, String, String)> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            Some((
+                PathBuf::from(unescape_mountinfo(f.get(4)?)),
+                f.get(dash + 1)?.to_string(),
+                unescape_mountinfo(f.get(dash + 2)?),
+            ))
+        })
+        .collect()
+}
+
+fn is_mounted(p: &Path) -> bool {
+    mounts().iter().any(|(m, _, _)| m == p)
+}
+
+/// Checks the mountpoint; cleans up the dead mount a killed daemon left.
+fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+    match std::fs::metadata(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            log::warn!(
+                "{} is a dead tresor mount (daemon killed?); unmounting it",
+                mp.display()
+            );
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(mp)
+                .status();
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "mountpoint {} does not exist; create it with `mkdir -p {}`",
+                mp.display(),
+                mp.display()
+            )
+        }
+        Err(e) => bail!("cannot use mountpoint {}: {e}", mp.display()),
+        Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", mp.display()),
+        Ok(_) => {}
+    }
+    let canon = std::fs::canonicalize(mp)
+        .with_context(|| format!("cannot resolve mountpoint {}", mp.display()))?;
+    if is_mounted(&canon) {
+        bail!(
+            "{} is already a mountpoint; unmount it first (`tresor unmount {}`)",
+            canon.display(),
+            canon.display()
+        );
+    }
+    Ok(canon)
+}
+
+/// `tresor mount` (foreground part).
+pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
+    let mountpoint = check_mountpoint(&req.mountpoint)?;
+    // Check the passphrase here so a typo is reported by this command.
+    vault::unlock(&req.vault, passphrase)?;
+    if let Some(pid) = vault::daemon_pid(&req.vault) {
+        if lock_is_held(&req.vault) {
+            bail!(
+                "the vault {} is already mounted (daemon pid {pid})",
+                req.vault.root.display()
+            );
+        }
+    }
+    if req.foreground {
+        return run_daemon(&req.vault, &mountpoint, &req.options, passphrase, None);
+    }
+    let exe = std::env::current_exe().context("cannot find the tresor executable")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(req.vault.log())
+        .with_context(|| format!("cannot open log {}", req.vault.log().display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg("--vault")
+        .arg(&req.vault.root)
+        .arg("--foreground")
+        .arg("--passphrase-stdin")
+        .arg("--ready-stdout");
+    if !req.options.is_empty() {
+        cmd.arg("-o").arg(req.options.join(","));
+    }
+    cmd.arg(&mountpoint)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .env_remove("TRESOR_PASSPHRASE");
+    // SAFETY: setsid() is async-signal-safe; it detaches the daemon from the
+    // terminal's session so closing the shell does not kill it.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the tresor daemon")?;
+    {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(passphrase)?;
+        stdin.write_all(b"\n")?;
+    }
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(MOUNT_READY_TIMEOUT) {
+        Ok(line) if line.trim() == "ready" => Ok(()),
+        Ok(line) if !line.trim().is_empty() => bail!("{}", line.trim()),
+        Ok(_) => {
+            let status = child.wait().ok();
+            bail!(
+                "the tresor daemon exited before the mount was ready ({}); see {}",
+                status.map(|s| s.to_string()).unwrap_or_default(),
+                req.vault.log().display()
+            )
+        }
+        Err(_) => bail!(
+            "the mount did not become ready within {} s; see {}",
+            MOUNT_READY_TIMEOUT.as_secs(),
+            req.vault.log().display()
+        ),
+    }
+}
+
+fn lock_is_held(paths: &VaultPaths) -> bool {
+    match vault::lock_vault(paths) {
+        Ok(_lock) => false,
+        Err(_) => true,
+    }
+}
+
+fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    let mut opts = vec![
+        fuser::MountOption::FSName(format!("tresor:{}", vault.root.display())),
+        fuser::MountOption::Subtype("tresor".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    for o in options {
+        match o.as_str() {
+            "" | "default_permissions" | "rw" => {}
+            "allow_other" => config.acl = fuser::SessionACL::All,
+            "allow_root" => config.acl = fuser::SessionACL::RootAndOwner,
+            "ro" => opts.push(fuser::MountOption::RO),
+            "auto_unmount" => opts.push(fuser::MountOption::AutoUnmount),
+            "dev" => opts.push(fuser::MountOption::Dev),
+            "nodev" => opts.push(fuser::MountOption::NoDev),
+            "suid" => opts.push(fuser::MountOption::Suid),
+            "nosuid" => opts.push(fuser::MountOption::NoSuid),
+            "exec" => opts.push(fuser::MountOption::Exec),
+            "noexec" => opts.push(fuser::MountOption::NoExec),
+            "noatime" => opts.push(fuser::MountOption::NoAtime),
+            "atime" => opts.push(fuser::MountOption::Atime),
+            other => opts.push(fuser::MountOption::CUSTOM(other.to_string())),
+        }
+    }
+    config.mount_options = opts;
+    config.n_threads = Some(FUSE_THREADS);
+    config.clone_fd = true;
+    config
+}
+
+/// The daemon proper: opens the vault, mounts, serves until unmounted.
+/// `ready`: where to print `ready` (the parent's pipe) once mounted.
+pub fn run_daemon(
+    paths: &VaultPaths,
+    mountpoint: &Path,
+    options: &[String],
+    passphrase: &[u8],
+    ready: Option<std::io::Stdout>,
+) -> Result<()> {
+    let report = |msg: &str| {
+        if let Some(out) = &ready {
+            let mut l = out.lock();
+            let _ = writeln!(l, "{msg}");
+            let _ = l.flush();
+        }
+    };
+    let result = (|| -> Result<(fuser::Session<TresorFuse>, Arc<FsCore>, vault::VaultLock)> {
+        let unlocked = vault::unlock(paths, passphrase)?;
+        let lock = vault::lock_vault(paths)?;
+        let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
+            .context("cannot open the index")?;
+        let store = Arc::new(Store::open_local(&paths.store())?);
+        let sealer = Arc::new(ChunkSealer::new(&unlocked.subkeys));
+        let chunker = Chunker::new(&unlocked.subkeys.chunker);
+        let packs = PackStore::new(store, sealer.clone(), unlocked.subkeys.pack.clone());
+        let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
+        let config = fuse_config(paths, options);
+        let session = fuser::Session::new(TresorFuse::new(core.clone()), mountpoint, &config)
+            .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+        Ok((session, core, lock))
+    })();
+    let (mut session, core, _lock) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            report(&format!("error: {e:#}"));
+            return Err(e);
+        }
+    };
+    log::info!(
+        "mounted vault {} on {}",
+        paths.root.display(),
+        mountpoint.display()
+    );
+    report("ready");
+
+    // Signals: unmount cleanly (destroy flushes) on SIGTERM/SIGINT/SIGHUP.
+    let unmounter = std::sync::Mutex::new(session.unmount_callable());
+    let mp = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("tresor-signals".into())
+        .spawn(move || {
+            let mut set = nix::sys::signal::SigSet::empty();
+            set.add(nix::sys::signal::Signal::SIGTERM);
+            set.add(nix::sys::signal::Signal::SIGINT);
+            set.add(nix::sys::signal::Signal::SIGHUP);
+            if let Ok(sig) = set.wait() {
+                log::info!("{sig:?}: unmounting {}", mp.display());
+                if let Err(e) = unmounter.lock().unwrap().unmount() {
+                    log::error!("unmount after {sig:?} failed: {e}");
+                }
+            }
+        })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let core = core.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tresor-commit".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= COMMIT_INTERVAL && !stop.load(Ordering::Relaxed) {
+                        if let Err(e) = core.commit_if_changed() {
+                            log::error!("periodic index commit failed: {e}");
+                        }
+                        last = Instant::now();
+                    }
+                }
+            })?
+    };
+    let run = session.run();
+    stop.store(true, Ordering::Relaxed);
+    let _ = timer.join();
+    run.context("the FUSE session ended with an error")?;
+    Ok(())
+}
+
+/// Blocks SIGTERM/SIGINT/SIGHUP in this thread (and every thread started
+/// after), so the signal thread receives them with sigwait.
+pub fn block_signals() {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set.add(nix::sys::signal::Signal::SIGHUP);
+    let _ = set.thread_block();
+}
+
+/// `tresor unmount`: unmounts and waits until the daemon has flushed and exited.
+pub fn unmount(mountpoint: &Path) -> Result<()> {
+    let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let Some((_, fstype, source)) = mounts().into_iter().find(|(m, _, _)| *m == canon) else {
+        bail!("{} is not mounted", canon.display());
+    };
+    // As root the kernel mount has type "fuse" (fusermount3 adds the subtype).
+    if !(fstype == "fuse.tresor" || fstype == "fuse" && source.starts_with("tresor:")) {
+        bail!(
+            "{} is a {fstype} mount, not a tresor mount; use umount",
+            canon.display()
+        );
+    }
+    let vault_dir = source.strip_prefix("tresor:").unwrap_or(&source);
+    let pid = vault::daemon_pid(&VaultPaths::new(PathBuf::from(vault_dir)));
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&canon)
+        .status()
+        .context("cannot run fusermount3 (install the fuse3 package)")?;
+    if !status.success() {
+        bail!(
+            "fusermount3 -u {} failed (is a program still using the mount? `fuser -vm {}` shows which)",
+            canon.display(),
+            canon.display()
+        );
+    }
+    if let Some(pid) = pid {
+        let start = Instant::now();
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let mut warned = false;
+        while proc_dir.exists() {
+            // A zombie child of ours does not count; daemons are setsid'd.
+            if let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) {
+                if stat.contains(") Z ") {
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(10) && !warned {
+                eprintln!("waiting for the tresor daemon (pid {pid}) to finish writing…");
+                warned = true;
+            }
+            if start.elapsed() > Duration::from_secs(3600) {
+                bail!("the tresor daemon (pid {pid}) did not exit within an hour");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1196 @@
+//! The filesystem core: inodes, directories, open files and the data path.
+//!
+//! Nothing here knows about FUSE: every operation takes plain values and
+//! returns an [`FsResult`], so the core is driven by the FUSE adapter
+//! (`src/fuse.rs`) and, in tests, directly by a reference-model property test.
+//!
+//! Data path. A write lands in the inode's [`FileState`] dirty map (memory).
+//! When a file holds `FLUSH_BYTES` of dirty data, or on release/fsync, the
+//! dirty runs are cut by the keyed chunker, hashed and sealed in parallel
+//! (rayon, off the index lock), deduplicated against the index, appended to the
+//! open pack and recorded as extents — one index transaction per batch. During
+//! a sequential write the last (still growing) chunk stays in memory so chunk
+//! boundaries are the same as if the file had been written in one go, which is
+//! what makes copies of a file deduplicate.
+//!
+//! Lock order: `files` map → one `FileState` → `index` → pack store. The index
+//! lock is never held across sealing or store reads.
+//!
+//! Durability: `fsync` flushes the file, finishes the open pack, waits until
+//! every pack is durable in the store and then commits the index with
+//! `synchronous=FULL`. A timer commits (not durably) every few seconds so a
+//! crash loses at most that window of un-fsynced work and the tree stays
+//! consistent (SQLite's WAL guarantees atomic commits).
+
+pub mod error;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rayon::prelude::*;
+
+use crate::chunk::chunker::Chunker;
+use crate::chunk::seal::{ChunkId, ChunkSealer};
+use crate::index::{Attr, ChunkLocation, DirEntry, Extent, FileKind, Index, Timestamp, ROOT_INO};
+use crate::packstore::PackStore;
+pub use error::{FsError, FsResult};
+
+/// Dirty bytes of one file that trigger a partial flush (measured: 8 MiB keeps
+/// both cores busy sealing while the kernel refills the buffer).
+const FLUSH_BYTES: usize = 8 * 1024 * 1024;
+/// Dirty bytes across all files that trigger a full flush of the writing file.
+const GLOBAL_DIRTY_LIMIT: usize = 192 * 1024 * 1024;
+pub const NAME_MAX: usize = 255;
+const SYMLINK_MAX: usize = 4095;
+/// Largest file size (as ext4): offsets beyond give EFBIG.
+pub const MAX_FILE_SIZE: u64 = 1 << 44;
+
+/// Who is asking (from the FUSE request).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSet {
+    Now,
+    At(Timestamp),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub ctime: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    Replace,
+    NoReplace,
+    Exchange,
+}
+
+/// Filesystem totals for statfs.
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+}
+
+/// In-memory state of an open or dirty regular file.
+#[derive(Default)]
+struct FileState {
+    open_count: u32,
+    /// Non-overlapping, non-adjacent dirty runs: offset → bytes.
+    dirty: BTreeMap<u64, Vec<u8>>,
+    dirty_bytes: usize,
+    /// Authoritative size while `size_dirty` (persisted at flush).
+    size: u64,
+    size_dirty: bool,
+}
+
+pub struct FsCore {
+    index: Mutex<Index>,
+    packs: PackStore,
+    chunker: Chunker,
+    sealer: Arc<ChunkSealer>,
+    files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
+    next_fh: AtomicU64,
+    dirty_total: AtomicUsize,
+    /// Where the vault's store lives (statfs reports that filesystem).
+    statfs_path: std::path::PathBuf,
+    /// Set while the index holds uncommitted changes.
+    uncommitted: std::sync::atomic::AtomicBool,
+}
+
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(FsError::Invalid);
+    }
+    Ok(())
+}
+
+/// A chunk cut from dirty data, on its way into the index.
+struct CutChunk {
+    file_offset: u64,
+    len: usize,
+    /// `None`: all zeros, stored as a hole.
+    id: Option<ChunkId>,
+}
+
+impl FsCore {
+    /// Opens the core over an index; removes inodes orphaned by a crash while
+    /// they were unlinked but open.
+    pub fn new(
+        index: Index,
+        packs: PackStore,
+        chunker: Chunker,
+        sealer: Arc<ChunkSealer>,
+        statfs_path: std::path::PathBuf,
+    ) -> FsResult<FsCore> {
+        for ino in index.orphans()? {
+            log::info!("removing inode {ino}: unlinked while open before the last unmount");
+            index.delete_inode(ino)?;
+        }
+        index.commit(true)?;
+        Ok(FsCore {
+            index: Mutex::new(index),
+            packs,
+            chunker,
+            sealer,
+            files: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            dirty_total: AtomicUsize::new(0),
+            statfs_path,
+            uncommitted: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.uncommitted.store(true, Ordering::Relaxed);
+        self.index.lock().unwrap()
+    }
+
+    fn file_state(&self, ino: u64) -> Option<Arc<Mutex<FileState>>> {
+        self.files.lock().unwrap().get(&ino).cloned()
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        // Take the file state first (lock order), then the index.
+        let fs = self.file_state(ino);
+        let guard = fs.as_ref().map(|f| f.lock().unwrap());
+        let idx = self.index.lock().unwrap();
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if let Some(st) = guard {
+            if st.size_dirty {
+                a.size = st.size;
+            }
+        }
+        Ok(a)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let ino = {
+            let idx = self.index.lock().unwrap();
+            let p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
+            if p.kind != FileKind::Directory {
+                return Err(FsError::NotDir);
+            }
+            idx.lookup(parent, name)?.ok_or(FsError::NotFound)?
+        };
+        self.getattr(ino)
+    }
+
+    fn new_inode_attr(
+        &self,
+        idx: &Index,
+        caller: Caller,
+        parent: &Attr,
+        kind: FileKind,
+        perm: u32,
+    ) -> Attr {
+        let now = Timestamp::now();
+        let mut perm = perm & 0o7777;
+        let mut gid = caller.gid;
+        // BSD group semantics of a setgid directory.
+        if parent.perm & libc::S_ISGID != 0 {
+            gid = parent.gid;
+            if kind == FileKind::Directory {
+                perm |= libc::S_ISGID;
+            }
+        }
+        let _ = idx;
+        Attr {
+            ino: 0,
+            kind,
+            perm,
+            uid: caller.uid,
+            gid,
+            size: 0,
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+        }
+    }
+
+    fn touch_dir(idx: &Index, dir: &mut Attr, nlink_delta: i32) -> FsResult<()> {
+        let now = Timestamp::now();
+        dir.mtime = now;
+        dir.ctime = now;
+        dir.nlink = (dir.nlink as i64 + nlink_delta as i64).max(0) as u32;
+        idx.set_attr(dir)?;
+        Ok(())
+    }
+
+    fn parent_dir(idx: &Index, parent: u64) -> FsResult<Attr> {
+        let p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
+        if p.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        Ok(p)
+    }
+
+    /// Creates a node of any kind; `mode` carries the type bits.
+    pub fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Attr> {
+        let kind = FileKind::from_mode(mode).ok_or(FsError::Invalid)?;
+        if kind == FileKind::Directory || kind == FileKind::Symlink {
+            return Err(FsError::Invalid);
+        }
+        self.create_node(caller, parent, name, kind, mode, rdev, None)
+    }
+
+    pub fn mkdir(&self, caller: Caller, parent: u64, name: &[u8], perm: u32) -> FsResult<Attr> {
+        self.create_node(caller, parent, name, FileKind::Directory, perm, 0, None)
+    }
+
+    pub fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+    ) -> FsResult<Attr> {
+        if target.len() > SYMLINK_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        self.create_node(
+            caller,
+            parent,
+            name,
+            FileKind::Symlink,
+            0o777,
+            0,
+            Some(target),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_node(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        target: Option<&[u8]>,
+    ) -> FsResult<Attr> {
+        check_name(name)?;
+        let idx = self.index();
+        let mut p = Self::parent_dir(&idx, parent)?;
+        if idx.lookup(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let mut a = self.new_inode_attr(&idx, caller, &p, kind, perm);
+        a.rdev = rdev;
+        if let Some(t) = target {
+            a.size = t.len() as u64;
+        }
+        a.ino = idx.create_inode(&a)?;
+        if let Some(t) = target {
+            idx.set_symlink(a.ino, t)?;
+        }
+        idx.insert_dirent(parent, name, a.ino)?;
+        Self::touch_dir(
+            &idx,
+            &mut p,
+            if kind == FileKind::Directory { 1 } else { 0 },
+        )?;
+        Ok(a)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+    ) -> FsResult<(Attr, u64)> {
+        let a = self.create_node(caller, parent, name, FileKind::Regular, perm, 0, None)?;
+        let fh = self.open_inode(a.ino);
+        Ok((a, fh))
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let idx = self.index.lock().unwrap();
+        idx.symlink(ino)?.ok_or(FsError::Invalid)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
+        check_name(newname)?;
+        let idx = self.index();
+        let mut p = Self::parent_dir(&idx, newparent)?;
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if a.kind == FileKind::Directory {
+            return Err(FsError::NotPermitted);
+        }
+        if idx.lookup(newparent, newname)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        idx.insert_dirent(newparent, newname, ino)?;
+        a.nlink += 1;
+        a.ctime = Timestamp::now();
+        idx.set_attr(&a)?;
+        Self::touch_dir(&idx, &mut p, 0)?;
+        drop(idx);
+        self.getattr(ino)
+    }
+
+    /// Drops one link of `ino`; deletes it when no link and no open handle remain.
+    fn drop_link(&self, idx: &Index, mut a: Attr) -> FsResult<()> {
+        a.nlink = a.nlink.saturating_sub(if a.kind == FileKind::Directory {
+            a.nlink
+        } else {
+            1
+        });
+        a.ctime = Timestamp::now();
+        if a.nlink > 0 {
+            idx.set_attr(&a)?;
+            return Ok(());
+        }
+        let open = self
+            .file_state(a.ino)
+            .map(|f| f.lock().unwrap().open_count > 0)
+            .unwrap_or(false);
+        if open {
+            idx.set_attr(&a)?;
+            idx.add_orphan(a.ino)?;
+        } else {
+            self.discard_file_state(a.ino);
+            idx.delete_inode(a.ino)?;
+        }
+        Ok(())
+    }
+
+    fn discard_file_state(&self, ino: u64) {
+        if let Some(fs) = self.files.lock().unwrap().remove(&ino) {
+            let st = fs.lock().unwrap();
+            self.dirty_total
+                .fetch_sub(st.dirty_bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        let idx = self.index();
+        let mut p = Self::parent_dir(&idx, parent)?;
+        let ino = idx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if a.kind == FileKind::Directory {
+            return Err(FsError::IsDir);
+        }
+        idx.remove_dirent(parent, name)?;
+        Self::touch_dir(&idx, &mut p, 0)?;
+        self.drop_link(&idx, a)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name == b"." {
+            return Err(FsError::Invalid);
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        let idx = self.index();
+        let mut p = Self::parent_dir(&idx, parent)?;
+        let ino = idx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if a.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if !idx.dir_is_empty(ino)? {
+            return Err(FsError::NotEmpty);
+        }
+        idx.remove_dirent(parent, name)?;
+        Self::touch_dir(&idx, &mut p, -1)?;
+        self.drop_link(&idx, a)
+    }
+
+    /// Is `dir` equal to `ancestor` or below it?
+    fn is_within(idx: &Index, mut dir: u64, ancestor: u64) -> FsResult<bool> {
+        for _ in 0..100_000 {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            match idx.parent_of(dir)? {
+                Some(p) => dir = p,
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> FsResult<()> {
+        check_name(newname)?;
+        let idx = self.index();
+        Self::parent_dir(&idx, parent)?;
+        Self::parent_dir(&idx, newparent)?;
+        let src_ino = idx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        let mut src = idx.attr(src_ino)?.ok_or(FsError::NotFound)?;
+        let dst_ino = idx.lookup(newparent, newname)?;
+        let now = Timestamp::now();
+
+        if src.kind == FileKind::Directory
+            && parent != newparent
+            && Self::is_within(&idx, newparent, src_ino)?
+        {
+            return Err(FsError::Invalid);
+        }
+
+        match (mode, dst_ino) {
+            (RenameMode::Exchange, None) => return Err(FsError::NotFound),
+            (RenameMode::NoReplace, Some(_)) => return Err(FsError::Exists),
+            (RenameMode::Exchange, Some(dst_ino)) => {
+                let mut dst = idx.attr(dst_ino)?.ok_or(FsError::NotFound)?;
+                if dst.kind == FileKind::Directory
+                    && parent != newparent
+                    && Self::is_within(&idx, parent, dst_ino)?
+                {
+                    return Err(FsError::Invalid);
+                }
+                idx.retarget_dirent(parent, name, dst_ino)?;
+                idx.retarget_dirent(newparent, newname, src_ino)?;
+                if parent != newparent {
+                    let src_dir = (src.kind == FileKind::Directory) as i32;
+                    let dst_dir = (dst.kind == FileKind::Directory) as i32;
+                    let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
+                    Self::touch_dir(&idx, &mut p, dst_dir - src_dir)?;
+                    let mut np = idx.attr(newparent)?.ok_or(FsError::NotFound)?;
+                    Self::touch_dir(&idx, &mut np, src_dir - dst_dir)?;
+                } else {
+                    let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
+                    Self::touch_dir(&idx, &mut p, 0)?;
+                }
+                src.ctime = now;
+                dst.ctime = now;
+                idx.set_attr(&src)?;
+                idx.set_attr(&dst)?;
+                return Ok(());
+            }
+            _ => {}
+        }
+
+        if let Some(dst_ino) = dst_ino {
+            if dst_ino == src_ino {
+                return Ok(()); // two links to one inode: POSIX says do nothing
+            }
+            let dst = idx.attr(dst_ino)?.ok_or(FsError::NotFound)?;
+            match (
+                src.kind == FileKind::Directory,
+                dst.kind == FileKind::Directory,
+            ) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) => {
+                    if !idx.dir_is_empty(dst_ino)? {
+                        return Err(FsError::NotEmpty);
+                    }
+                }
+                (false, false) => {}
+            }
+            idx.remove_dirent(newparent, newname)?;
+            if dst.kind == FileKind::Directory {
+                let mut np = idx.attr(newparent)?.ok_or(FsError::NotFound)?;
+                Self::touch_dir(&idx, &mut np, -1)?;
+            }
+            self.drop_link(&idx, dst)?;
+        }
+        idx.remove_dirent(parent, name)?;
+        idx.insert_dirent(newparent, newname, src_ino)?;
+        let is_dir = (src.kind == FileKind::Directory) as i32;
+        if parent != newparent {
+            let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
+            Self::touch_dir(&idx, &mut p, -is_dir)?;
+            let mut np = idx.attr(newparent)?.ok_or(FsError::NotFound)?;
+            Self::touch_dir(&idx, &mut np, is_dir)?;
+        } else {
+            let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
+            Self::touch_dir(&idx, &mut p, 0)?;
+        }
+        src.ctime = now;
+        idx.set_attr(&src)?;
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, s: SetAttr) -> FsResult<Attr> {
+        if let Some(size) = s.size {
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::TooBig);
+            }
+            self.truncate(ino, size)?;
+        }
+        let fs = self.file_state(ino);
+        let guard = fs.as_ref().map(|f| f.lock().unwrap());
+        let idx = self.index();
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if let Some(st) = guard.as_ref() {
+            if st.size_dirty {
+                a.size = st.size;
+            }
+        }
+        let now = Timestamp::now();
+        if s.size.is_some() && a.kind == FileKind::Directory {
+            return Err(FsError::IsDir);
+        }
+        if let Some(mode) = s.mode {
+            a.perm = mode & 0o7777;
+        }
+        if let Some(uid) = s.uid {
+            a.uid = uid;
+        }
+        if let Some(gid) = s.gid {
+            a.gid = gid;
+        }
+        let resolve = |t: TimeSet| match t {
+            TimeSet::Now => now,
+            TimeSet::At(ts) => ts,
+        };
+        if let Some(t) = s.atime {
+            a.atime = resolve(t);
+        }
+        if let Some(t) = s.mtime {
+            a.mtime = resolve(t);
+        } else if s.size.is_some() {
+            a.mtime = now;
+        }
+        a.ctime = s.ctime.unwrap_or(now);
+        idx.set_attr(&a)?;
+        Ok(a)
+    }
+
+    /// Sets a regular file's size: shrinking drops data past the end (dirty
+    /// and stored), growing leaves a hole.
+    fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+        let fs = self.file_state_or_new(ino);
+        let mut st = fs.lock().unwrap();
+        let idx = self.index();
+        let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        match a.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid),
+        }
+        let cur = if st.size_dirty { st.size } else { a.size };
+        if size < cur {
+            // Drop dirty bytes past the new end.
+            let keys: Vec<u64> = st.dirty.range(..).map(|(k, _)| *k).collect();
+            for k in keys {
+                let len = st.dirty[&k].len() as u64;
+                if k >= size {
+                    let v = st.dirty.remove(&k).expect("dirty run");
+                    st.dirty_bytes -= v.len();
+                    self.dirty_total.fetch_sub(v.len(), Ordering::Relaxed);
+                } else if k + len > size {
+                    let cut = (k + len - size) as usize;
+                    let v = st.dirty.get_mut(&k).expect("dirty run");
+                    v.truncate(v.len() - cut);
+                    st.dirty_bytes -= cut;
+                    self.dirty_total.fetch_sub(cut, Ordering::Relaxed);
+                }
+            }
+            idx.remove_extents(ino, size, u64::MAX)?;
+        }
+        st.size = size;
+        st.size_dirty = true;
+        if st.dirty.is_empty() {
+            let mut a = a;
+            a.size = size;
+            idx.set_attr(&a)?;
+            st.size_dirty = false;
+        }
+        drop(idx);
+        let remove = st.open_count == 0 && st.dirty.is_empty() && !st.size_dirty;
+        drop(st);
+        if remove {
+            self.files.lock().unwrap().remove(&ino);
+        }
+        Ok(())
+    }
+
+    fn file_state_or_new(&self, ino: u64) -> Arc<Mutex<FileState>> {
+        let mut files = self.files.lock().unwrap();
+        files.entry(ino).or_default().clone()
+    }
+
+    fn open_inode(&self, ino: u64) -> u64 {
+        let fs = self.file_state_or_new(ino);
+        fs.lock().unwrap().open_count += 1;
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens a regular file; returns a handle number.
+    pub fn open(&self, ino: u64) -> FsResult<u64> {
+        let a = self.getattr(ino)?;
+        if a.kind == FileKind::Directory {
+            return Err(FsError::IsDir);
+        }
+        Ok(self.open_inode(ino))
+    }
+
+    /// Closes a handle: flushes the file's dirty data into the index and
+    /// deletes the inode if it was unlinked while open.
+    pub fn release(&self, ino: u64) -> FsResult<()> {
+        let Some(fs) = self.file_state(ino) else {
+            return Ok(());
+        };
+        let mut st = fs.lock().unwrap();
+        st.open_count = st.open_count.saturating_sub(1);
+        let res = self.flush_locked(ino, &mut st, false);
+        if st.open_count == 0 {
+            let idx = self.index();
+            let gone = match idx.attr(ino)? {
+                Some(a) => a.nlink == 0,
+                None => true,
+            };
+            if gone {
+                idx.delete_inode(ino)?;
+            }
+            drop(idx);
+            if st.dirty.is_empty() && !st.size_dirty {
+                drop(st);
+                self.files.lock().unwrap().remove(&ino);
+            }
+        }
+        res
+    }
+
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::TooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        let fs = self.file_state_or_new(ino);
+        let mut st = fs.lock().unwrap();
+        if !st.size_dirty {
+            let idx = self.index.lock().unwrap();
+            st.size = idx.attr(ino)?.ok_or(FsError::NotFound)?.size;
+        }
+        let before = st.dirty_bytes;
+        insert_dirty(&mut st, offset, data);
+        self.dirty_total
+            .fetch_add(st.dirty_bytes - before, Ordering::Relaxed);
+        if end > st.size {
+            st.size = end;
+        }
+        st.size_dirty = true;
+        {
+            let idx = self.index();
+            let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+            let now = Timestamp::now();
+            a.mtime = now;
+            a.ctime = now;
+            idx.set_attr(&a)?;
+        }
+        if self.dirty_total.load(Ordering::Relaxed) > GLOBAL_DIRTY_LIMIT {
+            self.flush_locked(ino, &mut st, false)?;
+        } else if st.dirty_bytes >= FLUSH_BYTES {
+            self.flush_locked(ino, &mut st, true)?;
+        }
+        Ok(data.len())
+    }
+
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        // Snapshot extents, locations and dirty overlay under the file lock;
+        // decrypt without it (chunks are immutable, content-addressed).
+        let fs = self.file_state(ino);
+        let guard = fs.as_ref().map(|f| f.lock().unwrap());
+        let (file_size, plan, overlay) = {
+            let idx = self.index.lock().unwrap();
+            let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+            let file_size = match guard.as_ref() {
+                Some(st) if st.size_dirty => st.size,
+                _ => a.size,
+            };
+            if offset >= file_size {
+                return Ok(Vec::new());
+            }
+            let end = (offset + size as u64).min(file_size);
+            let mut plan = Vec::new();
+            for e in idx.extents_in(ino, offset, end)? {
+                let loc = idx.chunk_location(&e.chunk)?;
+                let name = match loc {
+                    Some(l) => idx.pack_name(l.pack)?,
+                    None => None,
+                };
+                plan.push((e, loc, name));
+            }
+            let mut overlay: Vec<(u64, Vec<u8>)> = Vec::new();
+            if let Some(st) = guard.as_ref() {
+                for (&k, v) in st.dirty.range(..end) {
+                    let vend = k + v.len() as u64;
+                    if vend <= offset {
+                        continue;
+                    }
+                    let s = k.max(offset);
+                    let e2 = vend.min(end);
+                    overlay.push((s, v[(s - k) as usize..(e2 - k) as usize].to_vec()));
+                }
+            }
+            (file_size, plan, overlay)
+        };
+        drop(guard);
+        let end = (offset + size as u64).min(file_size);
+        let mut buf = vec![0u8; (end - offset) as usize];
+        let pieces: Vec<FsResult<(usize, Vec<u8>)>> = plan
+            .par_iter()
+            .map(|(e, loc, name)| {
+                let (Some(loc), Some(name)) = (loc, name) else {
+                    return Err(self.data_error(
+                        ino,
+                        format!("chunk {:?} is missing from the index", e.chunk),
+                    ));
+                };
+                let plain = self
+                    .packs
+                    .read_chunk(&e.chunk, loc, name)
+                    .map_err(|source| self.read_failed(ino, source))?;
+                let s = e.offset.max(offset);
+                let t = (e.offset + e.length).min(end);
+                let from = (e.chunk_offset + (s - e.offset)) as usize;
+                let to = from + (t - s) as usize;
+                if to > plain.len() {
+                    return Err(self.data_error(ino, "extent is longer than its chunk".into()));
+                }
+                Ok(((s - offset) as usize, plain[from..to].to_vec()))
+            })
+            .collect();
+        for p in pieces {
+            let (dst, bytes) = p?;
+            buf[dst..dst + bytes.len()].copy_from_slice(&bytes);
+        }
+        for (s, bytes) in overlay {
+            let dst = (s - offset) as usize;
+            buf[dst..dst + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(buf)
+    }
+
+    fn path_for_log(&self, ino: u64) -> String {
+        let idx = self.index.lock().unwrap();
+        match idx.path_of(ino) {
+            Ok(p) => String::from_utf8_lossy(&p).into_owned(),
+            Err(_) => format!("<inode {ino}>"),
+        }
+    }
+
+    fn read_failed(&self, ino: u64, source: crate::packstore::ChunkReadError) -> FsError {
+        let path = self.path_for_log(ino);
+        log::error!("{path}: {source}");
+        FsError::Data { path, source }
+    }
+
+    fn data_error(&self, ino: u64, msg: String) -> FsError {
+        let path = self.path_for_log(ino);
+        log::error!("{path}: {msg}");
+        FsError::Index(crate::index::IndexError::NotAnIndex(format!(
+            "{path}: {msg}"
+        )))
+    }
+
+    /// Moves a file's dirty data into chunks, packs and extents. With
+    /// `partial`, the growing tail chunk of an append stays in memory.
+    fn flush_locked(&self, ino: u64, st: &mut FileState, partial: bool) -> FsResult<()> {
+        if st.dirty.is_empty() {
+            if st.size_dirty && !partial {
+                let idx = self.index();
+                if let Some(mut a) = idx.attr(ino)? {
+                    a.size = st.size;
+                    idx.set_attr(&a)?;
+                }
+                st.size_dirty = false;
+            }
+            return Ok(());
+        }
+        let runs = std::mem::take(&mut st.dirty);
+        let taken: usize = runs.values().map(|v| v.len()).sum();
+        st.dirty_bytes -= taken;
+        self.dirty_total.fetch_sub(taken, Ordering::Relaxed);
+
+        // Cut every run into chunks; keep the last chunk of a run that ends
+        // at EOF when this is a partial flush (it may still grow).
+        let mut cuts: Vec<(u64, Vec<u8>, Vec<usize>)> = Vec::new();
+        let n_runs = runs.len();
+        for (i, (off, data)) in runs.into_iter().enumerate() {
+            let mut points = self.chunker.cut_points(&data);
+            let at_eof = off + data.len() as u64 == st.size;
+            if partial && i + 1 == n_runs && at_eof {
+                let keep_from = if points.len() >= 2 {
+                    points[points.len() - 2]
+                } else {
+                    0
+                };
+                let tail = data[keep_from..].to_vec();
+                st.dirty_bytes += tail.len();
+                self.dirty_total.fetch_add(tail.len(), Ordering::Relaxed);
+                st.dirty.insert(off + keep_from as u64, tail);
+                points.pop();
+                if points.is_empty() {
+                    continue;
+                }
+                let mut data = data;
+                data.truncate(keep_from);
+                cuts.push((off, data, points));
+            } else {
+                cuts.push((off, data, points));
+            }
+        }
+
+        // Hash every chunk in parallel; all-zero chunks become holes.
+        let mut pieces: Vec<(CutChunk, &[u8])> = Vec::new();
+        for (off, data, points) in &cuts {
+            let mut start = 0usize;
+            for &p in points {
+                pieces.push((
+                    CutChunk {
+                        file_offset: off + start as u64,
+                        len: p - start,
+                        id: None,
+                    },
+                    &data[start..p],
+                ));
+                start = p;
+            }
+        }
+        pieces.par_iter_mut().for_each(|(c, bytes)| {
+            if !bytes.iter().all(|&b| b == 0) {
+                c.id = Some(self.sealer.chunk_id(bytes));
+            }
+        });
+
+        // Which chunks are new? (One index lookup each, under the lock.)
+        let known: Vec<bool> = {
+            let idx = self.index.lock().unwrap();
+            let mut v = Vec::with_capacity(pieces.len());
+            for (c, _) in &pieces {
+                v.push(match &c.id {
+                    Some(id) => idx.chunk_location(id)?.is_some(),
+                    None => true,
+                });
+            }
+            v
+        };
+        let mut seen = std::collections::HashSet::new();
+        let to_seal: Vec<usize> = (0..pieces.len())
+            .filter(|&i| !known[i] && seen.insert(pieces[i].0.id.expect("id")))
+            .collect();
+        let sealed: Vec<(usize, Vec<u8>)> = to_seal
+            .par_iter()
+            .map(|&i| {
+                let (c, bytes) = &pieces[i];
+                (i, self.sealer.seal(c.id.as_ref().expect("id"), bytes))
+            })
+            .collect();
+
+        let idx = self.index();
+        for (i, s) in &sealed {
+            let (c, bytes) = &pieces[*i];
+            let id = c.id.expect("id");
+            if idx.chunk_location(&id)?.is_none() {
+                let loc: ChunkLocation = self.packs.append(&idx, &id, s, bytes.len() as u32)?;
+                idx.insert_chunk(&id, &loc)?;
+            }
+            self.packs.cache_insert(id, Arc::new(bytes.to_vec()));
+        }
+        for (c, _) in &pieces {
+            idx.remove_extents(ino, c.file_offset, c.file_offset + c.len as u64)?;
+            if let Some(id) = c.id {
+                idx.insert_extent(
+                    ino,
+                    &Extent {
+                        offset: c.file_offset,
+                        length: c.len as u64,
+                        chunk: id,
+                        chunk_offset: 0,
+                    },
+                )?;
+            }
+        }
+        if let Some(mut a) = idx.attr(ino)? {
+            a.size = st.size;
+            idx.set_attr(&a)?;
+        }
+        if st.dirty.is_empty() {
+            st.size_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Makes a file's data and the whole index durable.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        if let Some(fs) = self.file_state(ino) {
+            let mut st = fs.lock().unwrap();
+            self.flush_locked(ino, &mut st, false)?;
+        }
+        self.commit(true)
+    }
+
+    /// Commits the index batch after making every referenced pack durable.
+    pub fn commit(&self, durable: bool) -> FsResult<()> {
+        let idx = self.index.lock().unwrap();
+        self.packs.seal_and_wait(&idx)?;
+        idx.commit(durable)?;
+        self.uncommitted.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Timer commit: only when something changed.
+    pub fn commit_if_changed(&self) -> FsResult<()> {
+        if self.uncommitted.load(Ordering::Relaxed) {
+            self.commit(false)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every file's dirty data (unmount, memory pressure).
+    pub fn flush_all(&self) -> FsResult<()> {
+        let all: Vec<(u64, Arc<Mutex<FileState>>)> = self
+            .files
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut first_err = None;
+        for (ino, fs) in all {
+            let mut st = fs.lock().unwrap();
+            if let Err(e) = self.flush_locked(ino, &mut st, false) {
+                log::error!("flushing inode {ino} failed: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Final flush and durable commit at unmount; stops the pack writers.
+    pub fn shutdown(&self) -> FsResult<()> {
+        let r = self.flush_all().and_then(|_| self.commit(true));
+        self.packs.shutdown();
+        r
+    }
+
+    /// Entries after cursor `after` (0 = from the start), including `.` and
+    /// `..` at cursors 1 and 2; stored entries use cursor id + 2.
+    pub fn readdir(&self, ino: u64, after: u64, limit: usize) -> FsResult<Vec<DirEntry>> {
+        let idx = self.index.lock().unwrap();
+        let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if a.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        let mut out = Vec::new();
+        if after < 1 {
+            out.push(DirEntry {
+                cursor: 1,
+                name: b".".to_vec(),
+                ino,
+                kind: FileKind::Directory,
+            });
+        }
+        if after < 2 {
+            let parent = if ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                idx.parent_of(ino)?.unwrap_or(ROOT_INO)
+            };
+            out.push(DirEntry {
+                cursor: 2,
+                name: b"..".to_vec(),
+                ino: parent,
+                kind: FileKind::Directory,
+            });
+        }
+        let rest = idx.read_dir(ino, after.saturating_sub(2), limit)?;
+        out.extend(rest.into_iter().map(|mut e| {
+            e.cursor += 2;
+            e
+        }));
+        Ok(out)
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        let idx = self.index.lock().unwrap();
+        idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        idx.xattr(ino, name)?.ok_or(FsError::NoAttr)
+    }
+
+    /// `flags`: XATTR_CREATE / XATTR_REPLACE semantics.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(if name.is_empty() {
+                FsError::Invalid
+            } else {
+                FsError::Range
+            });
+        }
+        if value.len() > 65536 {
+            return Err(FsError::TooBig);
+        }
+        let idx = self.index();
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        let exists = idx.xattr(ino, name)?.is_some();
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::NoAttr);
+        }
+        idx.set_xattr(ino, name, value)?;
+        a.ctime = Timestamp::now();
+        idx.set_attr(&a)?;
+        Ok(())
+    }
+
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let idx = self.index.lock().unwrap();
+        idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        let mut out = Vec::new();
+        for n in idx.xattr_names(ino)? {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        let idx = self.index();
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if !idx.remove_xattr(ino, name)? {
+            return Err(FsError::NoAttr);
+        }
+        a.ctime = Timestamp::now();
+        idx.set_attr(&a)?;
+        Ok(())
+    }
+
+    /// fallocate mode 0: reserve by extending the size (tresor allocates
+    /// nothing ahead: a hole reads as zeros and costs no storage).
+    pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        if mode != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        let a = self.getattr(ino)?;
+        if a.kind != FileKind::Regular {
+            return Err(FsError::NotSupported);
+        }
+        if end > a.size {
+            self.truncate(ino, end)?;
+            let idx = self.index();
+            let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+            a.ctime = Timestamp::now();
+            idx.set_attr(&a)?;
+        }
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> FsResult<FsStats> {
+        let files = self.index.lock().unwrap().inode_count()?;
+        let (blocks, bfree, bavail, bsize) = match nix::sys::statvfs::statvfs(&self.statfs_path) {
+            Ok(s) => (
+                s.blocks() * s.fragment_size() / 4096,
+                s.blocks_free() * s.fragment_size() / 4096,
+                s.blocks_available() * s.fragment_size() / 4096,
+                4096,
+            ),
+            Err(_) => (0, 0, 0, 4096),
+        };
+        Ok(FsStats {
+            blocks,
+            bfree,
+            bavail,
+            files: files + 1_000_000,
+            ffree: 1_000_000,
+            bsize,
+        })
+    }
+
+    /// Stored (non-hole) bytes of a file, for tests and `status`.
+    pub fn stored_length(&self, ino: u64) -> FsResult<u64> {
+        Ok(self.index.lock().unwrap().stored_length(ino)?)
+    }
+}
+
+/// Inserts `data` at `offset` into the dirty map, merging with overlapping
+/// and adjacent runs so the map stays non-overlapping.
+fn insert_dirty(st: &mut FileState, offset: u64, data: &[u8]) {
+    let end = offset + data.len() as u64;
+    // Fast path: append to the run that ends exactly at `offset`.
+    if let Some((&k, v)) = st.dirty.range_mut(..=offset).next_back() {
+        let vend = k + v.len() as u64;
+        if vend == offset && st.dirty.range(offset + 1..=end).next().is_none() {
+            let v = st.dirty.get_mut(&k).expect("run");
+            v.extend_from_slice(data);
+            st.dirty_bytes += data.len();
+            return;
+        }
+    }
+    // General case: collect every run touching [offset, end].
+    let mut start = offset;
+    let mut stop = end;
+    let touching: Vec<u64> = st
+        .dirty
+        .range(..=end)
+        .filter(|(k, v)| **k + v.len() as u64 >= offset)
+        .map(|(k, _)| *k)
+        .collect();
+    for k in &touching {
+        let len = st.dirty[k].len() as u64;
+        start = start.min(*k);
+        stop = stop.max(k + len);
+    }
+    let mut merged = vec![0u8; (stop - start) as usize];
+    let mut old_bytes = 0;
+    for k in touching {
+        let v = st.dirty.remove(&k).expect("run");
+        old_bytes += v.len();
+        let at = (k - start) as usize;
+        merged[at..at + v.len()].copy_from_slice(&v);
+    }
+    let at = (offset - start) as usize;
+    merged[at..at + data.len()].copy_from_slice(data);
+    st.dirty_bytes = st.dirty_bytes - old_bytes + merged.len();
+    st.dirty.insert(start, merged);
+}

@@ -1,0 +1,242 @@
+//! tresor: an encrypted, deduplicating FUSE filesystem that keeps only
+//! ciphertext in the stores you choose. See README.md and docs/.
+
+mod chunk;
+mod daemon;
+mod fs;
+mod fuse;
+mod index;
+mod keys;
+mod packstore;
+mod store;
+mod vault;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::vault::{PassphraseSource, VaultPaths};
+
+/// Encrypted, deduplicating drive whose ciphertext lives where you choose.
+#[derive(Parser)]
+#[command(name = "tresor", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct VaultArgs {
+    /// Vault directory [default: $XDG_DATA_HOME/tresor/default]
+    #[arg(long, value_name = "DIR")]
+    vault: Option<PathBuf>,
+    /// Read the passphrase from the first line of FILE (else TRESOR_PASSPHRASE, else a prompt)
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Read the passphrase from the first line of standard input
+    #[arg(long, hide = true)]
+    passphrase_stdin: bool,
+}
+
+impl VaultArgs {
+    fn paths(&self) -> Result<VaultPaths> {
+        Ok(VaultPaths::new(match &self.vault {
+            Some(v) => std::path::absolute(v).context("invalid --vault path")?,
+            None => vault::default_vault_dir()?,
+        }))
+    }
+    fn passphrase(&self) -> PassphraseSource {
+        PassphraseSource {
+            file: self.passphrase_file.clone(),
+            from_stdin: self.passphrase_stdin,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new vault (prints a recovery key once: write it down)
+    Init {
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Mount a vault; returns once the mount is ready (daemonises unless -f)
+    Mount {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Stay in the foreground and log to stderr
+        #[arg(short = 'f', long)]
+        foreground: bool,
+        /// FUSE mount options, comma-separated (allow_other, default_permissions, ro, ...)
+        #[arg(short = 'o', value_name = "OPTS")]
+        options: Vec<String>,
+        /// Print "ready" on stdout once mounted (used when daemonising)
+        #[arg(long, hide = true)]
+        ready_stdout: bool,
+        /// Directory to mount on
+        mountpoint: PathBuf,
+    },
+    /// Flush everything, unmount, and wait for the daemon to finish
+    Unmount {
+        /// The mounted directory
+        mountpoint: PathBuf,
+    },
+    /// Show vault id, sizes (logical / stored / deduplicated), chunk and pack counts
+    Status {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match &cli.command {
+        Command::Mount { .. } => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tresor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { vault } => {
+            let paths = vault.paths()?;
+            let pass = vault.passphrase().read(true)?;
+            let recovery = vault::init(&paths, &pass)?;
+            println!("Created vault {}", paths.root.display());
+            println!();
+            println!("Recovery key (shown once; it opens the vault if the passphrase is lost):");
+            println!();
+            println!("    {}", recovery.to_display_string());
+            println!();
+            println!(
+                "Mount it with: tresor mount --vault {} MOUNTPOINT",
+                paths.root.display()
+            );
+            Ok(())
+        }
+        Command::Mount {
+            vault,
+            foreground,
+            options,
+            ready_stdout,
+            mountpoint,
+        } => {
+            let paths = vault.paths()?;
+            let pass = vault.passphrase().read(false)?;
+            let options: Vec<String> = options
+                .iter()
+                .flat_map(|o| o.split(','))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if ready_stdout {
+                // The daemon child: mountpoint already checked by the parent.
+                daemon::block_signals();
+                return daemon::run_daemon(
+                    &paths,
+                    &mountpoint,
+                    &options,
+                    &pass,
+                    Some(std::io::stdout()),
+                );
+            }
+            if foreground {
+                daemon::block_signals();
+            }
+            daemon::mount(
+                daemon::MountRequest {
+                    vault: paths,
+                    mountpoint,
+                    options,
+                    foreground,
+                },
+                &pass,
+            )
+        }
+        Command::Unmount { mountpoint } => daemon::unmount(&mountpoint),
+        Command::Status { vault, json } => status(&vault, json),
+    }
+}
+
+fn status(args: &VaultArgs, json: bool) -> Result<()> {
+    let paths = args.paths()?;
+    let pass = args.passphrase().read(false)?;
+    let unlocked = vault::unlock(&paths, &pass)?;
+    let index = index::Index::open_read_only(&paths.index(), &unlocked.subkeys.index)?;
+    let s = index.stats()?;
+    let store = store::Store::open_local(&paths.store())?;
+    let (objects, stored) = store.usage("packs/")?;
+    let vault_id = hex::encode(unlocked.key_file.vault_id());
+    let mounted = vault::daemon_pid(&paths).is_some();
+    let dedup_saved = s
+        .referenced_plain_bytes
+        .saturating_sub(s.unique_plain_bytes);
+    if json {
+        println!(
+            "{{\"vault_id\":\"{vault_id}\",\"vault\":{:?},\"mounted\":{mounted},\"logical_bytes\":{},\"referenced_bytes\":{},\"unique_bytes\":{},\"dedup_saved_bytes\":{dedup_saved},\"stored_bytes\":{stored},\"chunks\":{},\"live_chunks\":{},\"packs\":{},\"objects\":{objects},\"inodes\":{}}}",
+            paths.root.display().to_string(),
+            s.logical_bytes,
+            s.referenced_plain_bytes,
+            s.unique_plain_bytes,
+            s.chunks,
+            s.live_chunks,
+            s.packs,
+            s.inodes
+        );
+    } else {
+        println!("vault:          {}", paths.root.display());
+        println!("vault id:       {vault_id}");
+        println!("mounted:        {}", if mounted { "yes" } else { "no" });
+        println!("files & dirs:   {}", s.inodes);
+        println!(
+            "logical size:   {} (sum of file sizes)",
+            human(s.logical_bytes)
+        );
+        println!(
+            "data in files:  {} (holes excluded)",
+            human(s.referenced_plain_bytes)
+        );
+        println!("unique data:    {}", human(s.unique_plain_bytes));
+        println!("deduplicated:   {}", human(dedup_saved));
+        println!(
+            "stored:         {} in {objects} pack objects (compressed, padded, encrypted)",
+            human(stored)
+        );
+        println!(
+            "chunks:         {} ({} referenced)",
+            s.chunks, s.live_chunks
+        );
+        println!("packs:          {}", s.packs);
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {} ({n} B)", UNITS[u])
+    }
+}

@@ -1,0 +1,317 @@
+//! Pack assembly, the store queue and the chunk read path.
+//!
+//! Sealed chunks are appended to one open [`PackBuilder`]; at `PACK_TARGET`
+//! bytes (or when the index commits) the pack is finished and handed to the
+//! store writers, which write it as one object. Writers never wait for the
+//! store except through back-pressure: at most `MAX_QUEUED` finished packs wait
+//! in memory (64 MiB). Readers find a chunk in, in order: the plaintext cache,
+//! the open pack, the queued packs, the store.
+//!
+//! Invariant kept with the index: a pack's object is durable in the store
+//! before any index transaction that references its chunks commits
+//! ([`PackStore::seal_and_wait`] is called under the index lock before every
+//! commit).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::chunk::pack::{PackBuilder, PackId, PACK_TARGET};
+use crate::chunk::seal::{ChunkId, ChunkSealer, SealError};
+use crate::index::{ChunkLocation, Index, IndexError};
+use crate::keys::SecretKey;
+use crate::store::{Store, StoreError};
+
+/// Finished packs waiting for the store (each ≤ ~16 MiB).
+const MAX_QUEUED: usize = 4;
+/// Plaintext chunk cache budget.
+const CHUNK_CACHE_BYTES: usize = 96 * 1024 * 1024;
+const STORE_WRITERS: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkReadError {
+    #[error("chunk authentication failed in pack {pack}: {source}")]
+    Auth {
+        pack: String,
+        #[source]
+        source: SealError,
+    },
+    #[error("pack {pack} could not be read: {source}")]
+    Store {
+        pack: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+struct OpenPack {
+    number: u64,
+    builder: PackBuilder,
+}
+
+struct QueuedPack {
+    number: u64,
+    path: String,
+    bytes: Arc<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<QueuedPack>,
+    /// Being written: readable from memory until stored.
+    in_flight: HashMap<u64, Arc<Vec<u8>>>,
+    /// Stored, not yet marked in the index: (pack number, size).
+    stored: Vec<(u64, u64)>,
+    failed: Option<String>,
+    shutdown: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+    store: Arc<Store>,
+}
+
+pub struct PackStore {
+    shared: Arc<Shared>,
+    open: Mutex<Option<OpenPack>>,
+    sealer: Arc<ChunkSealer>,
+    pack_key: SecretKey,
+    cache: Mutex<lru::LruCache<ChunkId, Arc<Vec<u8>>>>,
+    cache_bytes: Mutex<usize>,
+    writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl PackStore {
+    pub fn new(store: Arc<Store>, sealer: Arc<ChunkSealer>, pack_key: SecretKey) -> PackStore {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+            store,
+        });
+        let mut writers = Vec::new();
+        for i in 0..STORE_WRITERS {
+            let s = shared.clone();
+            writers.push(
+                std::thread::Builder::new()
+                    .name(format!("tresor-pack-writer-{i}"))
+                    .spawn(move || store_writer(s))
+                    .expect("spawn pack writer thread"),
+            );
+        }
+        PackStore {
+            shared,
+            open: Mutex::new(None),
+            sealer,
+            pack_key,
+            cache: Mutex::new(lru::LruCache::unbounded()),
+            cache_bytes: Mutex::new(0),
+            writers: Mutex::new(writers),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// Appends a sealed chunk to the open pack (the caller holds the index
+    /// lock and records the returned location in the same transaction).
+    pub fn append(
+        &self,
+        index: &Index,
+        id: &ChunkId,
+        sealed: &[u8],
+        plain_len: u32,
+    ) -> Result<ChunkLocation, IndexError> {
+        let mut open = self.open.lock().unwrap();
+        if open.is_none() {
+            let pack_id = PackId::random();
+            let number = index.create_pack(&pack_id.0)?;
+            *open = Some(OpenPack {
+                number,
+                builder: PackBuilder::new(pack_id),
+            });
+        }
+        let op = open.as_mut().expect("open pack");
+        let entry = op.builder.push(*id, sealed, plain_len);
+        let loc = ChunkLocation {
+            pack: op.number,
+            offset: entry.offset,
+            sealed_len: entry.sealed_len,
+            plain_len,
+        };
+        if op.builder.len() >= PACK_TARGET {
+            let full = open.take().expect("open pack");
+            drop(open);
+            self.enqueue(full);
+        }
+        Ok(loc)
+    }
+
+    fn enqueue(&self, pack: OpenPack) {
+        let path = pack.builder.pack_id().object_path();
+        let bytes = Arc::new(pack.builder.finish(&self.pack_key));
+        let mut q = self.shared.queue.lock().unwrap();
+        // Back-pressure: writers wait here while the store is behind.
+        while q.waiting.len() >= MAX_QUEUED && q.failed.is_none() {
+            q = self.shared.changed.wait(q).unwrap();
+        }
+        q.in_flight.insert(pack.number, bytes.clone());
+        q.waiting.push(QueuedPack {
+            number: pack.number,
+            path,
+            bytes,
+        });
+        self.shared.changed.notify_all();
+    }
+
+    /// Finishes the open pack, waits until every queued pack is durable in the
+    /// store, and records them in the index. Called before every commit.
+    pub fn seal_and_wait(&self, index: &Index) -> Result<(), PackStoreError> {
+        if let Some(p) = self.open.lock().unwrap().take() {
+            self.enqueue(p);
+        }
+        let stored = {
+            let mut q = self.shared.queue.lock().unwrap();
+            while (!q.waiting.is_empty() || !q.in_flight.is_empty()) && q.failed.is_none() {
+                q = self.shared.changed.wait(q).unwrap();
+            }
+            if let Some(f) = &q.failed {
+                return Err(PackStoreError::Store(f.clone()));
+            }
+            std::mem::take(&mut q.stored)
+        };
+        for (number, size) in stored {
+            index.mark_pack_stored(number, size)?;
+        }
+        Ok(())
+    }
+
+    /// The plaintext of a chunk, authenticated against its id.
+    pub fn read_chunk(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLocation,
+        pack_name: &[u8; 16],
+    ) -> Result<Arc<Vec<u8>>, ChunkReadError> {
+        if let Some(c) = self.cache.lock().unwrap().get(id) {
+            return Ok(c.clone());
+        }
+        let pack_path = PackId(*pack_name).object_path();
+        let start = loc.offset as usize;
+        let end = start + loc.sealed_len as usize;
+        let from_memory: Option<Vec<u8>> = {
+            let open = self.open.lock().unwrap();
+            match open.as_ref() {
+                Some(op) if op.number == loc.pack && op.builder.bytes().len() >= end => {
+                    Some(op.builder.bytes()[start..end].to_vec())
+                }
+                _ => None,
+            }
+        }
+        .or_else(|| {
+            let q = self.shared.queue.lock().unwrap();
+            q.in_flight
+                .get(&loc.pack)
+                .filter(|b| b.len() >= end)
+                .map(|b| b[start..end].to_vec())
+        });
+        let sealed = match from_memory {
+            Some(s) => s,
+            None => self
+                .shared
+                .store
+                .read_range(&pack_path, loc.offset, loc.sealed_len as u64)
+                .map_err(|source| ChunkReadError::Store {
+                    pack: pack_path.clone(),
+                    source,
+                })?,
+        };
+        let plain = self
+            .sealer
+            .open(id, &sealed)
+            .map_err(|source| ChunkReadError::Auth {
+                pack: pack_path,
+                source,
+            })?;
+        let plain = Arc::new(plain);
+        self.cache_insert(*id, plain.clone());
+        Ok(plain)
+    }
+
+    /// Keeps a freshly written chunk's plaintext hot (reads right after writes).
+    pub fn cache_insert(&self, id: ChunkId, plain: Arc<Vec<u8>>) {
+        let mut cache = self.cache.lock().unwrap();
+        let mut bytes = self.cache_bytes.lock().unwrap();
+        *bytes += plain.len();
+        if let Some(old) = cache.put(id, plain) {
+            *bytes -= old.len();
+        }
+        while *bytes > CHUNK_CACHE_BYTES {
+            match cache.pop_lru() {
+                Some((_, v)) => *bytes -= v.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Stops the writer threads (after a final `seal_and_wait`).
+    pub fn shutdown(&self) {
+        {
+            let mut q = self.shared.queue.lock().unwrap();
+            q.shutdown = true;
+            self.shared.changed.notify_all();
+        }
+        for h in self.writers.lock().unwrap().drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackStoreError {
+    #[error("writing a pack to the store failed: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+fn store_writer(shared: Arc<Shared>) {
+    loop {
+        let job = {
+            let mut q = shared.queue.lock().unwrap();
+            loop {
+                if !q.waiting.is_empty() {
+                    break Some(q.waiting.remove(0));
+                }
+                if q.shutdown {
+                    break None;
+                }
+                q = shared.changed.wait(q).unwrap();
+            }
+        };
+        let Some(job) = job else { return };
+        shared.changed.notify_all();
+        let size = job.bytes.len() as u64;
+        let result = shared.store.write(&job.path, job.bytes.to_vec());
+        let mut q = shared.queue.lock().unwrap();
+        match result {
+            Ok(()) => {
+                q.in_flight.remove(&job.number);
+                q.stored.push((job.number, size));
+            }
+            Err(e) => {
+                log::error!("writing pack {} failed: {e}", job.path);
+                q.failed = Some(format!("{}: {e}", job.path));
+            }
+        }
+        shared.changed.notify_all();
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<PackStore>();
+    let _ = NonZeroUsize::new(1);
+}
