@@ -13,7 +13,6 @@
 //! commit).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::chunk::pack::{PackBuilder, PackId, PACK_TARGET};
@@ -78,6 +77,11 @@ pub struct PackStore {
     sealer: Arc<ChunkSealer>,
     pack_key: SecretKey,
     cache: Mutex<lru::LruCache<ChunkId, Arc<Vec<u8>>>>,
+    /// Chunks being fetched and opened right now: concurrent readers of the
+    /// same chunk (kernel readahead sends several) wait for one decryption
+    /// instead of each doing it.
+    loading: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
+    prefetching: Mutex<std::collections::HashSet<ChunkId>>,
     cache_bytes: Mutex<usize>,
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -105,6 +109,8 @@ impl PackStore {
             sealer,
             pack_key,
             cache: Mutex::new(lru::LruCache::unbounded()),
+            loading: Mutex::new(HashMap::new()),
+            prefetching: Mutex::new(std::collections::HashSet::new()),
             cache_bytes: Mutex::new(0),
             writers: Mutex::new(writers),
         }
@@ -197,6 +203,22 @@ impl PackStore {
         if let Some(c) = self.cache.lock().unwrap().get(id) {
             return Ok(c.clone());
         }
+        let slot = self.loading.lock().unwrap().entry(*id).or_default().clone();
+        let _loading = slot.lock().unwrap();
+        if let Some(c) = self.cache.lock().unwrap().get(id) {
+            return Ok(c.clone());
+        }
+        let result = self.load_chunk(id, loc, pack_name);
+        self.loading.lock().unwrap().remove(id);
+        result
+    }
+
+    fn load_chunk(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLocation,
+        pack_name: &[u8; 16],
+    ) -> Result<Arc<Vec<u8>>, ChunkReadError> {
         let pack_path = PackId(*pack_name).object_path();
         let start = loc.offset as usize;
         let end = start + loc.sealed_len as usize;
@@ -237,6 +259,19 @@ impl PackStore {
         let plain = Arc::new(plain);
         self.cache_insert(*id, plain.clone());
         Ok(plain)
+    }
+
+    pub fn is_cached(&self, id: &ChunkId) -> bool {
+        self.cache.lock().unwrap().contains(id)
+    }
+
+    /// Claims a chunk for background prefetch; false if one is running.
+    pub fn begin_prefetch(&self, id: ChunkId) -> bool {
+        self.prefetching.lock().unwrap().insert(id)
+    }
+
+    pub fn end_prefetch(&self, id: &ChunkId) {
+        self.prefetching.lock().unwrap().remove(id);
     }
 
     /// Keeps a freshly written chunk's plaintext hot (reads right after writes).
@@ -307,11 +342,4 @@ fn store_writer(shared: Arc<Shared>) {
         }
         shared.changed.notify_all();
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<PackStore>();
-    let _ = NonZeroUsize::new(1);
 }

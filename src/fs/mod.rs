@@ -42,6 +42,8 @@ const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 /// Dirty bytes across all files that trigger a full flush of the writing file.
 const GLOBAL_DIRTY_LIMIT: usize = 192 * 1024 * 1024;
 pub const NAME_MAX: usize = 255;
+/// How far ahead of a read chunks are decrypted in the background.
+const READ_AHEAD: u64 = 4 * 1024 * 1024;
 const SYMLINK_MAX: usize = 4095;
 /// Largest file size (as ext4): offsets beyond give EFBIG.
 pub const MAX_FILE_SIZE: u64 = 1 << 44;
@@ -102,10 +104,13 @@ struct FileState {
 
 pub struct FsCore {
     index: Mutex<Index>,
-    packs: PackStore,
+    packs: Arc<PackStore>,
     chunker: Chunker,
     sealer: Arc<ChunkSealer>,
     files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
+    /// Open handle count per inode; a leaf lock (never held while taking
+    /// another), so unlink can ask it while holding the index lock.
+    open_handles: Mutex<HashMap<u64, u32>>,
     next_fh: AtomicU64,
     dirty_total: AtomicUsize,
     /// Where the vault's store lives (statfs reports that filesystem).
@@ -149,10 +154,11 @@ impl FsCore {
         index.commit(true)?;
         Ok(FsCore {
             index: Mutex::new(index),
-            packs,
+            packs: Arc::new(packs),
             chunker,
             sealer,
             files: Mutex::new(HashMap::new()),
+            open_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             dirty_total: AtomicUsize::new(0),
             statfs_path,
@@ -375,10 +381,8 @@ impl FsCore {
             idx.set_attr(&a)?;
             return Ok(());
         }
-        let open = self
-            .file_state(a.ino)
-            .map(|f| f.lock().unwrap().open_count > 0)
-            .unwrap_or(false);
+        // Not the FileState lock: the index lock is held here (lock order).
+        let open = self.open_handles.lock().unwrap().contains_key(&a.ino);
         if open {
             idx.set_attr(&a)?;
             idx.add_orphan(a.ino)?;
@@ -650,7 +654,10 @@ impl FsCore {
 
     fn open_inode(&self, ino: u64) -> u64 {
         let fs = self.file_state_or_new(ino);
-        fs.lock().unwrap().open_count += 1;
+        let mut st = fs.lock().unwrap();
+        st.open_count += 1;
+        *self.open_handles.lock().unwrap().entry(ino).or_default() += 1;
+        drop(st);
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -671,6 +678,29 @@ impl FsCore {
         };
         let mut st = fs.lock().unwrap();
         st.open_count = st.open_count.saturating_sub(1);
+        {
+            let mut handles = self.open_handles.lock().unwrap();
+            if st.open_count == 0 {
+                handles.remove(&ino);
+            } else {
+                handles.insert(ino, st.open_count);
+            }
+        }
+        let unlinked = st.open_count == 0
+            && self
+                .index
+                .lock()
+                .unwrap()
+                .attr(ino)?
+                .is_none_or(|a| a.nlink == 0);
+        if unlinked {
+            // Last handle of an unlinked file: its data will never be read.
+            self.dirty_total
+                .fetch_sub(st.dirty_bytes, Ordering::Relaxed);
+            st.dirty.clear();
+            st.dirty_bytes = 0;
+            st.size_dirty = false;
+        }
         let res = self.flush_locked(ino, &mut st, false);
         if st.open_count == 0 {
             let idx = self.index();
@@ -768,6 +798,7 @@ impl FsCore {
         };
         drop(guard);
         let end = (offset + size as u64).min(file_size);
+        self.read_ahead(ino, end, file_size);
         let mut buf = vec![0u8; (end - offset) as usize];
         let pieces: Vec<FsResult<(usize, Vec<u8>)>> = plan
             .par_iter()
@@ -801,6 +832,44 @@ impl FsCore {
             buf[dst..dst + bytes.len()].copy_from_slice(&bytes);
         }
         Ok(buf)
+    }
+
+    /// Starts decrypting the chunks after `from` in the background so a
+    /// sequential reader finds them in the cache (both cores work while the
+    /// kernel copies the previous chunk out).
+    fn read_ahead(&self, ino: u64, from: u64, file_size: u64) {
+        if from >= file_size {
+            return;
+        }
+        let plan: Vec<(ChunkId, ChunkLocation, [u8; 16])> = {
+            let idx = self.index.lock().unwrap();
+            let Ok(extents) = idx.extents_in(ino, from, (from + READ_AHEAD).min(file_size)) else {
+                return;
+            };
+            let mut plan = Vec::new();
+            for e in extents {
+                if self.packs.is_cached(&e.chunk) {
+                    continue;
+                }
+                if let Ok(Some(loc)) = idx.chunk_location(&e.chunk) {
+                    if let Ok(Some(name)) = idx.pack_name(loc.pack) {
+                        plan.push((e.chunk, loc, name));
+                    }
+                }
+            }
+            plan
+        };
+        for (id, loc, name) in plan {
+            if !self.packs.begin_prefetch(id) {
+                continue;
+            }
+            let packs = self.packs.clone();
+            rayon::spawn(move || {
+                // Errors surface (and are logged) when the reader gets there.
+                let _ = packs.read_chunk(&id, &loc, &name);
+                packs.end_prefetch(&id);
+            });
+        }
     }
 
     fn path_for_log(&self, ino: u64) -> String {
@@ -920,6 +989,10 @@ impl FsCore {
             .collect();
 
         let idx = self.index();
+        if idx.attr(ino)?.is_none() {
+            // Deleted while we sealed: nothing may reference the inode.
+            return Ok(());
+        }
         for (i, s) in &sealed {
             let (c, bytes) = &pieces[*i];
             let id = c.id.expect("id");
