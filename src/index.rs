@@ -270,12 +270,7 @@ impl Index {
         let conn = Connection::open_with_flags(path, flags)?;
         // Raw key: SQLCipher skips its own PBKDF2 for an `x'..'` key; ours is
         // already a uniformly random subkey.
-        let mut pragma = String::with_capacity(80);
-        pragma.push_str("PRAGMA key = \"x'");
-        pragma.push_str(&hex::encode(key.as_bytes()));
-        pragma.push_str("'\"");
-        conn.execute_batch(&pragma)?;
-        zeroize::Zeroize::zeroize(&mut pragma);
+        apply_key(&conn, key)?;
         // The first real read fails if the key is wrong.
         let probe: Result<i64, _> =
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
@@ -326,12 +321,7 @@ impl Index {
     /// (WAL readers never block the writer).
     pub fn open_read_only(path: &Path, key: &SecretKey) -> Result<Index, IndexError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let mut pragma = String::with_capacity(80);
-        pragma.push_str("PRAGMA key = \"x'");
-        pragma.push_str(&hex::encode(key.as_bytes()));
-        pragma.push_str("'\"");
-        conn.execute_batch(&pragma)?;
-        zeroize::Zeroize::zeroize(&mut pragma);
+        apply_key(&conn, key)?;
         if let Err(e) = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
             r.get::<_, i64>(0)
         }) {
@@ -361,21 +351,6 @@ impl Index {
     }
 
     // ----- meta -----
-
-    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-            .query_row(params![key], |r| r.get(0))
-            .optional()?)
-    }
-
-    pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), IndexError> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
-            .execute(params![key, value])?;
-        Ok(())
-    }
 
     // ----- inodes -----
 
@@ -685,19 +660,6 @@ impl Index {
         self.adjust_refcount(&e.chunk, 1)
     }
 
-    pub fn all_extents(&self, ino: u64) -> Result<Vec<Extent>, IndexError> {
-        self.extents_in(ino, 0, u64::MAX)
-    }
-
-    /// Bytes of data extents (what the file really stores, holes excluded).
-    pub fn stored_length(&self, ino: u64) -> Result<u64, IndexError> {
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT coalesce(sum(length), 0) FROM extents WHERE ino = ?1")?
-            .query_row(params![ino], |r| r.get(0))?;
-        Ok(n as u64)
-    }
-
     // ----- chunks and packs -----
 
     pub fn chunk_location(&self, id: &ChunkId) -> Result<Option<ChunkLocation>, IndexError> {
@@ -820,15 +782,6 @@ impl Index {
         Ok(s)
     }
 
-    /// Sum of `blocks` for statfs: stored pack bytes.
-    pub fn pack_bytes(&self) -> Result<u64, IndexError> {
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT coalesce(sum(size), 0) FROM packs")?
-            .query_row([], |r| r.get(0))?;
-        Ok(n as u64)
-    }
-
     pub fn inode_count(&self) -> Result<u64, IndexError> {
         let n: i64 = self
             .conn
@@ -836,6 +789,15 @@ impl Index {
             .query_row([], |r| r.get(0))?;
         Ok(n as u64)
     }
+}
+
+/// Keys the connection. The raw key skips SQLCipher's own PBKDF2: the
+/// subkey is already uniformly random. The pragma text is zeroized.
+fn apply_key(conn: &Connection, key: &SecretKey) -> Result<(), IndexError> {
+    let hex = key.to_hex();
+    let pragma = zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex.as_str()));
+    conn.execute_batch(&pragma)?;
+    Ok(())
 }
 
 fn unsafe_getuid() -> u32 {

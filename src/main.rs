@@ -1,11 +1,16 @@
 //! tresor: an encrypted, deduplicating FUSE filesystem that keeps only
 //! ciphertext in the stores you choose. See README.md and docs/.
 
+// The format modules expose the whole format (trailer parsing to rebuild an
+// index from packs, key-slot management) which their unit tests exercise and
+// the recovery commands (fsck, verify, passwd) will call.
+#[cfg_attr(not(test), allow(dead_code))]
 mod chunk;
 mod daemon;
 mod fs;
 mod fuse;
 mod index;
+#[cfg_attr(not(test), allow(dead_code))]
 mod keys;
 mod packstore;
 mod store;
@@ -93,7 +98,23 @@ enum Command {
     },
 }
 
+/// Large buffers (sealed chunks, packs) are allocated and freed at a high
+/// rate by many threads. glibc's dynamic mmap threshold would move them into
+/// per-thread arenas that keep freed memory; a fixed 1 MiB threshold returns
+/// them to the OS at once (measured: peak RSS of a 1 GiB copy 517 MB → see
+/// docs/ARCHITECTURE.md).
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let default_level = match &cli.command {
         Command::Mount { .. } => "info",

@@ -24,7 +24,7 @@ use crate::store::{Store, StoreError};
 /// Finished packs waiting for the store (each ≤ ~16 MiB).
 const MAX_QUEUED: usize = 4;
 /// Plaintext chunk cache budget.
-const CHUNK_CACHE_BYTES: usize = 96 * 1024 * 1024;
+const CHUNK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 const STORE_WRITERS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ pub enum ChunkReadError {
     Store {
         pack: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -51,14 +51,14 @@ struct OpenPack {
 struct QueuedPack {
     number: u64,
     path: String,
-    bytes: Arc<Vec<u8>>,
+    bytes: bytes::Bytes,
 }
 
 #[derive(Default)]
 struct Queue {
     waiting: Vec<QueuedPack>,
     /// Being written: readable from memory until stored.
-    in_flight: HashMap<u64, Arc<Vec<u8>>>,
+    in_flight: HashMap<u64, bytes::Bytes>,
     /// Stored, not yet marked in the index: (pack number, size).
     stored: Vec<(u64, u64)>,
     failed: Option<String>,
@@ -116,10 +116,6 @@ impl PackStore {
         }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.shared.store
-    }
-
     /// Appends a sealed chunk to the open pack (the caller holds the index
     /// lock and records the returned location in the same transaction).
     pub fn append(
@@ -156,7 +152,7 @@ impl PackStore {
 
     fn enqueue(&self, pack: OpenPack) {
         let path = pack.builder.pack_id().object_path();
-        let bytes = Arc::new(pack.builder.finish(&self.pack_key));
+        let bytes = bytes::Bytes::from(pack.builder.finish(&self.pack_key));
         let mut q = self.shared.queue.lock().unwrap();
         // Back-pressure: writers wait here while the store is behind.
         while q.waiting.len() >= MAX_QUEUED && q.failed.is_none() {
@@ -222,12 +218,12 @@ impl PackStore {
         let pack_path = PackId(*pack_name).object_path();
         let start = loc.offset as usize;
         let end = start + loc.sealed_len as usize;
-        let from_memory: Option<Vec<u8>> = {
+        let from_memory: Option<bytes::Bytes> = {
             let open = self.open.lock().unwrap();
             match open.as_ref() {
-                Some(op) if op.number == loc.pack && op.builder.bytes().len() >= end => {
-                    Some(op.builder.bytes()[start..end].to_vec())
-                }
+                Some(op) if op.number == loc.pack && op.builder.bytes().len() >= end => Some(
+                    bytes::Bytes::copy_from_slice(&op.builder.bytes()[start..end]),
+                ),
                 _ => None,
             }
         }
@@ -236,7 +232,7 @@ impl PackStore {
             q.in_flight
                 .get(&loc.pack)
                 .filter(|b| b.len() >= end)
-                .map(|b| b[start..end].to_vec())
+                .map(|b| b.slice(start..end))
         });
         let sealed = match from_memory {
             Some(s) => s,
@@ -246,7 +242,7 @@ impl PackStore {
                 .read_range(&pack_path, loc.offset, loc.sealed_len as u64)
                 .map_err(|source| ChunkReadError::Store {
                     pack: pack_path.clone(),
-                    source,
+                    source: Box::new(source),
                 })?,
         };
         let plain = self
@@ -328,7 +324,7 @@ fn store_writer(shared: Arc<Shared>) {
         let Some(job) = job else { return };
         shared.changed.notify_all();
         let size = job.bytes.len() as u64;
-        let result = shared.store.write(&job.path, job.bytes.to_vec());
+        let result = shared.store.write(&job.path, job.bytes);
         let mut q = shared.queue.lock().unwrap();
         match result {
             Ok(()) => {

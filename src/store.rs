@@ -78,7 +78,7 @@ impl Store {
     }
 
     /// Writes a whole object; durable when this returns.
-    pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    pub fn write(&self, path: &str, bytes: bytes::Bytes) -> Result<(), StoreError> {
         self.runtime
             .block_on(self.operator.write(path, bytes))
             .map_err(Self::backend_err(path))?;
@@ -99,7 +99,12 @@ impl Store {
     }
 
     /// Reads `len` bytes at `offset` (a ranged GET on object stores).
-    pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    pub fn read_range(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes, StoreError> {
         let buf = self
             .runtime
             .block_on(
@@ -109,7 +114,8 @@ impl Store {
                     .into_future(),
             )
             .map_err(Self::backend_err(path))?;
-        let v = buf.to_vec();
+        // One contiguous piece for the fs service: no copy.
+        let v = buf.to_bytes();
         if (v.len() as u64) < len {
             return Err(StoreError::Short {
                 path: path.to_string(),
@@ -118,15 +124,6 @@ impl Store {
             });
         }
         Ok(v)
-    }
-
-    /// Reads a whole object.
-    pub fn read(&self, path: &str) -> Result<Vec<u8>, StoreError> {
-        let buf = self
-            .runtime
-            .block_on(self.operator.read(path))
-            .map_err(Self::backend_err(path))?;
-        Ok(buf.to_vec())
     }
 
     /// Object count and total bytes under `prefix` (for `status`).

@@ -151,6 +151,8 @@ pub fn init(paths: &VaultPaths, passphrase: &[u8]) -> Result<RecoveryKey> {
 
 pub struct UnlockedVault {
     pub key_file: KeyFile,
+    /// For key-slot changes (`passwd`, `key`); mounting needs only subkeys.
+    #[allow(dead_code)]
     pub master: MasterKey,
     pub subkeys: Subkeys,
 }

@@ -58,7 +58,7 @@ impl PackId {
         PackId(b)
     }
 
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }
 

@@ -41,7 +41,7 @@ use crate::keys::{SecretKey, Subkeys};
 pub struct ChunkId(pub [u8; 32]);
 
 impl ChunkId {
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }
 

@@ -34,8 +34,10 @@ pub enum FsError {
     Data {
         path: String,
         #[source]
-        source: ChunkReadError,
+        source: Box<ChunkReadError>,
     },
+    #[error("writing file data failed earlier: {0}")]
+    Flush(String),
     #[error("index: {0}")]
     Index(#[from] IndexError),
     #[error("{0}")]
@@ -70,6 +72,7 @@ impl FsError {
             }
             FsError::Index(_) => libc::EIO,
             FsError::Store(_) => libc::EIO,
+            FsError::Flush(_) => libc::EIO,
         }
     }
 }

@@ -23,6 +23,8 @@
 //! consistent (SQLite's WAL guarantees atomic commits).
 
 pub mod error;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,7 +42,7 @@ pub use error::{FsError, FsResult};
 /// both cores busy sealing while the kernel refills the buffer).
 const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 /// Dirty bytes across all files that trigger a full flush of the writing file.
-const GLOBAL_DIRTY_LIMIT: usize = 192 * 1024 * 1024;
+const GLOBAL_DIRTY_LIMIT: usize = 128 * 1024 * 1024;
 pub const NAME_MAX: usize = 255;
 /// How far ahead of a read chunks are decrypted in the background.
 const READ_AHEAD: u64 = 4 * 1024 * 1024;
@@ -97,26 +99,48 @@ struct FileState {
     /// Non-overlapping, non-adjacent dirty runs: offset → bytes.
     dirty: BTreeMap<u64, Vec<u8>>,
     dirty_bytes: usize,
+    /// Runs handed to the background flush job, readable until their
+    /// extents are in the index. Newer `dirty` bytes take precedence.
+    sealing: Vec<(u64, Arc<Vec<u8>>)>,
+    /// A background flush job owns `sealing` (at most one per file, which
+    /// keeps flushes of a file in order).
+    job_running: bool,
+    /// The last background flush failed; reported to the next caller.
+    job_error: Option<String>,
     /// Authoritative size while `size_dirty` (persisted at flush).
     size: u64,
     size_dirty: bool,
 }
 
-pub struct FsCore {
+/// A file's state and the condition its flush job signals when done.
+#[derive(Default)]
+struct FileSlot {
+    state: parking_lot::Mutex<FileState>,
+    job_done: parking_lot::Condvar,
+}
+
+type StateGuard<'a> = parking_lot::MutexGuard<'a, FileState>;
+
+/// What background flush jobs share with the core.
+struct DataPath {
     index: Mutex<Index>,
     packs: Arc<PackStore>,
     chunker: Chunker,
     sealer: Arc<ChunkSealer>,
-    files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
+    dirty_total: AtomicUsize,
+    /// Set while the index holds uncommitted changes.
+    uncommitted: std::sync::atomic::AtomicBool,
+}
+
+pub struct FsCore {
+    data: Arc<DataPath>,
+    files: Mutex<HashMap<u64, Arc<FileSlot>>>,
     /// Open handle count per inode; a leaf lock (never held while taking
     /// another), so unlink can ask it while holding the index lock.
     open_handles: Mutex<HashMap<u64, u32>>,
     next_fh: AtomicU64,
-    dirty_total: AtomicUsize,
     /// Where the vault's store lives (statfs reports that filesystem).
     statfs_path: std::path::PathBuf,
-    /// Set while the index holds uncommitted changes.
-    uncommitted: std::sync::atomic::AtomicBool,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -153,33 +177,35 @@ impl FsCore {
         }
         index.commit(true)?;
         Ok(FsCore {
-            index: Mutex::new(index),
-            packs: Arc::new(packs),
-            chunker,
-            sealer,
+            data: Arc::new(DataPath {
+                index: Mutex::new(index),
+                packs: Arc::new(packs),
+                chunker,
+                sealer,
+                dirty_total: AtomicUsize::new(0),
+                uncommitted: std::sync::atomic::AtomicBool::new(false),
+            }),
             files: Mutex::new(HashMap::new()),
             open_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            dirty_total: AtomicUsize::new(0),
             statfs_path,
-            uncommitted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
+    /// The index, marked as changed (the commit timer will commit it).
     fn index(&self) -> MutexGuard<'_, Index> {
-        self.uncommitted.store(true, Ordering::Relaxed);
-        self.index.lock().unwrap()
+        self.data.mark_changed()
     }
 
-    fn file_state(&self, ino: u64) -> Option<Arc<Mutex<FileState>>> {
+    fn file_state(&self, ino: u64) -> Option<Arc<FileSlot>> {
         self.files.lock().unwrap().get(&ino).cloned()
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         // Take the file state first (lock order), then the index.
         let fs = self.file_state(ino);
-        let guard = fs.as_ref().map(|f| f.lock().unwrap());
-        let idx = self.index.lock().unwrap();
+        let guard = fs.as_ref().map(|f| f.state.lock());
+        let idx = self.data.index.lock().unwrap();
         let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         if let Some(st) = guard {
             if st.size_dirty {
@@ -194,7 +220,7 @@ impl FsCore {
             return Err(FsError::NameTooLong);
         }
         let ino = {
-            let idx = self.index.lock().unwrap();
+            let idx = self.data.index.lock().unwrap();
             let p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
             if p.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
@@ -345,7 +371,7 @@ impl FsCore {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let idx = self.index.lock().unwrap();
+        let idx = self.data.index.lock().unwrap();
         idx.symlink(ino)?.ok_or(FsError::Invalid)
     }
 
@@ -393,11 +419,17 @@ impl FsCore {
         Ok(())
     }
 
+    /// Forgets a deleted file's state. Called under the index lock, so the
+    /// state is only try-locked (a flusher holding it finds the inode gone).
     fn discard_file_state(&self, ino: u64) {
         if let Some(fs) = self.files.lock().unwrap().remove(&ino) {
-            let st = fs.lock().unwrap();
-            self.dirty_total
-                .fetch_sub(st.dirty_bytes, Ordering::Relaxed);
+            if let Some(mut st) = fs.state.try_lock() {
+                self.data
+                    .dirty_total
+                    .fetch_sub(st.dirty_bytes, Ordering::Relaxed);
+                st.dirty_bytes = 0;
+                st.dirty.clear();
+            }
         }
     }
 
@@ -560,7 +592,7 @@ impl FsCore {
             self.truncate(ino, size)?;
         }
         let fs = self.file_state(ino);
-        let guard = fs.as_ref().map(|f| f.lock().unwrap());
+        let guard = fs.as_ref().map(|f| f.state.lock());
         let idx = self.index();
         let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         if let Some(st) = guard.as_ref() {
@@ -602,7 +634,9 @@ impl FsCore {
     /// and stored), growing leaves a hole.
     fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
         let fs = self.file_state_or_new(ino);
-        let mut st = fs.lock().unwrap();
+        let mut st = fs.state.lock();
+        // A running flush job would store bytes past the new end afterwards.
+        Self::wait_job(&fs, &mut st)?;
         let idx = self.index();
         let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         match a.kind {
@@ -619,13 +653,13 @@ impl FsCore {
                 if k >= size {
                     let v = st.dirty.remove(&k).expect("dirty run");
                     st.dirty_bytes -= v.len();
-                    self.dirty_total.fetch_sub(v.len(), Ordering::Relaxed);
+                    self.data.dirty_total.fetch_sub(v.len(), Ordering::Relaxed);
                 } else if k + len > size {
                     let cut = (k + len - size) as usize;
                     let v = st.dirty.get_mut(&k).expect("dirty run");
                     v.truncate(v.len() - cut);
                     st.dirty_bytes -= cut;
-                    self.dirty_total.fetch_sub(cut, Ordering::Relaxed);
+                    self.data.dirty_total.fetch_sub(cut, Ordering::Relaxed);
                 }
             }
             idx.remove_extents(ino, size, u64::MAX)?;
@@ -639,25 +673,44 @@ impl FsCore {
             st.size_dirty = false;
         }
         drop(idx);
-        let remove = st.open_count == 0 && st.dirty.is_empty() && !st.size_dirty;
         drop(st);
-        if remove {
-            self.files.lock().unwrap().remove(&ino);
-        }
+        self.forget_if_idle(ino);
         Ok(())
     }
 
-    fn file_state_or_new(&self, ino: u64) -> Arc<Mutex<FileState>> {
+    /// Drops a file's in-memory state once nothing is open, dirty or being
+    /// flushed. Takes the map lock first (lock order), then re-checks.
+    fn forget_if_idle(&self, ino: u64) {
+        let mut files = self.files.lock().unwrap();
+        let idle = match files.get(&ino) {
+            Some(slot) => {
+                let st = slot.state.lock();
+                st.open_count == 0
+                    && st.dirty.is_empty()
+                    && !st.size_dirty
+                    && !st.job_running
+                    && st.job_error.is_none()
+            }
+            None => false,
+        };
+        if idle {
+            files.remove(&ino);
+        }
+    }
+
+    fn file_state_or_new(&self, ino: u64) -> Arc<FileSlot> {
         let mut files = self.files.lock().unwrap();
         files.entry(ino).or_default().clone()
     }
 
     fn open_inode(&self, ino: u64) -> u64 {
-        let fs = self.file_state_or_new(ino);
-        let mut st = fs.lock().unwrap();
-        st.open_count += 1;
+        // Under the map lock, so `forget_if_idle` cannot drop the slot
+        // between lookup and count.
+        let mut files = self.files.lock().unwrap();
+        let slot = files.entry(ino).or_default().clone();
+        slot.state.lock().open_count += 1;
+        drop(files);
         *self.open_handles.lock().unwrap().entry(ino).or_default() += 1;
-        drop(st);
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -676,7 +729,7 @@ impl FsCore {
         let Some(fs) = self.file_state(ino) else {
             return Ok(());
         };
-        let mut st = fs.lock().unwrap();
+        let mut st = fs.state.lock();
         st.open_count = st.open_count.saturating_sub(1);
         {
             let mut handles = self.open_handles.lock().unwrap();
@@ -688,6 +741,7 @@ impl FsCore {
         }
         let unlinked = st.open_count == 0
             && self
+                .data
                 .index
                 .lock()
                 .unwrap()
@@ -695,13 +749,14 @@ impl FsCore {
                 .is_none_or(|a| a.nlink == 0);
         if unlinked {
             // Last handle of an unlinked file: its data will never be read.
-            self.dirty_total
+            self.data
+                .dirty_total
                 .fetch_sub(st.dirty_bytes, Ordering::Relaxed);
             st.dirty.clear();
             st.dirty_bytes = 0;
             st.size_dirty = false;
         }
-        let res = self.flush_locked(ino, &mut st, false);
+        let res = self.flush_file(ino, &fs, &mut st);
         if st.open_count == 0 {
             let idx = self.index();
             let gone = match idx.attr(ino)? {
@@ -712,10 +767,8 @@ impl FsCore {
                 idx.delete_inode(ino)?;
             }
             drop(idx);
-            if st.dirty.is_empty() && !st.size_dirty {
-                drop(st);
-                self.files.lock().unwrap().remove(&ino);
-            }
+            drop(st);
+            self.forget_if_idle(ino);
         }
         res
     }
@@ -728,14 +781,15 @@ impl FsCore {
             return Err(FsError::TooBig);
         }
         let fs = self.file_state_or_new(ino);
-        let mut st = fs.lock().unwrap();
+        let mut st = fs.state.lock();
         if !st.size_dirty {
-            let idx = self.index.lock().unwrap();
+            let idx = self.data.index.lock().unwrap();
             st.size = idx.attr(ino)?.ok_or(FsError::NotFound)?.size;
         }
         let before = st.dirty_bytes;
         insert_dirty(&mut st, offset, data);
-        self.dirty_total
+        self.data
+            .dirty_total
             .fetch_add(st.dirty_bytes - before, Ordering::Relaxed);
         if end > st.size {
             st.size = end;
@@ -749,10 +803,10 @@ impl FsCore {
             a.ctime = now;
             idx.set_attr(&a)?;
         }
-        if self.dirty_total.load(Ordering::Relaxed) > GLOBAL_DIRTY_LIMIT {
-            self.flush_locked(ino, &mut st, false)?;
+        if self.data.dirty_total.load(Ordering::Relaxed) > GLOBAL_DIRTY_LIMIT {
+            self.flush_file(ino, &fs, &mut st)?;
         } else if st.dirty_bytes >= FLUSH_BYTES {
-            self.flush_locked(ino, &mut st, true)?;
+            self.flush_in_background(ino, &fs, &mut st)?;
         }
         Ok(data.len())
     }
@@ -761,9 +815,9 @@ impl FsCore {
         // Snapshot extents, locations and dirty overlay under the file lock;
         // decrypt without it (chunks are immutable, content-addressed).
         let fs = self.file_state(ino);
-        let guard = fs.as_ref().map(|f| f.lock().unwrap());
+        let guard = fs.as_ref().map(|f| f.state.lock());
         let (file_size, plan, overlay) = {
-            let idx = self.index.lock().unwrap();
+            let idx = self.data.index.lock().unwrap();
             let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
             let file_size = match guard.as_ref() {
                 Some(st) if st.size_dirty => st.size,
@@ -782,11 +836,15 @@ impl FsCore {
                 };
                 plan.push((e, loc, name));
             }
+            // Bytes still in memory, oldest first: runs being sealed, then
+            // dirty runs (newer, so they are copied last and win).
             let mut overlay: Vec<(u64, Vec<u8>)> = Vec::new();
             if let Some(st) = guard.as_ref() {
-                for (&k, v) in st.dirty.range(..end) {
+                let sealing = st.sealing.iter().map(|(k, v)| (*k, v.as_slice()));
+                let dirty = st.dirty.range(..end).map(|(k, v)| (*k, v.as_slice()));
+                for (k, v) in sealing.chain(dirty) {
                     let vend = k + v.len() as u64;
-                    if vend <= offset {
+                    if vend <= offset || k >= end {
                         continue;
                     }
                     let s = k.max(offset);
@@ -800,32 +858,38 @@ impl FsCore {
         let end = (offset + size as u64).min(file_size);
         self.read_ahead(ino, end, file_size);
         let mut buf = vec![0u8; (end - offset) as usize];
-        let pieces: Vec<FsResult<(usize, Vec<u8>)>> = plan
-            .par_iter()
-            .map(|(e, loc, name)| {
-                let (Some(loc), Some(name)) = (loc, name) else {
-                    return Err(self.data_error(
-                        ino,
-                        format!("chunk {:?} is missing from the index", e.chunk),
-                    ));
-                };
-                let plain = self
-                    .packs
-                    .read_chunk(&e.chunk, loc, name)
-                    .map_err(|source| self.read_failed(ino, source))?;
-                let s = e.offset.max(offset);
-                let t = (e.offset + e.length).min(end);
-                let from = (e.chunk_offset + (s - e.offset)) as usize;
-                let to = from + (t - s) as usize;
-                if to > plain.len() {
-                    return Err(self.data_error(ino, "extent is longer than its chunk".into()));
-                }
-                Ok(((s - offset) as usize, plain[from..to].to_vec()))
-            })
-            .collect();
+        // Most reads touch one chunk: no thread hop then. Plaintexts are
+        // shared (Arc) and copied once, into the reply buffer.
+        let fetch = |(e, loc, name): &(Extent, Option<ChunkLocation>, Option<[u8; 16]>)| {
+            let (Some(loc), Some(name)) = (loc, name) else {
+                return Err(self.data_error(
+                    ino,
+                    format!("chunk {:?} is missing from the index", e.chunk),
+                ));
+            };
+            let plain = self
+                .data
+                .packs
+                .read_chunk(&e.chunk, loc, name)
+                .map_err(|source| self.read_failed(ino, source))?;
+            let s = e.offset.max(offset);
+            let t = (e.offset + e.length).min(end);
+            let from = (e.chunk_offset + (s - e.offset)) as usize;
+            let to = from + (t - s) as usize;
+            if to > plain.len() {
+                return Err(self.data_error(ino, "extent is longer than its chunk".into()));
+            }
+            Ok(((s - offset) as usize, plain, from..to))
+        };
+        type Piece = (usize, Arc<Vec<u8>>, std::ops::Range<usize>);
+        let pieces: Vec<FsResult<Piece>> = if plan.len() <= 1 {
+            plan.iter().map(fetch).collect()
+        } else {
+            plan.par_iter().map(fetch).collect()
+        };
         for p in pieces {
-            let (dst, bytes) = p?;
-            buf[dst..dst + bytes.len()].copy_from_slice(&bytes);
+            let (dst, plain, range) = p?;
+            buf[dst..dst + range.len()].copy_from_slice(&plain[range]);
         }
         for (s, bytes) in overlay {
             let dst = (s - offset) as usize;
@@ -842,13 +906,13 @@ impl FsCore {
             return;
         }
         let plan: Vec<(ChunkId, ChunkLocation, [u8; 16])> = {
-            let idx = self.index.lock().unwrap();
+            let idx = self.data.index.lock().unwrap();
             let Ok(extents) = idx.extents_in(ino, from, (from + READ_AHEAD).min(file_size)) else {
                 return;
             };
             let mut plan = Vec::new();
             for e in extents {
-                if self.packs.is_cached(&e.chunk) {
+                if self.data.packs.is_cached(&e.chunk) {
                     continue;
                 }
                 if let Ok(Some(loc)) = idx.chunk_location(&e.chunk) {
@@ -860,10 +924,10 @@ impl FsCore {
             plan
         };
         for (id, loc, name) in plan {
-            if !self.packs.begin_prefetch(id) {
+            if !self.data.packs.begin_prefetch(id) {
                 continue;
             }
-            let packs = self.packs.clone();
+            let packs = self.data.packs.clone();
             rayon::spawn(move || {
                 // Errors surface (and are logged) when the reader gets there.
                 let _ = packs.read_chunk(&id, &loc, &name);
@@ -873,7 +937,7 @@ impl FsCore {
     }
 
     fn path_for_log(&self, ino: u64) -> String {
-        let idx = self.index.lock().unwrap();
+        let idx = self.data.index.lock().unwrap();
         match idx.path_of(ino) {
             Ok(p) => String::from_utf8_lossy(&p).into_owned(),
             Err(_) => format!("<inode {ino}>"),
@@ -883,7 +947,10 @@ impl FsCore {
     fn read_failed(&self, ino: u64, source: crate::packstore::ChunkReadError) -> FsError {
         let path = self.path_for_log(ino);
         log::error!("{path}: {source}");
-        FsError::Data { path, source }
+        FsError::Data {
+            path,
+            source: Box::new(source),
+        }
     }
 
     fn data_error(&self, ino: u64, msg: String) -> FsError {
@@ -894,51 +961,332 @@ impl FsCore {
         )))
     }
 
-    /// Moves a file's dirty data into chunks, packs and extents. With
-    /// `partial`, the growing tail chunk of an append stays in memory.
-    fn flush_locked(&self, ino: u64, st: &mut FileState, partial: bool) -> FsResult<()> {
-        if st.dirty.is_empty() {
-            if st.size_dirty && !partial {
-                let idx = self.index();
-                if let Some(mut a) = idx.attr(ino)? {
-                    a.size = st.size;
-                    idx.set_attr(&a)?;
+    /// Waits until the file's background flush job is done; returns its error.
+    fn wait_job(slot: &FileSlot, st: &mut StateGuard<'_>) -> FsResult<()> {
+        while st.job_running {
+            slot.job_done.wait(st);
+        }
+        match st.job_error.take() {
+            Some(e) => Err(FsError::Flush(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves all of a file's dirty data into chunks, packs and extents and
+    /// persists its size (release, fsync, truncate, unmount).
+    fn flush_file(&self, ino: u64, slot: &FileSlot, st: &mut StateGuard<'_>) -> FsResult<()> {
+        Self::wait_job(slot, st)?;
+        if !st.dirty.is_empty() {
+            let runs = self.data.take_dirty(st);
+            if let Err(e) = self.data.store_runs(ino, &runs, None) {
+                // Keep the bytes: a later flush may succeed.
+                for (off, run) in &runs {
+                    self.data.put_back(st, *off, run);
                 }
-                st.size_dirty = false;
+                return Err(e);
             }
+        }
+        if st.size_dirty {
+            let idx = self.index();
+            if let Some(mut a) = idx.attr(ino)? {
+                a.size = st.size;
+                idx.set_attr(&a)?;
+            }
+            st.size_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Hands a growing file's dirty data to a background job, so the writer
+    /// fills the next buffer while this one is hashed and sealed. At most one
+    /// job runs per file (this waits for the previous one), which keeps the
+    /// file's flushes in order and bounds its memory to two buffers.
+    fn flush_in_background(
+        &self,
+        ino: u64,
+        slot: &Arc<FileSlot>,
+        st: &mut StateGuard<'_>,
+    ) -> FsResult<()> {
+        Self::wait_job(slot, st)?;
+        if st.dirty.is_empty() {
             return Ok(());
         }
+        let runs = self.data.take_dirty(st);
+        st.sealing = runs.clone();
+        st.job_running = true;
+        let eof = st.size;
+        let data = self.data.clone();
+        let slot = slot.clone();
+        rayon::spawn(move || {
+            let result = data.store_runs(ino, &runs, Some(eof));
+            let mut st = slot.state.lock();
+            st.sealing.clear();
+            match result {
+                Ok(Some((off, tail))) => data.put_back(&mut st, off, &tail),
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("background flush of inode {ino} failed: {e}");
+                    for (off, run) in &runs {
+                        data.put_back(&mut st, *off, run);
+                    }
+                    st.job_error = Some(e.to_string());
+                }
+            }
+            st.job_running = false;
+            slot.job_done.notify_all();
+        });
+        Ok(())
+    }
+
+    /// Makes a file's data and the whole index durable.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        if let Some(fs) = self.file_state(ino) {
+            let mut st = fs.state.lock();
+            self.flush_file(ino, &fs, &mut st)?;
+        }
+        self.commit(true)
+    }
+
+    /// Commits the index batch after making every referenced pack durable.
+    pub fn commit(&self, durable: bool) -> FsResult<()> {
+        let idx = self.data.index.lock().unwrap();
+        self.data.packs.seal_and_wait(&idx)?;
+        idx.commit(durable)?;
+        self.data.uncommitted.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Timer commit: only when something changed.
+    pub fn commit_if_changed(&self) -> FsResult<()> {
+        if self.data.uncommitted.load(Ordering::Relaxed) {
+            self.commit(false)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every file's dirty data (unmount, memory pressure).
+    pub fn flush_all(&self) -> FsResult<()> {
+        let all: Vec<(u64, Arc<FileSlot>)> = self
+            .files
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut first_err = None;
+        for (ino, fs) in all {
+            let mut st = fs.state.lock();
+            if let Err(e) = self.flush_file(ino, &fs, &mut st) {
+                log::error!("flushing inode {ino} failed: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Final flush and durable commit at unmount; stops the pack writers.
+    pub fn shutdown(&self) -> FsResult<()> {
+        let r = self.flush_all().and_then(|_| self.commit(true));
+        self.data.packs.shutdown();
+        r
+    }
+
+    /// Entries after cursor `after` (0 = from the start), including `.` and
+    /// `..` at cursors 1 and 2; stored entries use cursor id + 2.
+    pub fn readdir(&self, ino: u64, after: u64, limit: usize) -> FsResult<Vec<DirEntry>> {
+        let idx = self.data.index.lock().unwrap();
+        let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if a.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        let mut out = Vec::new();
+        if after < 1 {
+            out.push(DirEntry {
+                cursor: 1,
+                name: b".".to_vec(),
+                ino,
+                kind: FileKind::Directory,
+            });
+        }
+        if after < 2 {
+            let parent = if ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                idx.parent_of(ino)?.unwrap_or(ROOT_INO)
+            };
+            out.push(DirEntry {
+                cursor: 2,
+                name: b"..".to_vec(),
+                ino: parent,
+                kind: FileKind::Directory,
+            });
+        }
+        let rest = idx.read_dir(ino, after.saturating_sub(2), limit)?;
+        out.extend(rest.into_iter().map(|mut e| {
+            e.cursor += 2;
+            e
+        }));
+        Ok(out)
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        let idx = self.data.index.lock().unwrap();
+        idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        idx.xattr(ino, name)?.ok_or(FsError::NoAttr)
+    }
+
+    /// `flags`: XATTR_CREATE / XATTR_REPLACE semantics.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(if name.is_empty() {
+                FsError::Invalid
+            } else {
+                FsError::Range
+            });
+        }
+        if value.len() > 65536 {
+            return Err(FsError::TooBig);
+        }
+        let idx = self.index();
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        let exists = idx.xattr(ino, name)?.is_some();
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::NoAttr);
+        }
+        idx.set_xattr(ino, name, value)?;
+        a.ctime = Timestamp::now();
+        idx.set_attr(&a)?;
+        Ok(())
+    }
+
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let idx = self.data.index.lock().unwrap();
+        idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        let mut out = Vec::new();
+        for n in idx.xattr_names(ino)? {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        let idx = self.index();
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        if !idx.remove_xattr(ino, name)? {
+            return Err(FsError::NoAttr);
+        }
+        a.ctime = Timestamp::now();
+        idx.set_attr(&a)?;
+        Ok(())
+    }
+
+    /// fallocate mode 0: reserve by extending the size (tresor allocates
+    /// nothing ahead: a hole reads as zeros and costs no storage).
+    pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        if mode != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        let a = self.getattr(ino)?;
+        if a.kind != FileKind::Regular {
+            return Err(FsError::NotSupported);
+        }
+        if end > a.size {
+            self.truncate(ino, end)?;
+            let idx = self.index();
+            let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+            a.ctime = Timestamp::now();
+            idx.set_attr(&a)?;
+        }
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> FsResult<FsStats> {
+        let files = self.data.index.lock().unwrap().inode_count()?;
+        let (blocks, bfree, bavail, bsize) = match nix::sys::statvfs::statvfs(&self.statfs_path) {
+            Ok(s) => (
+                s.blocks() * s.fragment_size() / 4096,
+                s.blocks_free() * s.fragment_size() / 4096,
+                s.blocks_available() * s.fragment_size() / 4096,
+                4096,
+            ),
+            Err(_) => (0, 0, 0, 4096),
+        };
+        Ok(FsStats {
+            blocks,
+            bfree,
+            bavail,
+            files: files + 1_000_000,
+            ffree: 1_000_000,
+            bsize,
+        })
+    }
+}
+
+impl DataPath {
+    /// The index, marked as changed (the commit timer will commit it).
+    fn mark_changed(&self) -> MutexGuard<'_, Index> {
+        self.uncommitted.store(true, Ordering::Relaxed);
+        self.index.lock().unwrap()
+    }
+
+    /// Takes every dirty run out of a file's state.
+    fn take_dirty(&self, st: &mut FileState) -> Vec<(u64, Arc<Vec<u8>>)> {
         let runs = std::mem::take(&mut st.dirty);
         let taken: usize = runs.values().map(|v| v.len()).sum();
         st.dirty_bytes -= taken;
         self.dirty_total.fetch_sub(taken, Ordering::Relaxed);
+        runs.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
+    }
 
-        // Cut every run into chunks; keep the last chunk of a run that ends
-        // at EOF when this is a partial flush (it may still grow).
-        let mut cuts: Vec<(u64, Vec<u8>, Vec<usize>)> = Vec::new();
-        let n_runs = runs.len();
-        for (i, (off, data)) in runs.into_iter().enumerate() {
-            let mut points = self.chunker.cut_points(&data);
-            let at_eof = off + data.len() as u64 == st.size;
-            if partial && i + 1 == n_runs && at_eof {
+    /// Returns bytes to the dirty map beneath any newer dirty bytes.
+    fn put_back(&self, st: &mut FileState, offset: u64, bytes: &[u8]) {
+        let before = st.dirty_bytes;
+        insert_dirty_under(st, offset, bytes);
+        self.dirty_total
+            .fetch_add(st.dirty_bytes - before, Ordering::Relaxed);
+    }
+
+    /// Cuts dirty runs into chunks, dedups and seals them, appends new ones
+    /// to the open pack and records the extents, in one index batch. With
+    /// `keep_tail_at` = Some(eof), the last chunk of a run ending at `eof`
+    /// may still grow: it is not stored but returned, so a file written in
+    /// pieces is cut exactly like the same file written at once.
+    fn store_runs(
+        &self,
+        ino: u64,
+        runs: &[(u64, Arc<Vec<u8>>)],
+        keep_tail_at: Option<u64>,
+    ) -> FsResult<Option<(u64, Vec<u8>)>> {
+        let mut tail = None;
+        let mut cuts: Vec<(u64, &[u8], Vec<usize>)> = Vec::new();
+        for (off, data) in runs {
+            let mut points = self.chunker.cut_points(data);
+            let at_eof = keep_tail_at == Some(off + data.len() as u64);
+            if at_eof && !points.is_empty() {
                 let keep_from = if points.len() >= 2 {
                     points[points.len() - 2]
                 } else {
                     0
                 };
-                let tail = data[keep_from..].to_vec();
-                st.dirty_bytes += tail.len();
-                self.dirty_total.fetch_add(tail.len(), Ordering::Relaxed);
-                st.dirty.insert(off + keep_from as u64, tail);
+                tail = Some((off + keep_from as u64, data[keep_from..].to_vec()));
                 points.pop();
                 if points.is_empty() {
                     continue;
                 }
-                let mut data = data;
-                data.truncate(keep_from);
-                cuts.push((off, data, points));
+                cuts.push((*off, &data[..keep_from], points));
             } else {
-                cuts.push((off, data, points));
+                cuts.push((*off, &data[..], points));
             }
         }
 
@@ -988,11 +1336,11 @@ impl FsCore {
             })
             .collect();
 
-        let idx = self.index();
-        if idx.attr(ino)?.is_none() {
+        let idx = self.mark_changed();
+        let Some(mut attr) = idx.attr(ino)? else {
             // Deleted while we sealed: nothing may reference the inode.
-            return Ok(());
-        }
+            return Ok(None);
+        };
         for (i, s) in &sealed {
             let (c, bytes) = &pieces[*i];
             let id = c.id.expect("id");
@@ -1000,10 +1348,12 @@ impl FsCore {
                 let loc: ChunkLocation = self.packs.append(&idx, &id, s, bytes.len() as u32)?;
                 idx.insert_chunk(&id, &loc)?;
             }
-            self.packs.cache_insert(id, Arc::new(bytes.to_vec()));
         }
+        let mut flushed_end = 0;
         for (c, _) in &pieces {
-            idx.remove_extents(ino, c.file_offset, c.file_offset + c.len as u64)?;
+            let end = c.file_offset + c.len as u64;
+            flushed_end = flushed_end.max(end);
+            idx.remove_extents(ino, c.file_offset, end)?;
             if let Some(id) = c.id {
                 idx.insert_extent(
                     ino,
@@ -1016,219 +1366,29 @@ impl FsCore {
                 )?;
             }
         }
-        if let Some(mut a) = idx.attr(ino)? {
-            a.size = st.size;
-            idx.set_attr(&a)?;
+        // The stored size covers what is stored; the caller persists the
+        // final size once nothing is left in memory.
+        if flushed_end > attr.size {
+            attr.size = flushed_end;
+            idx.set_attr(&attr)?;
         }
-        if st.dirty.is_empty() {
-            st.size_dirty = false;
-        }
-        Ok(())
-    }
-
-    /// Makes a file's data and the whole index durable.
-    pub fn fsync(&self, ino: u64) -> FsResult<()> {
-        if let Some(fs) = self.file_state(ino) {
-            let mut st = fs.lock().unwrap();
-            self.flush_locked(ino, &mut st, false)?;
-        }
-        self.commit(true)
-    }
-
-    /// Commits the index batch after making every referenced pack durable.
-    pub fn commit(&self, durable: bool) -> FsResult<()> {
-        let idx = self.index.lock().unwrap();
-        self.packs.seal_and_wait(&idx)?;
-        idx.commit(durable)?;
-        self.uncommitted.store(false, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Timer commit: only when something changed.
-    pub fn commit_if_changed(&self) -> FsResult<()> {
-        if self.uncommitted.load(Ordering::Relaxed) {
-            self.commit(false)?;
-        }
-        Ok(())
-    }
-
-    /// Flushes every file's dirty data (unmount, memory pressure).
-    pub fn flush_all(&self) -> FsResult<()> {
-        let all: Vec<(u64, Arc<Mutex<FileState>>)> = self
-            .files
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        let mut first_err = None;
-        for (ino, fs) in all {
-            let mut st = fs.lock().unwrap();
-            if let Err(e) = self.flush_locked(ino, &mut st, false) {
-                log::error!("flushing inode {ino} failed: {e}");
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Final flush and durable commit at unmount; stops the pack writers.
-    pub fn shutdown(&self) -> FsResult<()> {
-        let r = self.flush_all().and_then(|_| self.commit(true));
-        self.packs.shutdown();
-        r
-    }
-
-    /// Entries after cursor `after` (0 = from the start), including `.` and
-    /// `..` at cursors 1 and 2; stored entries use cursor id + 2.
-    pub fn readdir(&self, ino: u64, after: u64, limit: usize) -> FsResult<Vec<DirEntry>> {
-        let idx = self.index.lock().unwrap();
-        let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
-        if a.kind != FileKind::Directory {
-            return Err(FsError::NotDir);
-        }
-        let mut out = Vec::new();
-        if after < 1 {
-            out.push(DirEntry {
-                cursor: 1,
-                name: b".".to_vec(),
-                ino,
-                kind: FileKind::Directory,
-            });
-        }
-        if after < 2 {
-            let parent = if ino == ROOT_INO {
-                ROOT_INO
-            } else {
-                idx.parent_of(ino)?.unwrap_or(ROOT_INO)
-            };
-            out.push(DirEntry {
-                cursor: 2,
-                name: b"..".to_vec(),
-                ino: parent,
-                kind: FileKind::Directory,
-            });
-        }
-        let rest = idx.read_dir(ino, after.saturating_sub(2), limit)?;
-        out.extend(rest.into_iter().map(|mut e| {
-            e.cursor += 2;
-            e
-        }));
-        Ok(out)
-    }
-
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
-        let idx = self.index.lock().unwrap();
-        idx.attr(ino)?.ok_or(FsError::NotFound)?;
-        idx.xattr(ino, name)?.ok_or(FsError::NoAttr)
-    }
-
-    /// `flags`: XATTR_CREATE / XATTR_REPLACE semantics.
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
-        if name.is_empty() || name.len() > 255 {
-            return Err(if name.is_empty() {
-                FsError::Invalid
-            } else {
-                FsError::Range
-            });
-        }
-        if value.len() > 65536 {
-            return Err(FsError::TooBig);
-        }
-        let idx = self.index();
-        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
-        let exists = idx.xattr(ino, name)?.is_some();
-        if flags & libc::XATTR_CREATE != 0 && exists {
-            return Err(FsError::Exists);
-        }
-        if flags & libc::XATTR_REPLACE != 0 && !exists {
-            return Err(FsError::NoAttr);
-        }
-        idx.set_xattr(ino, name, value)?;
-        a.ctime = Timestamp::now();
-        idx.set_attr(&a)?;
-        Ok(())
-    }
-
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let idx = self.index.lock().unwrap();
-        idx.attr(ino)?.ok_or(FsError::NotFound)?;
-        let mut out = Vec::new();
-        for n in idx.xattr_names(ino)? {
-            out.extend_from_slice(&n);
-            out.push(0);
-        }
-        Ok(out)
-    }
-
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
-        let idx = self.index();
-        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
-        if !idx.remove_xattr(ino, name)? {
-            return Err(FsError::NoAttr);
-        }
-        a.ctime = Timestamp::now();
-        idx.set_attr(&a)?;
-        Ok(())
-    }
-
-    /// fallocate mode 0: reserve by extending the size (tresor allocates
-    /// nothing ahead: a hole reads as zeros and costs no storage).
-    pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
-        if mode != 0 {
-            return Err(FsError::NotSupported);
-        }
-        let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
-        if end > MAX_FILE_SIZE {
-            return Err(FsError::TooBig);
-        }
-        let a = self.getattr(ino)?;
-        if a.kind != FileKind::Regular {
-            return Err(FsError::NotSupported);
-        }
-        if end > a.size {
-            self.truncate(ino, end)?;
-            let idx = self.index();
-            let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
-            a.ctime = Timestamp::now();
-            idx.set_attr(&a)?;
-        }
-        Ok(())
-    }
-
-    pub fn statfs(&self) -> FsResult<FsStats> {
-        let files = self.index.lock().unwrap().inode_count()?;
-        let (blocks, bfree, bavail, bsize) = match nix::sys::statvfs::statvfs(&self.statfs_path) {
-            Ok(s) => (
-                s.blocks() * s.fragment_size() / 4096,
-                s.blocks_free() * s.fragment_size() / 4096,
-                s.blocks_available() * s.fragment_size() / 4096,
-                4096,
-            ),
-            Err(_) => (0, 0, 0, 4096),
-        };
-        Ok(FsStats {
-            blocks,
-            bfree,
-            bavail,
-            files: files + 1_000_000,
-            ffree: 1_000_000,
-            bsize,
-        })
-    }
-
-    /// Stored (non-hole) bytes of a file, for tests and `status`.
-    pub fn stored_length(&self, ino: u64) -> FsResult<u64> {
-        Ok(self.index.lock().unwrap().stored_length(ino)?)
+        Ok(tail)
     }
 }
 
 /// Inserts `data` at `offset` into the dirty map, merging with overlapping
 /// and adjacent runs so the map stays non-overlapping.
 fn insert_dirty(st: &mut FileState, offset: u64, data: &[u8]) {
+    merge_dirty(st, offset, data, true)
+}
+
+/// Like [`insert_dirty`], but bytes already dirty win over `data` (used to
+/// return older bytes from a flush job under newer writes).
+fn insert_dirty_under(st: &mut FileState, offset: u64, data: &[u8]) {
+    merge_dirty(st, offset, data, false)
+}
+
+fn merge_dirty(st: &mut FileState, offset: u64, data: &[u8], data_wins: bool) {
     let end = offset + data.len() as u64;
     // Fast path: append to the run that ends exactly at `offset`.
     if let Some((&k, v)) = st.dirty.range_mut(..=offset).next_back() {
@@ -1255,6 +1415,10 @@ fn insert_dirty(st: &mut FileState, offset: u64, data: &[u8]) {
         stop = stop.max(k + len);
     }
     let mut merged = vec![0u8; (stop - start) as usize];
+    let at = (offset - start) as usize;
+    if !data_wins {
+        merged[at..at + data.len()].copy_from_slice(data);
+    }
     let mut old_bytes = 0;
     for k in touching {
         let v = st.dirty.remove(&k).expect("run");
@@ -1262,8 +1426,9 @@ fn insert_dirty(st: &mut FileState, offset: u64, data: &[u8]) {
         let at = (k - start) as usize;
         merged[at..at + v.len()].copy_from_slice(&v);
     }
-    let at = (offset - start) as usize;
-    merged[at..at + data.len()].copy_from_slice(data);
+    if data_wins {
+        merged[at..at + data.len()].copy_from_slice(data);
+    }
     st.dirty_bytes = st.dirty_bytes - old_bytes + merged.len();
     st.dirty.insert(start, merged);
 }
