@@ -41,6 +41,9 @@ pub use error::{FsError, FsResult};
 /// Dirty bytes of one file that trigger a partial flush (measured: 8 MiB keeps
 /// both cores busy sealing while the kernel refills the buffer).
 const FLUSH_BYTES: usize = 8 * 1024 * 1024;
+/// Capacity of a growing dirty run: one allocation holds a whole flush
+/// buffer plus one FUSE write, instead of a chain of doubling reallocations.
+const DIRTY_RUN_CAPACITY: usize = FLUSH_BYTES + 1024 * 1024;
 /// Dirty bytes across all files that trigger a full flush of the writing file.
 const GLOBAL_DIRTY_LIMIT: usize = 128 * 1024 * 1024;
 pub const NAME_MAX: usize = 255;
@@ -111,6 +114,10 @@ struct FileState {
     size: u64,
     size_dirty: bool,
 }
+
+/// A run of file bytes on its way to the store: offset, bytes, and its chunk
+/// cut points if they are already known.
+type Run = (u64, Arc<Vec<u8>>, Option<Vec<usize>>);
 
 /// A file's state and the condition its flush job signals when done.
 #[derive(Default)]
@@ -977,10 +984,15 @@ impl FsCore {
     fn flush_file(&self, ino: u64, slot: &FileSlot, st: &mut StateGuard<'_>) -> FsResult<()> {
         Self::wait_job(slot, st)?;
         if !st.dirty.is_empty() {
-            let runs = self.data.take_dirty(st);
-            if let Err(e) = self.data.store_runs(ino, &runs, None) {
+            let runs: Vec<Run> = self
+                .data
+                .take_dirty(st)
+                .into_iter()
+                .map(|(o, b)| (o, Arc::new(b), None))
+                .collect();
+            if let Err(e) = self.data.store_runs(ino, &runs) {
                 // Keep the bytes: a later flush may succeed.
-                for (off, run) in &runs {
+                for (off, run, _) in &runs {
                     self.data.put_back(st, *off, run);
                 }
                 return Err(e);
@@ -1011,22 +1023,46 @@ impl FsCore {
         if st.dirty.is_empty() {
             return Ok(());
         }
-        let runs = self.data.take_dirty(st);
-        st.sealing = runs.clone();
-        st.job_running = true;
+        // The run that ends at EOF is still growing: cut it here and keep
+        // its last (incomplete) chunk as the dirty run the writer appends
+        // to, so a file written in pieces is cut exactly like the same file
+        // written at once (that is what makes copies deduplicate).
         let eof = st.size;
+        let mut runs: Vec<Run> = Vec::new();
+        for (off, mut bytes) in self.data.take_dirty(st) {
+            if off + bytes.len() as u64 != eof {
+                runs.push((off, Arc::new(bytes), None));
+                continue;
+            }
+            let mut points = self.data.chunker.cut_points(&bytes);
+            if points.len() < 2 {
+                self.data.put_back_owned(st, off, bytes);
+                continue;
+            }
+            points.pop();
+            let keep_from = *points.last().expect("cut point");
+            let mut tail = Vec::with_capacity(DIRTY_RUN_CAPACITY.max(bytes.len() - keep_from));
+            tail.extend_from_slice(&bytes[keep_from..]);
+            bytes.truncate(keep_from);
+            self.data.put_back_owned(st, off + keep_from as u64, tail);
+            runs.push((off, Arc::new(bytes), Some(points)));
+        }
+        if runs.is_empty() {
+            return Ok(());
+        }
+        st.sealing = runs.iter().map(|(o, b, _)| (*o, b.clone())).collect();
+        st.job_running = true;
         let data = self.data.clone();
         let slot = slot.clone();
         rayon::spawn(move || {
-            let result = data.store_runs(ino, &runs, Some(eof));
+            let result = data.store_runs(ino, &runs);
             let mut st = slot.state.lock();
             st.sealing.clear();
             match result {
-                Ok(Some((off, tail))) => data.put_back(&mut st, off, &tail),
-                Ok(None) => {}
+                Ok(()) => {}
                 Err(e) => {
                     log::error!("background flush of inode {ino} failed: {e}");
-                    for (off, run) in &runs {
+                    for (off, run, _) in &runs {
                         data.put_back(&mut st, *off, run);
                     }
                     st.job_error = Some(e.to_string());
@@ -1241,12 +1277,19 @@ impl DataPath {
     }
 
     /// Takes every dirty run out of a file's state.
-    fn take_dirty(&self, st: &mut FileState) -> Vec<(u64, Arc<Vec<u8>>)> {
+    fn take_dirty(&self, st: &mut FileState) -> Vec<(u64, Vec<u8>)> {
         let runs = std::mem::take(&mut st.dirty);
         let taken: usize = runs.values().map(|v| v.len()).sum();
         st.dirty_bytes -= taken;
         self.dirty_total.fetch_sub(taken, Ordering::Relaxed);
-        runs.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
+        runs.into_iter().collect()
+    }
+
+    /// Returns a run taken by `take_dirty` (no other run overlaps it).
+    fn put_back_owned(&self, st: &mut FileState, offset: u64, bytes: Vec<u8>) {
+        st.dirty_bytes += bytes.len();
+        self.dirty_total.fetch_add(bytes.len(), Ordering::Relaxed);
+        st.dirty.insert(offset, bytes);
     }
 
     /// Returns bytes to the dirty map beneath any newer dirty bytes.
@@ -1257,38 +1300,20 @@ impl DataPath {
             .fetch_add(st.dirty_bytes - before, Ordering::Relaxed);
     }
 
-    /// Cuts dirty runs into chunks, dedups and seals them, appends new ones
-    /// to the open pack and records the extents, in one index batch. With
-    /// `keep_tail_at` = Some(eof), the last chunk of a run ending at `eof`
-    /// may still grow: it is not stored but returned, so a file written in
-    /// pieces is cut exactly like the same file written at once.
-    fn store_runs(
-        &self,
-        ino: u64,
-        runs: &[(u64, Arc<Vec<u8>>)],
-        keep_tail_at: Option<u64>,
-    ) -> FsResult<Option<(u64, Vec<u8>)>> {
-        let mut tail = None;
-        let mut cuts: Vec<(u64, &[u8], Vec<usize>)> = Vec::new();
-        for (off, data) in runs {
-            let mut points = self.chunker.cut_points(data);
-            let at_eof = keep_tail_at == Some(off + data.len() as u64);
-            if at_eof && !points.is_empty() {
-                let keep_from = if points.len() >= 2 {
-                    points[points.len() - 2]
-                } else {
-                    0
+    /// Cuts runs into chunks (unless the cut points come with the run),
+    /// dedups and seals the chunks, appends new ones to the open pack and
+    /// records the extents, in one index batch.
+    fn store_runs(&self, ino: u64, runs: &[Run]) -> FsResult<()> {
+        let cuts: Vec<(u64, &[u8], Vec<usize>)> = runs
+            .iter()
+            .map(|(off, bytes, points)| {
+                let points = match points {
+                    Some(p) => p.clone(),
+                    None => self.chunker.cut_points(bytes),
                 };
-                tail = Some((off + keep_from as u64, data[keep_from..].to_vec()));
-                points.pop();
-                if points.is_empty() {
-                    continue;
-                }
-                cuts.push((*off, &data[..keep_from], points));
-            } else {
-                cuts.push((*off, &data[..], points));
-            }
-        }
+                (*off, bytes.as_slice(), points)
+            })
+            .collect();
 
         // Hash every chunk in parallel; all-zero chunks become holes.
         let mut pieces: Vec<(CutChunk, &[u8])> = Vec::new();
@@ -1339,7 +1364,7 @@ impl DataPath {
         let idx = self.mark_changed();
         let Some(mut attr) = idx.attr(ino)? else {
             // Deleted while we sealed: nothing may reference the inode.
-            return Ok(None);
+            return Ok(());
         };
         for (i, s) in &sealed {
             let (c, bytes) = &pieces[*i];
@@ -1372,7 +1397,7 @@ impl DataPath {
             attr.size = flushed_end;
             idx.set_attr(&attr)?;
         }
-        Ok(tail)
+        Ok(())
     }
 }
 
@@ -1395,6 +1420,9 @@ fn merge_dirty(st: &mut FileState, offset: u64, data: &[u8], data_wins: bool) {
         let vend = k + v.len() as u64;
         if vend == offset && st.dirty.range(offset + 1..=end).next().is_none() {
             let v = st.dirty.get_mut(&k).expect("run");
+            if v.capacity() - v.len() < data.len() {
+                v.reserve(data.len().max(DIRTY_RUN_CAPACITY.saturating_sub(v.len())));
+            }
             v.extend_from_slice(data);
             st.dirty_bytes += data.len();
             return;
