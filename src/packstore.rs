@@ -61,7 +61,9 @@ struct Queue {
     in_flight: HashMap<u64, bytes::Bytes>,
     /// Stored, not yet marked in the index: (pack number, size).
     stored: Vec<(u64, u64)>,
-    failed: Option<String>,
+    /// Set while the store refuses writes (cleared by the next success).
+    /// Failed packs stay queued and are retried; nothing is dropped.
+    last_error: Option<StoreFailure>,
     shutdown: bool,
 }
 
@@ -124,7 +126,16 @@ impl PackStore {
         id: &ChunkId,
         sealed: &[u8],
         plain_len: u32,
-    ) -> Result<ChunkLocation, IndexError> {
+    ) -> Result<ChunkLocation, PackStoreError> {
+        {
+            // Store refusing writes and the queue full: fail this write
+            // (its bytes stay dirty in memory) instead of blocking every
+            // thread behind the index lock.
+            let q = self.shared.queue.lock().unwrap();
+            if let (Some(f), true) = (&q.last_error, q.waiting.len() >= MAX_QUEUED) {
+                return Err(PackStoreError::Store(f.clone()));
+            }
+        }
         let mut open = self.open.lock().unwrap();
         if open.is_none() {
             let pack_id = PackId::random();
@@ -155,7 +166,7 @@ impl PackStore {
         let bytes = bytes::Bytes::from(pack.builder.finish(&self.pack_key));
         let mut q = self.shared.queue.lock().unwrap();
         // Back-pressure: writers wait here while the store is behind.
-        while q.waiting.len() >= MAX_QUEUED && q.failed.is_none() {
+        while q.waiting.len() >= MAX_QUEUED && q.last_error.is_none() {
             q = self.shared.changed.wait(q).unwrap();
         }
         q.in_flight.insert(pack.number, bytes.clone());
@@ -175,10 +186,10 @@ impl PackStore {
         }
         let stored = {
             let mut q = self.shared.queue.lock().unwrap();
-            while (!q.waiting.is_empty() || !q.in_flight.is_empty()) && q.failed.is_none() {
+            while (!q.waiting.is_empty() || !q.in_flight.is_empty()) && q.last_error.is_none() {
                 q = self.shared.changed.wait(q).unwrap();
             }
-            if let Some(f) = &q.failed {
+            if let Some(f) = &q.last_error {
                 return Err(PackStoreError::Store(f.clone()));
             }
             std::mem::take(&mut q.stored)
@@ -299,15 +310,55 @@ impl PackStore {
     }
 }
 
+/// Why the store refused a pack.
+#[derive(Clone, Debug)]
+pub struct StoreFailure {
+    pub message: String,
+    /// The store's disk is full (ENOSPC): reported as such to writers.
+    pub no_space: bool,
+}
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    e.to_string().contains("No space left on device")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PackStoreError {
-    #[error("writing a pack to the store failed: {0}")]
-    Store(String),
+    #[error("writing a pack to the store failed: {0} (the data is kept in memory and retried)")]
+    Store(StoreFailure),
     #[error(transparent)]
     Index(#[from] IndexError),
 }
 
+/// Writes queued packs to the store. A failed write goes back to the head
+/// of the queue and is retried after an exponential backoff with jitter
+/// (`backon`), so an outage or a full disk delays packs but never drops one.
 fn store_writer(shared: Arc<Shared>) {
+    use backon::BackoffBuilder;
+    let new_backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = new_backoff();
     loop {
         let job = {
             let mut q = shared.queue.lock().unwrap();
@@ -324,18 +375,34 @@ fn store_writer(shared: Arc<Shared>) {
         let Some(job) = job else { return };
         shared.changed.notify_all();
         let size = job.bytes.len() as u64;
-        let result = shared.store.write(&job.path, job.bytes);
+        let result = shared.store.write(&job.path, job.bytes.clone());
         let mut q = shared.queue.lock().unwrap();
         match result {
             Ok(()) => {
+                if q.last_error.take().is_some() {
+                    log::info!("the store accepts writes again");
+                }
+                backoff = new_backoff();
                 q.in_flight.remove(&job.number);
                 q.stored.push((job.number, size));
+                shared.changed.notify_all();
             }
             Err(e) => {
-                log::error!("writing pack {} failed: {e}", job.path);
-                q.failed = Some(format!("{}: {e}", job.path));
+                let failure = StoreFailure {
+                    message: format!("{}: {e}", job.path),
+                    no_space: is_no_space(&e),
+                };
+                log::error!("writing pack failed, will retry: {failure}");
+                q.last_error = Some(failure);
+                q.waiting.insert(0, job);
+                shared.changed.notify_all();
+                if q.shutdown {
+                    return;
+                }
+                drop(q);
+                let delay = backoff.next().unwrap_or(std::time::Duration::from_secs(10));
+                std::thread::sleep(delay);
             }
         }
-        shared.changed.notify_all();
     }
 }

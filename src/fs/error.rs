@@ -71,6 +71,7 @@ impl FsError {
                 libc::ENOSPC
             }
             FsError::Index(_) => libc::EIO,
+            FsError::Store(PackStoreError::Store(f)) if f.no_space => libc::ENOSPC,
             FsError::Store(_) => libc::EIO,
             FsError::Flush(_) => libc::EIO,
         }
