@@ -126,13 +126,14 @@ pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
     let mountpoint = check_mountpoint(&req.mountpoint)?;
     // Check the passphrase here so a typo is reported by this command.
     vault::unlock(&req.vault, passphrase)?;
-    if let Some(pid) = vault::daemon_pid(&req.vault) {
-        if lock_is_held(&req.vault) {
-            bail!(
-                "the vault {} is already mounted (daemon pid {pid})",
-                req.vault.root.display()
-            );
-        }
+    if vault::is_mounted(&req.vault) {
+        bail!(
+            "the vault {} is already mounted (daemon {})",
+            req.vault.root.display(),
+            vault::daemon_pid(&req.vault)
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "pid unknown".into())
+        );
     }
     if req.foreground {
         return run_daemon(&req.vault, &mountpoint, &req.options, passphrase, None);
@@ -195,13 +196,6 @@ pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
             MOUNT_READY_TIMEOUT.as_secs(),
             req.vault.log().display()
         ),
-    }
-}
-
-fn lock_is_held(paths: &VaultPaths) -> bool {
-    match vault::lock_vault(paths) {
-        Ok(_lock) => false,
-        Err(_) => true,
     }
 }
 

@@ -203,7 +203,7 @@ fn status(args: &VaultArgs, json: bool) -> Result<()> {
     let store = store::Store::open_local(&paths.store())?;
     let (objects, stored) = store.usage("packs/")?;
     let vault_id = hex::encode(unlocked.key_file.vault_id());
-    let mounted = vault::daemon_pid(&paths).is_some();
+    let mounted = vault::is_mounted(&paths);
     let dedup_saved = s
         .referenced_plain_bytes
         .saturating_sub(s.unique_plain_bytes);

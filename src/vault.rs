@@ -217,6 +217,22 @@ pub fn lock_vault(paths: &VaultPaths) -> Result<VaultLock> {
     Ok(VaultLock { _file: f })
 }
 
+/// Whether a daemon holds the vault's lock right now (a shared probe: it
+/// neither takes the lock from a daemon nor rewrites the lock file).
+pub fn is_mounted(paths: &VaultPaths) -> bool {
+    let Ok(f) = std::fs::File::open(paths.lock()) else {
+        return false;
+    };
+    // SAFETY: flock on a valid, owned fd; released when `f` is dropped.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_SH | libc::LOCK_NB,
+        )
+    };
+    r != 0
+}
+
 /// Pid of the daemon holding the vault, if any.
 pub fn daemon_pid(paths: &VaultPaths) -> Option<i32> {
     let s = std::fs::read_to_string(paths.lock()).ok()?;

@@ -22,6 +22,7 @@
 //! crash loses at most that window of un-fsynced work and the tree stays
 //! consistent (SQLite's WAL guarantees atomic commits).
 
+pub mod acl;
 pub mod error;
 #[cfg(test)]
 mod tests;
@@ -613,6 +614,11 @@ impl FsCore {
         }
         if let Some(mode) = s.mode {
             a.perm = mode & 0o7777;
+            if let Some(old) = idx.xattr(ino, acl::ACCESS_ACL)? {
+                if let Some(new) = acl::with_mode(&old, a.perm) {
+                    idx.set_xattr(ino, acl::ACCESS_ACL, &new)?;
+                }
+            }
         }
         if let Some(uid) = s.uid {
             a.uid = uid;
@@ -1195,7 +1201,18 @@ impl FsCore {
         if flags & libc::XATTR_REPLACE != 0 && !exists {
             return Err(FsError::NoAttr);
         }
-        idx.set_xattr(ino, name, value)?;
+        if name == acl::ACCESS_ACL {
+            let bits = acl::mode_bits(value).ok_or(FsError::Invalid)?;
+            a.perm = (a.perm & !0o777) | bits;
+            if acl::is_minimal(value) {
+                // Equivalent to the mode: nothing to store (as ext4 does).
+                idx.remove_xattr(ino, name)?;
+            } else {
+                idx.set_xattr(ino, name, value)?;
+            }
+        } else {
+            idx.set_xattr(ino, name, value)?;
+        }
         a.ctime = Timestamp::now();
         idx.set_attr(&a)?;
         Ok(())
