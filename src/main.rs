@@ -77,6 +77,9 @@ enum Command {
         /// FUSE mount options, comma-separated (allow_other, default_permissions, ro, ...)
         #[arg(short = 'o', value_name = "OPTS")]
         options: Vec<String>,
+        /// Create the vault first if it does not exist yet (prints the recovery key)
+        #[arg(long)]
+        init: bool,
         /// Print "ready" on stdout once mounted (used when daemonising)
         #[arg(long, hide = true)]
         ready_stdout: bool,
@@ -138,12 +141,7 @@ fn run(cli: Cli) -> Result<()> {
             let paths = vault.paths()?;
             let pass = vault.passphrase().read(true)?;
             let recovery = vault::init(&paths, &pass)?;
-            println!("Created vault {}", paths.root.display());
-            println!();
-            println!("Recovery key (shown once; it opens the vault if the passphrase is lost):");
-            println!();
-            println!("    {}", recovery.to_display_string());
-            println!();
+            print_created(&paths, &recovery);
             println!(
                 "Mount it with: tresor mount --vault {} MOUNTPOINT",
                 paths.root.display()
@@ -154,11 +152,17 @@ fn run(cli: Cli) -> Result<()> {
             vault,
             foreground,
             options,
+            init,
             ready_stdout,
             mountpoint,
         } => {
             let paths = vault.paths()?;
-            let pass = vault.passphrase().read(false)?;
+            let creating = init && !paths.key_file().exists();
+            let pass = vault.passphrase().read(creating)?;
+            if creating {
+                let recovery = vault::init(&paths, &pass)?;
+                print_created(&paths, &recovery);
+            }
             let options: Vec<String> = options
                 .iter()
                 .flat_map(|o| o.split(','))
@@ -192,6 +196,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Unmount { mountpoint } => daemon::unmount(&mountpoint),
         Command::Status { vault, json } => status(&vault, json),
     }
+}
+
+fn print_created(paths: &VaultPaths, recovery: &keys::RecoveryKey) {
+    println!("Created vault {}", paths.root.display());
+    println!();
+    println!("Recovery key (shown once; it opens the vault if the passphrase is lost):");
+    println!();
+    println!("    {}", recovery.to_display_string());
+    println!();
 }
 
 fn status(args: &VaultArgs, json: bool) -> Result<()> {
