@@ -151,6 +151,8 @@ pub struct ChunkLocation {
     pub offset: u64,
     pub sealed_len: u32,
     pub plain_len: u32,
+    /// Size of the whole pack object once it is stored (0 before).
+    pub pack_size: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -665,13 +667,17 @@ impl Index {
     pub fn chunk_location(&self, id: &ChunkId) -> Result<Option<ChunkLocation>, IndexError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT pack, offset, sealed_len, plain_len FROM chunks WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT c.pack, c.offset, c.sealed_len, c.plain_len, coalesce(p.size, 0) \
+                 FROM chunks c LEFT JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+            )?
             .query_row(params![&id.0[..]], |r| {
                 Ok(ChunkLocation {
                     pack: r.get::<_, i64>(0)? as u64,
                     offset: r.get::<_, i64>(1)? as u64,
                     sealed_len: r.get(2)?,
                     plain_len: r.get(3)?,
+                    pack_size: r.get::<_, i64>(4)? as u64,
                 })
             })
             .optional()?)

@@ -26,6 +26,11 @@ const MAX_QUEUED: usize = 4;
 /// Plaintext chunk cache budget.
 const CHUNK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 const STORE_WRITERS: usize = 2;
+/// Chunks up to this sealed size are read through [`READ_WINDOW`]s.
+const SMALL_CHUNK: u64 = 256 * 1024;
+const READ_WINDOW: u64 = 1024 * 1024;
+/// Pack windows kept in memory (× 1 MiB).
+const WINDOW_CACHE: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkReadError {
@@ -84,6 +89,8 @@ pub struct PackStore {
     /// instead of each doing it.
     loading: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
     prefetching: Mutex<std::collections::HashSet<ChunkId>>,
+    /// Recently read pack windows: (pack number, window index) → sealed bytes.
+    windows: Mutex<lru::LruCache<(u64, u64), bytes::Bytes>>,
     cache_bytes: Mutex<usize>,
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -113,6 +120,9 @@ impl PackStore {
             cache: Mutex::new(lru::LruCache::unbounded()),
             loading: Mutex::new(HashMap::new()),
             prefetching: Mutex::new(std::collections::HashSet::new()),
+            windows: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(WINDOW_CACHE).expect("non-zero"),
+            )),
             cache_bytes: Mutex::new(0),
             writers: Mutex::new(writers),
         }
@@ -152,6 +162,7 @@ impl PackStore {
             offset: entry.offset,
             sealed_len: entry.sealed_len,
             plain_len,
+            pack_size: 0,
         };
         if op.builder.len() >= PACK_TARGET {
             let full = open.take().expect("open pack");
@@ -247,14 +258,13 @@ impl PackStore {
         });
         let sealed = match from_memory {
             Some(s) => s,
-            None => self
-                .shared
-                .store
-                .read_range(&pack_path, loc.offset, loc.sealed_len as u64)
-                .map_err(|source| ChunkReadError::Store {
-                    pack: pack_path.clone(),
-                    source: Box::new(source),
-                })?,
+            None => {
+                self.read_from_store(&pack_path, loc)
+                    .map_err(|source| ChunkReadError::Store {
+                        pack: pack_path.clone(),
+                        source: Box::new(source),
+                    })?
+            }
         };
         let plain = self
             .sealer
@@ -266,6 +276,45 @@ impl PackStore {
         let plain = Arc::new(plain);
         self.cache_insert(*id, plain.clone());
         Ok(plain)
+    }
+
+    /// A small chunk is read as part of its aligned 1 MiB window of the pack,
+    /// which is kept for the chunks next to it: files written together sit
+    /// together in a pack and are usually read together, so `cat` of a
+    /// tree of small files does one store read per window instead of one per
+    /// file. Aligned windows also blur small files' sizes for a provider
+    /// watching ranged reads.
+    fn read_from_store(
+        &self,
+        pack_path: &str,
+        loc: &ChunkLocation,
+    ) -> Result<bytes::Bytes, StoreError> {
+        let start = loc.offset;
+        let end = start + loc.sealed_len as u64;
+        let window = start / READ_WINDOW;
+        let window_start = window * READ_WINDOW;
+        let window_end = (window_start + READ_WINDOW).min(loc.pack_size);
+        if loc.sealed_len as u64 > SMALL_CHUNK || end > window_end {
+            return self
+                .shared
+                .store
+                .read_range(pack_path, start, loc.sealed_len as u64);
+        }
+        let key = (loc.pack, window);
+        let cached = self.windows.lock().unwrap().get(&key).cloned();
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let b = self.shared.store.read_range(
+                    pack_path,
+                    window_start,
+                    window_end - window_start,
+                )?;
+                self.windows.lock().unwrap().put(key, b.clone());
+                b
+            }
+        };
+        Ok(bytes.slice((start - window_start) as usize..(end - window_start) as usize))
     }
 
     pub fn is_cached(&self, id: &ChunkId) -> bool {

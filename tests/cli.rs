@@ -103,3 +103,47 @@ fn read_only_mount_option() {
     v.mount();
     assert_content(&v.path("f"), b"written before ro");
 }
+
+/// The README's main command: `tresor mount --init MNT` creates the default
+/// vault (under `$XDG_DATA_HOME`) on first use and just mounts it later.
+#[test]
+fn mount_init_creates_default_vault_then_remounts() {
+    if skip_mount_tests() {
+        return;
+    }
+    let v = TestVault::uninitialised();
+    let default_vault = v.root_path.join("xdg/tresor/default");
+    let mount_init = || {
+        run_bounded(
+            v.cmd()
+                .arg("mount")
+                .arg("--init")
+                .arg("--passphrase-file")
+                .arg(&v.passfile)
+                .arg(&v.mnt),
+            Duration::from_secs(120),
+        )
+    };
+    let first = mount_init().ok();
+    assert!(
+        first.stdout.contains("Recovery key"),
+        "first `mount --init` must print the recovery key, got:\n{}",
+        first.stdout
+    );
+    assert!(
+        default_vault.join("tresor.key").is_file(),
+        "no vault created at {}",
+        default_vault.display()
+    );
+    assert!(is_fuse_mounted(&v.mnt), "not mounted after `mount --init`");
+    fs::write(v.path("kept"), b"still here").unwrap();
+    v.tresor(&["unmount".as_ref(), v.mnt.as_os_str()]).ok();
+    let second = mount_init().ok();
+    assert!(
+        !second.stdout.contains("Recovery key"),
+        "second `mount --init` must not create a new vault:\n{}",
+        second.stdout
+    );
+    assert_content(&v.path("kept"), b"still here");
+    v.tresor(&["unmount".as_ref(), v.mnt.as_os_str()]).ok();
+}
