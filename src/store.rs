@@ -9,6 +9,13 @@
 //! Durability: OpenDAL's fs writer fsyncs the file before it returns; a new
 //! file's directory entry is made durable here by fsyncing the shard directory,
 //! because the index only references a pack once its object is durable.
+//!
+//! Local pack writes bypass the page cache (`O_DIRECT`, [`direct`]) into the
+//! same layout OpenDAL reads: through OpenDAL's fs writer, copying pack bytes
+//! into ext4's page cache was 42 % of the daemon's CPU during a 1 GiB copy
+//! (perf, `copy_folio_from_iter_atomic`), more than sealing and hashing
+//! together. Reads, listing and every other service stay on OpenDAL; a
+//! filesystem without `O_DIRECT` (tmpfs) falls back to OpenDAL's writer.
 
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
@@ -79,6 +86,15 @@ impl Store {
 
     /// Writes a whole object; durable when this returns.
     pub fn write(&self, path: &str, bytes: bytes::Bytes) -> Result<(), StoreError> {
+        if let Some(root) = &self.local_root {
+            let io_err = |source| StoreError::Io {
+                path: path.to_string(),
+                source,
+            };
+            if direct::write(root, path, &bytes).map_err(io_err)? {
+                return Ok(());
+            }
+        }
         self.runtime
             .block_on(self.operator.write(path, bytes))
             .map_err(Self::backend_err(path))?;
@@ -154,5 +170,104 @@ impl Store {
             }
         }
         Ok((count, bytes))
+    }
+}
+
+/// Whole-object writes with `O_DIRECT` for the local store.
+mod direct {
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// O_DIRECT needs buffer address, file offset and length aligned to the
+    /// logical block size; 4096 covers every common device.
+    const ALIGN: usize = 4096;
+
+    thread_local! {
+        /// Reused per store-writer thread (≈ one pack).
+        static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+    /// Writes `bytes` as `root/path` durably (temp file, fsync, rename,
+    /// fsync of the directory). `Ok(false)`: this filesystem refuses
+    /// `O_DIRECT`; nothing was written.
+    pub fn write(root: &Path, path: &str, bytes: &[u8]) -> std::io::Result<bool> {
+        let full = root.join(path);
+        let dir = full.parent().unwrap_or(root);
+        std::fs::create_dir_all(dir)?;
+        let name = full
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_DIRECT)
+            .open(&tmp)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let result = BUFFER.with(|cell| -> std::io::Result<()> {
+            let mut buf = cell.borrow_mut();
+            let padded = bytes.len().div_ceil(ALIGN) * ALIGN;
+            if buf.len() < padded + ALIGN {
+                buf.resize(padded + ALIGN, 0);
+            }
+            let skew = buf.as_ptr() as usize % ALIGN;
+            let start = if skew == 0 { 0 } else { ALIGN - skew };
+            let aligned = &mut buf[start..start + padded];
+            aligned[..bytes.len()].copy_from_slice(bytes);
+            aligned[bytes.len()..].fill(0);
+            file.write_all(aligned)?;
+            // Cut the zero padding of the last block.
+            file.set_len(bytes.len() as u64)?;
+            file.sync_all()
+        });
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            // Some filesystems accept the O_DIRECT open but not the write.
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &full)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(true)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn writes_exact_bytes_of_unaligned_lengths() {
+            let dir = tempfile::tempdir().unwrap();
+            for len in [0usize, 1, 4095, 4096, 4097, 1 << 20, (1 << 20) + 13] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+                let path = format!("packs/ab/{len}.pack");
+                let wrote = super::write(dir.path(), &path, &data).unwrap();
+                let back = std::fs::read(dir.path().join(&path)).unwrap();
+                assert_eq!(back.len(), len, "length of {path} (direct: {wrote})");
+                assert!(back == data, "content of {path} differs (direct: {wrote})");
+            }
+            // no temp files left behind
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("packs/ab"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                .collect();
+            assert!(left.is_empty(), "temp files left: {left:?}");
+        }
     }
 }
