@@ -176,8 +176,9 @@ pub struct IndexStats {
     pub pack_bytes: u64,
 }
 
-/// The longest extent; bounds the range scan in [`Index::extents_in`].
-pub const MAX_EXTENT_LEN: u64 = 64 * 1024 * 1024;
+/// The longest extent (an extent is part of one chunk); bounds the range
+/// scan in [`Index::extents_in`], which runs on every read.
+pub const MAX_EXTENT_LEN: u64 = crate::chunk::chunker::MAX_CHUNK as u64;
 
 pub struct Index {
     conn: Connection,
