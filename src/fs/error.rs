@@ -36,6 +36,8 @@ pub enum FsError {
         #[source]
         source: Box<ChunkReadError>,
     },
+    #[error("{path}: the index is inconsistent: {detail}")]
+    Inconsistent { path: String, detail: String },
     #[error("writing file data failed earlier: {0}")]
     Flush(String),
     #[error("index: {0}")]
@@ -74,6 +76,9 @@ impl FsError {
             FsError::Store(PackStoreError::Store(f)) if f.no_space => libc::ENOSPC,
             FsError::Store(_) => libc::EIO,
             FsError::Flush(_) => libc::EIO,
+            // A missing chunk row or an extent longer than its chunk: a bug
+            // or damage; never return made-up bytes.
+            FsError::Inconsistent { .. } => libc::EIO,
         }
     }
 }

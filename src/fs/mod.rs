@@ -969,9 +969,7 @@ impl FsCore {
     fn data_error(&self, ino: u64, msg: String) -> FsError {
         let path = self.path_for_log(ino);
         log::error!("{path}: {msg}");
-        FsError::Index(crate::index::IndexError::NotAnIndex(format!(
-            "{path}: {msg}"
-        )))
+        FsError::Inconsistent { path, detail: msg }
     }
 
     /// Waits until the file's background flush job is done; returns its error.
