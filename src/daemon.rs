@@ -22,19 +22,30 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::backend::VaultConfig;
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::ChunkSealer;
+use crate::control;
 use crate::fs::FsCore;
 use crate::fuse::TresorFuse;
 use crate::index::Index;
 use crate::packstore::PackStore;
 use crate::store::Store;
+use crate::sync::SyncEngine;
 use crate::vault::{self, VaultPaths};
 
 /// How often the index is committed (not durably) while mounted.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(2);
 const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const FUSE_THREADS: usize = 4;
+/// After unmount, pending uploads get this long before the daemon exits.
+const UPLOAD_GRACE_SECS: u64 = 30;
+
+fn commit_quietly(core: &FsCore) {
+    if let Err(e) = core.commit(true) {
+        log::error!("index commit failed: {e}");
+    }
+}
 
 pub struct MountRequest {
     pub vault: VaultPaths,
@@ -78,6 +89,18 @@ fn mounts() -> Vec<(PathBuf, String, String)> {
             ))
         })
         .collect()
+}
+
+/// The tresor mountpoint that contains `path`, if any (deepest first).
+pub fn mountpoint_containing(path: &Path) -> Option<PathBuf> {
+    mounts()
+        .into_iter()
+        .filter(|(m, fstype, source)| {
+            (fstype == "fuse.tresor" || fstype == "fuse" && source.starts_with("tresor:"))
+                && path.starts_with(m)
+        })
+        .map(|(m, _, _)| m)
+        .max_by_key(|m| m.as_os_str().len())
 }
 
 fn is_mounted(p: &Path) -> bool {
@@ -246,22 +269,42 @@ pub fn run_daemon(
             let _ = l.flush();
         }
     };
-    let result = (|| -> Result<(fuser::Session<TresorFuse>, Arc<FsCore>, vault::VaultLock)> {
+    type Opened = (
+        fuser::Session<TresorFuse>,
+        Arc<FsCore>,
+        vault::VaultLock,
+        Arc<SyncEngine>,
+    );
+    let result = (|| -> Result<Opened> {
         let unlocked = vault::unlock(paths, passphrase)?;
         let lock = vault::lock_vault(paths)?;
+        let config = VaultConfig::load(&paths.root)?;
+        let broken = config.policy.violations(&config.backends);
+        if !broken.is_empty() {
+            bail!(
+                "refusing to mount: the configuration breaks the placement policy:\n  {}\n\
+                 (fix it with `tresor backend add/remove` or `tresor policy set`)",
+                broken.join("\n  ")
+            );
+        }
         let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
             .context("cannot open the index")?;
         let store = Arc::new(Store::open_local(&paths.store())?);
+        let engine = SyncEngine::new(&paths.root, &config, store.clone(), paths.key_file())?;
         let sealer = Arc::new(ChunkSealer::new(&unlocked.subkeys));
         let chunker = Chunker::new(&unlocked.subkeys.chunker);
         let packs = PackStore::new(store, sealer.clone(), unlocked.subkeys.pack.clone());
         let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
+        core.packs().set_remote(engine.clone());
+        core.set_sync_hooks(engine.clone());
+        engine.start(core.clone());
+        control::serve(&paths.root, core.clone(), engine.clone())?;
         let config = fuse_config(paths, options);
         let session = fuser::Session::new(TresorFuse::new(core.clone()), mountpoint, &config)
             .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
-        Ok((session, core, lock))
+        Ok((session, core, lock, engine))
     })();
-    let (mut session, core, _lock) = match result {
+    let (mut session, core, _lock, engine) = match result {
         Ok(v) => v,
         Err(e) => {
             report(&format!("error: {e:#}"));
@@ -315,6 +358,19 @@ pub fn run_daemon(
     let run = session.run();
     stop.store(true, Ordering::Relaxed);
     let _ = timer.join();
+    // Unmounted and flushed (destroy). Give uploads a bounded grace period
+    // so a short session still reaches the clouds; whatever is left is in
+    // the index's queue for the next mount or `tresor sync`.
+    if !engine.remotes().is_empty() {
+        let grace = Duration::from_secs(UPLOAD_GRACE_SECS);
+        match engine.wait_synced(Some(grace), &|| commit_quietly(&core), &mut |_, _| {}) {
+            Ok(()) => log::info!("every pack is on every backend"),
+            Err(e) => log::warn!("unmounted with uploads pending: {e:#}"),
+        }
+    }
+    engine.stop();
+    commit_quietly(&core);
+    let _ = std::fs::remove_file(control::socket_path(&paths.root));
     run.context("the FUSE session ended with an error")?;
     Ok(())
 }

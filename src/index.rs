@@ -26,7 +26,7 @@ use crate::chunk::seal::ChunkId;
 use crate::keys::SecretKey;
 
 /// Schema version stored in `meta.schema`; bump on incompatible changes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 pub const ROOT_INO: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,15 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
+/// Stored packs and how many of them one backend holds.
+#[derive(Clone, Debug, Default)]
+pub struct PlacementTotals {
+    pub packs: u64,
+    pub bytes: u64,
+    pub placed_packs: u64,
+    pub placed_bytes: u64,
+}
+
 /// Totals for `tresor status`.
 #[derive(Clone, Debug, Default)]
 pub struct IndexStats {
@@ -217,6 +226,18 @@ CREATE TABLE packs (
     size INTEGER NOT NULL, state INTEGER NOT NULL
 );
 CREATE TABLE orphans (ino INTEGER PRIMARY KEY);
+"#;
+
+/// Added in schema 2 (also applied to a schema-1 index on open): which
+/// remote backend holds which pack. A stored pack without a row for a
+/// configured backend is that backend's upload queue, so the queue is
+/// exactly as durable as the index and survives crashes and restarts.
+const SCHEMA_2: &str = r#"
+CREATE TABLE IF NOT EXISTS placements (
+    pack INTEGER NOT NULL, backend TEXT NOT NULL, uploaded_s INTEGER NOT NULL,
+    PRIMARY KEY (pack, backend)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evicted (pack INTEGER PRIMARY KEY);
 "#;
 
 /// `packs.state`: the pack object is complete in the store.
@@ -295,6 +316,7 @@ impl Index {
             }
             conn.execute_batch("BEGIN")?;
             conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(SCHEMA_2)?;
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
                 params![SCHEMA_VERSION],
@@ -312,7 +334,13 @@ impl Index {
                 conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                     r.get(0)
                 })?;
-            if found != SCHEMA_VERSION {
+            if found == 1 {
+                conn.execute_batch("BEGIN")?;
+                conn.execute_batch(SCHEMA_2)?;
+                conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema'", [])?;
+                conn.execute_batch("COMMIT")?;
+                log::info!("index upgraded from schema 1 to 2 (placements)");
+            } else if found != SCHEMA_VERSION {
                 return Err(IndexError::Schema { found });
             }
         }
@@ -787,6 +815,255 @@ impl Index {
         s.packs = packs as u64;
         s.pack_bytes = bytes as u64;
         Ok(s)
+    }
+
+    /// Up to `limit` stored packs not yet placed on `backend`, oldest first:
+    /// (pack number, name, size).
+    pub fn unplaced_packs(
+        &self,
+        backend: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, name, size FROM packs WHERE state = ?1 AND NOT EXISTS \
+             (SELECT 1 FROM placements p WHERE p.pack = packs.id AND p.backend = ?2) \
+             ORDER BY id LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![PACK_STORED, backend, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, size) = row?;
+            if let Ok(name) = name.try_into() {
+                out.push((id, name, size));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn add_placement(&self, pack: u64, backend: &str) -> Result<(), IndexError> {
+        let now = Timestamp::now().sec;
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO placements (pack, backend, uploaded_s) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![pack as i64, backend, now])?;
+        Ok(())
+    }
+
+    /// (packs, bytes) stored and (packs, bytes) placed on `backend`.
+    pub fn placement_totals(&self, backend: &str) -> Result<PlacementTotals, IndexError> {
+        let (packs, bytes): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM packs WHERE state = ?1",
+            params![PACK_STORED],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (placed, placed_bytes): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(k.size), 0) FROM placements p JOIN packs k ON k.id = p.pack \
+             WHERE p.backend = ?1 AND k.state = ?2",
+            params![backend, PACK_STORED],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(PlacementTotals {
+            packs: packs as u64,
+            bytes: bytes as u64,
+            placed_packs: placed as u64,
+            placed_bytes: placed_bytes as u64,
+        })
+    }
+
+    /// Stored packs placed on every one of `backends`, oldest first:
+    /// (pack number, name, size). These may leave the local store.
+    pub fn fully_placed_packs(
+        &self,
+        backends: &[String],
+    ) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
+        if backends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut st = self.conn.prepare_cached(
+            "SELECT k.id, k.name, k.size, count(*) FROM packs k JOIN placements p ON p.pack = k.id \
+             WHERE k.state = ?1 GROUP BY k.id ORDER BY k.id",
+        )?;
+        let mut per_pack: Vec<(u64, Vec<u8>, u64)> = Vec::new();
+        let mut rows = st.query(params![PACK_STORED])?;
+        while let Some(r) = rows.next()? {
+            per_pack.push((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ));
+        }
+        drop(rows);
+        let mut check = self
+            .conn
+            .prepare_cached("SELECT 1 FROM placements WHERE pack = ?1 AND backend = ?2")?;
+        let mut out = Vec::new();
+        'packs: for (id, name, size) in per_pack {
+            for b in backends {
+                if check
+                    .query_row(params![id as i64, b], |_| Ok(()))
+                    .optional()?
+                    .is_none()
+                {
+                    continue 'packs;
+                }
+            }
+            if let Ok(name) = name.try_into() {
+                out.push((id, name, size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which backends hold the data of inode `ino` (recursively for a
+    /// directory): plaintext bytes referenced per pack.
+    pub fn bytes_per_pack_under(&self, ino: u64) -> Result<Vec<(u64, u64)>, IndexError> {
+        self.conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS where_inodes (ino INTEGER PRIMARY KEY); \
+             DELETE FROM where_inodes;",
+        )?;
+        self.conn.execute(
+            "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION SELECT d.ino FROM dirents d JOIN sub ON d.parent = sub.ino) \
+             INSERT OR IGNORE INTO where_inodes SELECT ino FROM sub",
+            params![ino as i64],
+        )?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT c.pack, sum(e.length) FROM extents e JOIN where_inodes w ON w.ino = e.ino \
+             JOIN chunks c ON c.id = e.chunk GROUP BY c.pack",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?);
+        }
+        Ok(out)
+    }
+
+    /// Records that a pack left the local store (it is on every backend).
+    pub fn mark_evicted(&self, pack: u64) -> Result<(), IndexError> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO evicted (pack) VALUES (?1)")?
+            .execute(params![pack as i64])?;
+        Ok(())
+    }
+
+    /// Records that a pack is back in the local store (fetched on a read).
+    pub fn mark_cached(&self, name: &[u8; 16]) -> Result<(), IndexError> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM evicted WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
+            )?
+            .execute(params![&name[..]])?;
+        Ok(())
+    }
+
+    /// Bytes of stored packs that are in the local store (not evicted).
+    pub fn local_pack_bytes(&self) -> Result<u64, IndexError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT coalesce(sum(size), 0) FROM packs WHERE state = ?1 \
+             AND id NOT IN (SELECT pack FROM evicted)",
+            params![PACK_STORED],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Packs on every one of `backends`, still in the local store, oldest
+    /// first: eviction candidates.
+    pub fn evictable_packs(
+        &self,
+        backends: &[String],
+        limit: usize,
+    ) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
+        let mut out = Vec::new();
+        for (id, name, size) in self.fully_placed_packs(backends)? {
+            if out.len() >= limit {
+                break;
+            }
+            let evicted = self
+                .conn
+                .prepare_cached("SELECT 1 FROM evicted WHERE pack = ?1")?
+                .query_row(params![id as i64], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !evicted {
+                out.push((id, name, size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stored bytes not yet on every one of `backends` (the upload backlog).
+    pub fn unplaced_bytes(&self, backends: &[String]) -> Result<u64, IndexError> {
+        let mut worst = 0;
+        for b in backends {
+            let t = self.placement_totals(b)?;
+            worst = worst.max(t.bytes.saturating_sub(t.placed_bytes));
+        }
+        Ok(worst)
+    }
+
+    pub fn is_evicted(&self, pack: u64) -> Result<bool, IndexError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM evicted WHERE pack = ?1")?
+            .query_row(params![pack as i64], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Packs evicted from the local store that are placed on `backend` and
+    /// on none of `others`: what removing `backend` would lose.
+    pub fn packs_only_on(&self, backend: &str, others: &[String]) -> Result<u64, IndexError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT p.pack FROM placements p JOIN evicted e ON e.pack = p.pack WHERE p.backend = ?1",
+        )?;
+        let packs: Vec<i64> = st
+            .query_map(params![backend], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut n = 0;
+        'packs: for pack in packs {
+            for o in others {
+                if self.is_placed(pack as u64, o)? {
+                    continue 'packs;
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Is `pack` placed on `backend`?
+    pub fn is_placed(&self, pack: u64, backend: &str) -> Result<bool, IndexError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM placements WHERE pack = ?1 AND backend = ?2")?
+            .query_row(params![pack as i64, backend], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Resolves a slash-separated path from the root to an inode.
+    pub fn resolve(&self, path: &[u8]) -> Result<Option<u64>, IndexError> {
+        let mut ino = ROOT_INO;
+        for part in path
+            .split(|b| *b == b'/')
+            .filter(|p| !p.is_empty() && *p != b".")
+        {
+            match self.lookup(ino, part)? {
+                Some(i) => ino = i,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(ino))
     }
 
     pub fn inode_count(&self) -> Result<u64, IndexError> {

@@ -4,8 +4,11 @@
 // The format modules expose the whole format (trailer parsing to rebuild an
 // index from packs, key-slot management) which their unit tests exercise and
 // the recovery commands (fsck, verify, passwd) will call.
+mod backend;
 #[cfg_attr(not(test), allow(dead_code))]
 mod chunk;
+mod cloud_cli;
+mod control;
 mod daemon;
 mod fs;
 mod fuse;
@@ -14,6 +17,7 @@ mod index;
 mod keys;
 mod packstore;
 mod store;
+mod sync;
 mod vault;
 
 use std::path::PathBuf;
@@ -33,7 +37,7 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct VaultArgs {
+pub struct VaultArgs {
     /// Vault directory [default: $XDG_DATA_HOME/tresor/default]
     #[arg(long, value_name = "DIR")]
     vault: Option<PathBuf>,
@@ -91,7 +95,8 @@ enum Command {
         /// The mounted directory
         mountpoint: PathBuf,
     },
-    /// Show vault id, sizes (logical / stored / deduplicated), chunk and pack counts
+    /// Show vault id, sizes (logical / stored / deduplicated), chunk and pack
+    /// counts; per backend: location, operator, objects, bytes, pending, last error
     Status {
         #[command(flatten)]
         vault: VaultArgs,
@@ -99,6 +104,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remote backends: presets, add, list, test, remove
+    #[command(subcommand)]
+    Backend(cloud_cli::BackendCmd),
+    /// The placement policy: copies, required/allowed locations, denied operator countries
+    #[command(subcommand)]
+    Policy(cloud_cli::PolicyCmd),
+    /// Wait until every pack and the key file are on every backend
+    Sync {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Give up after S seconds (exit status 1, naming what is pending)
+        #[arg(long, value_name = "S")]
+        timeout: Option<f64>,
+        /// No progress output
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print a JSON result line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which backends (countries, operators) hold a file's or directory's data
+    Where {
+        #[command(flatten)]
+        vault: VaultArgs,
+        #[arg(long)]
+        json: bool,
+        /// A path in the mounted vault, or a path relative to the vault's root
+        path: PathBuf,
+    },
+    /// The local cache of remote data: show, clear, set-size
+    #[command(subcommand)]
+    Cache(cloud_cli::CacheCmd),
 }
 
 /// Large buffers (sealed chunks, packs) are allocated and freed at a high
@@ -195,6 +232,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Unmount { mountpoint } => daemon::unmount(&mountpoint),
         Command::Status { vault, json } => status(&vault, json),
+        Command::Backend(cmd) => cloud_cli::backend(cmd),
+        Command::Policy(cmd) => cloud_cli::policy(cmd),
+        Command::Sync {
+            vault,
+            timeout,
+            quiet,
+            json,
+        } => cloud_cli::sync_cmd(&vault, timeout, quiet, json),
+        Command::Where { vault, json, path } => cloud_cli::where_cmd(&vault, &path, json),
+        Command::Cache(cmd) => cloud_cli::cache(cmd),
     }
 }
 
@@ -220,18 +267,24 @@ fn status(args: &VaultArgs, json: bool) -> Result<()> {
     let dedup_saved = s
         .referenced_plain_bytes
         .saturating_sub(s.unique_plain_bytes);
+    let config = backend::VaultConfig::load(&paths.root)?;
+    let sync_status = match control::request(
+        &paths.root,
+        serde_json::json!({"cmd": "status"}),
+        &mut |_| {},
+    )? {
+        Some(v) => v["sync"].clone(),
+        None => sync::backend_status(None, &config, &index)?,
+    };
     if json {
-        println!(
-            "{{\"vault_id\":\"{vault_id}\",\"vault\":{:?},\"mounted\":{mounted},\"logical_bytes\":{},\"referenced_bytes\":{},\"unique_bytes\":{},\"dedup_saved_bytes\":{dedup_saved},\"stored_bytes\":{stored},\"chunks\":{},\"live_chunks\":{},\"packs\":{},\"objects\":{objects},\"inodes\":{}}}",
-            paths.root.display().to_string(),
-            s.logical_bytes,
-            s.referenced_plain_bytes,
-            s.unique_plain_bytes,
-            s.chunks,
-            s.live_chunks,
-            s.packs,
-            s.inodes
-        );
+        let mut v = status_json_stats(&s);
+        v["vault_id"] = vault_id.into();
+        v["vault"] = paths.root.display().to_string().into();
+        v["mounted"] = mounted.into();
+        v["stored_bytes"] = stored.into();
+        v["objects"] = objects.into();
+        v["sync"] = sync_status;
+        println!("{v}");
     } else {
         println!("vault:          {}", paths.root.display());
         println!("vault id:       {vault_id}");
@@ -256,11 +309,27 @@ fn status(args: &VaultArgs, json: bool) -> Result<()> {
             s.chunks, s.live_chunks
         );
         println!("packs:          {}", s.packs);
+        cloud_cli::print_status_sync(&sync_status);
     }
     Ok(())
 }
 
-fn human(n: u64) -> String {
+/// The index part of `status --json`.
+pub fn status_json_stats(s: &index::IndexStats) -> serde_json::Value {
+    serde_json::json!({
+        "logical_bytes": s.logical_bytes,
+        "referenced_bytes": s.referenced_plain_bytes,
+        "unique_bytes": s.unique_plain_bytes,
+        "dedup_saved_bytes": s.referenced_plain_bytes.saturating_sub(s.unique_plain_bytes),
+        "chunks": s.chunks,
+        "live_chunks": s.live_chunks,
+        "packs": s.packs,
+        "pack_bytes": s.pack_bytes,
+        "inodes": s.inodes,
+    })
+}
+
+pub fn human(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut u = 0;

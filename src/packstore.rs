@@ -93,6 +93,15 @@ pub struct PackStore {
     windows: Mutex<lru::LruCache<(u64, u64), bytes::Bytes>>,
     cache_bytes: Mutex<usize>,
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Where packs missing from the local store come from (remote backends).
+    remote: std::sync::OnceLock<Arc<dyn RemoteFetch>>,
+}
+
+/// Fetches a whole pack that is not in the local store (evicted from the
+/// cache, or a vault restored with a cold cache) from a remote backend and
+/// puts it back into the local store.
+pub trait RemoteFetch: Send + Sync {
+    fn fetch_pack(&self, path: &str) -> Result<bytes::Bytes, StoreError>;
 }
 
 impl PackStore {
@@ -125,6 +134,34 @@ impl PackStore {
             )),
             cache_bytes: Mutex::new(0),
             writers: Mutex::new(writers),
+            remote: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets where missing packs are fetched from (once, at mount).
+    pub fn set_remote(&self, remote: Arc<dyn RemoteFetch>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// A ranged read of a pack: the local store, else the remote backends.
+    fn store_read(&self, path: &str, offset: u64, len: u64) -> Result<bytes::Bytes, StoreError> {
+        match self.shared.store.read_range(path, offset, len) {
+            Err(e) if e.is_not_found() => {
+                let Some(remote) = self.remote.get() else {
+                    return Err(e);
+                };
+                let all = remote.fetch_pack(path)?;
+                let end = (offset + len) as usize;
+                if all.len() < end {
+                    return Err(StoreError::Short {
+                        path: path.to_string(),
+                        got: all.len().saturating_sub(offset as usize),
+                        want: len as usize,
+                    });
+                }
+                Ok(all.slice(offset as usize..end))
+            }
+            r => r,
         }
     }
 
@@ -295,21 +332,14 @@ impl PackStore {
         let window_start = window * READ_WINDOW;
         let window_end = (window_start + READ_WINDOW).min(loc.pack_size);
         if loc.sealed_len as u64 > SMALL_CHUNK || end > window_end {
-            return self
-                .shared
-                .store
-                .read_range(pack_path, start, loc.sealed_len as u64);
+            return self.store_read(pack_path, start, loc.sealed_len as u64);
         }
         let key = (loc.pack, window);
         let cached = self.windows.lock().unwrap().get(&key).cloned();
         let bytes = match cached {
             Some(b) => b,
             None => {
-                let b = self.shared.store.read_range(
-                    pack_path,
-                    window_start,
-                    window_end - window_start,
-                )?;
+                let b = self.store_read(pack_path, window_start, window_end - window_start)?;
                 self.windows.lock().unwrap().put(key, b.clone());
                 b
             }

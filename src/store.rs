@@ -19,6 +19,20 @@
 
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A multi-threaded tokio runtime for OpenDAL (never blocked on from inside).
+pub fn new_runtime(name: &str) -> Result<tokio::runtime::Runtime, StoreError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|source| StoreError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,7 +58,7 @@ pub enum StoreError {
 
 pub struct Store {
     operator: opendal::Operator,
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<tokio::runtime::Runtime>,
     /// Set for the `fs` service: its root on the local disk.
     local_root: Option<PathBuf>,
 }
@@ -61,20 +75,63 @@ impl Store {
             path: root.display().to_string(),
             source,
         })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("tresor-store")
-            .enable_all()
-            .build()
-            .map_err(|source| StoreError::Io {
-                path: "tokio runtime".into(),
-                source,
-            })?;
         Ok(Store {
             operator,
-            runtime,
+            runtime: Arc::new(new_runtime("tresor-store")?),
             local_root: Some(root.to_path_buf()),
         })
+    }
+
+    /// A remote backend's operator, driven by a runtime shared by all remotes.
+    pub fn remote(operator: opendal::Operator, runtime: Arc<tokio::runtime::Runtime>) -> Store {
+        Store {
+            operator,
+            runtime,
+            local_root: None,
+        }
+    }
+
+    /// Deletes an object (absent is fine).
+    pub fn delete(&self, path: &str) -> Result<(), StoreError> {
+        self.runtime
+            .block_on(self.operator.delete(path))
+            .map_err(Self::backend_err(path))
+    }
+
+    /// Object size, `None` if absent.
+    pub fn size_of(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        match self.runtime.block_on(self.operator.stat(path)) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::backend_err(path)(e)),
+        }
+    }
+
+    /// Reads a whole object.
+    pub fn read_all(&self, path: &str) -> Result<bytes::Bytes, StoreError> {
+        let buf = self
+            .runtime
+            .block_on(self.operator.read(path))
+            .map_err(Self::backend_err(path))?;
+        Ok(buf.to_bytes())
+    }
+
+    /// Paths of the files under `prefix` (recursive).
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let entries = self
+            .runtime
+            .block_on(
+                self.operator
+                    .list_with(prefix)
+                    .recursive(true)
+                    .into_future(),
+            )
+            .map_err(Self::backend_err(prefix))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| e.path().to_string())
+            .collect())
     }
 
     fn backend_err(path: &str) -> impl FnOnce(opendal::Error) -> StoreError + '_ {
@@ -170,6 +227,18 @@ impl Store {
             }
         }
         Ok((count, bytes))
+    }
+}
+
+impl StoreError {
+    /// The object does not exist (evicted from the local cache, or never
+    /// uploaded).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            StoreError::Backend { source, .. } => source.kind() == opendal::ErrorKind::NotFound,
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            StoreError::Short { .. } => false,
+        }
     }
 }
 

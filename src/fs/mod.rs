@@ -149,6 +149,40 @@ pub struct FsCore {
     next_fh: AtomicU64,
     /// Where the vault's store lives (statfs reports that filesystem).
     statfs_path: std::path::PathBuf,
+    /// The sync engine, when the vault has remote backends.
+    hooks: std::sync::OnceLock<Arc<dyn SyncHooks>>,
+}
+
+/// What the sync engine plugs into the core (set once, at mount).
+pub trait SyncHooks: Send + Sync {
+    /// Called before a write is accepted and without any lock held: blocks
+    /// while more not-yet-uploaded data waits than the cache budget allows
+    /// (back-pressure instead of an error).
+    fn throttle_writes(&self);
+    /// Called after every index commit, under the index lock: placements
+    /// recorded before it are now durable.
+    fn committed(&self, index: &Index);
+}
+
+/// Access to an index from outside the core: the mounted core or, for
+/// commands run without a mount, a plain mutex.
+pub trait IndexAccess: Send + Sync {
+    /// Runs `f` under the index lock; changes join the open batch.
+    fn with_index(&self, f: &mut dyn FnMut(&Index));
+}
+
+impl IndexAccess for FsCore {
+    fn with_index(&self, f: &mut dyn FnMut(&Index)) {
+        let idx = self.index();
+        f(&idx)
+    }
+}
+
+impl IndexAccess for Mutex<Index> {
+    fn with_index(&self, f: &mut dyn FnMut(&Index)) {
+        let idx = self.lock().unwrap();
+        f(&idx)
+    }
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -197,7 +231,17 @@ impl FsCore {
             open_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             statfs_path,
+            hooks: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn set_sync_hooks(&self, hooks: Arc<dyn SyncHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    /// The pack store (the sync engine reads missing packs through it).
+    pub fn packs(&self) -> &Arc<PackStore> {
+        &self.data.packs
     }
 
     /// The index, marked as changed (the commit timer will commit it).
@@ -793,6 +837,9 @@ impl FsCore {
         if end > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
+        if let Some(h) = self.hooks.get() {
+            h.throttle_writes();
+        }
         let fs = self.file_state_or_new(ino);
         let mut st = fs.state.lock();
         if !st.size_dirty {
@@ -1093,6 +1140,9 @@ impl FsCore {
         self.data.packs.seal_and_wait(&idx)?;
         idx.commit(durable)?;
         self.data.uncommitted.store(false, Ordering::Relaxed);
+        if let Some(h) = self.hooks.get() {
+            h.committed(&idx);
+        }
         Ok(())
     }
 
