@@ -102,6 +102,10 @@ fn run(
 ) -> Result<Value> {
     let cmd = req["cmd"].as_str().unwrap_or("");
     let config = VaultConfig::load(vault)?;
+    if matches!(cmd, "status" | "where" | "cache-show") {
+        // Applies pending bookkeeping (packs fetched back into the cache).
+        core.commit(true)?;
+    }
     match cmd {
         "status" => {
             let stats = with_index(core, |idx| idx.stats())?;

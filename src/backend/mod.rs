@@ -315,6 +315,8 @@ impl Credentials {
 /// Builds the layered OpenDAL operator for a backend.
 pub fn build_operator(cfg: &BackendConfig, secret: &Secret) -> Result<opendal::Operator> {
     use opendal::services;
+    // Installs the process-wide HTTP transport (reqwest with rustls) once.
+    opendal::install_default();
     let err = |e: opendal::Error| anyhow::anyhow!("backend {}: {e}", cfg.name);
     let op = match cfg.service {
         ServiceName::S3 => {

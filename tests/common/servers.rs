@@ -193,11 +193,18 @@ fn read_proc_stat(pid: i32) -> Option<ProcInfo> {
     let state = it.next()?.chars().next()?;
     let ppid = it.next()?.parse().ok()?;
     let pgrp = it.next()?.parse().ok()?;
-    Some(ProcInfo { pid, ppid, pgrp, state })
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgrp,
+        state,
+    })
 }
 
 fn all_procs() -> Vec<ProcInfo> {
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(read_proc_stat)
         .collect()
@@ -298,7 +305,14 @@ impl ServerProc {
             .process_group(0)
             .spawn()
             .ok();
-        ServerProc { name: name.to_string(), child, marker_kv, log, watchdog, paused: AtomicBool::new(false) }
+        ServerProc {
+            name: name.to_string(),
+            child,
+            marker_kv,
+            log,
+            watchdog,
+            paused: AtomicBool::new(false),
+        }
     }
 
     fn pgid(&self) -> i32 {
@@ -407,13 +421,18 @@ impl ServerProc {
             let running: Vec<i32> = pids
                 .iter()
                 .copied()
-                .filter(|&p| read_proc_stat(p).is_some_and(|i| !matches!(i.state, 'T' | 't' | 'Z' | 'X')))
+                .filter(|&p| {
+                    read_proc_stat(p).is_some_and(|i| !matches!(i.state, 'T' | 't' | 'Z' | 'X'))
+                })
                 .collect();
             if running.is_empty() {
                 break;
             }
             if start.elapsed() > STOP_TIMEOUT {
-                panic!("{}: processes {running:?} still running {STOP_TIMEOUT:?} after SIGSTOP", self.name);
+                panic!(
+                    "{}: processes {running:?} still running {STOP_TIMEOUT:?} after SIGSTOP",
+                    self.name
+                );
             }
             thread::sleep(Duration::from_millis(5));
         }
@@ -440,7 +459,11 @@ impl ServerProc {
             left = self
                 .pids()
                 .into_iter()
-                .chain(pids.iter().copied().filter(|&p| read_proc_stat(p).is_some_and(|i| i.state != 'Z')))
+                .chain(
+                    pids.iter()
+                        .copied()
+                        .filter(|&p| read_proc_stat(p).is_some_and(|i| i.state != 'Z')),
+                )
                 .collect::<BTreeSet<i32>>();
             for &pid in &left {
                 signal(pid, libc::SIGKILL);
@@ -480,7 +503,9 @@ impl ServerProc {
 }
 
 fn log_tail(path: &Path) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(40);
     lines[from..].join("\n")
@@ -503,7 +528,8 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<ExitStatus>, 
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
-    let create = |p: &Path| File::create(p).unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
+    let create =
+        |p: &Path| File::create(p).unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
     cmd.stdin(Stdio::null())
         .stdout(create(&out_path))
         .stderr(create(&err_path))
@@ -525,7 +551,9 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<ExitStatus>, 
         thread::sleep(Duration::from_millis(5));
     };
     let read = |p: &Path| {
-        let s = fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let s = fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let _ = fs::remove_file(p);
         s
     };
@@ -533,7 +561,9 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<ExitStatus>, 
 }
 
 fn program(var: &str, default: &str) -> OsString {
-    std::env::var_os(var).filter(|v| !v.is_empty()).unwrap_or_else(|| default.into())
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.into())
 }
 
 // ---------------------------------------------------------------------------
@@ -599,10 +629,17 @@ fn parse_http_response(raw: &[u8], head: bool) -> io::Result<HttpResponse> {
     let mut body = raw[split + 4..].to_vec();
     if head {
         body.clear();
-    } else if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+    } else if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
         body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
     }
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -624,7 +661,9 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -704,7 +743,10 @@ impl TcpRelay {
         let listener = loop {
             match TcpListener::bind(loopback(port)) {
                 Ok(l) => break l,
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse && start.elapsed() < Duration::from_secs(5) => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && start.elapsed() < Duration::from_secs(5) =>
+                {
                     thread::sleep(Duration::from_millis(50))
                 }
                 Err(e) => return Err(e),
@@ -732,7 +774,12 @@ impl TcpRelay {
                         .spawn(move || relay_conn(id, client, upstream, stopping, conns));
                 }
             })?;
-        Ok(TcpRelay { port, stopping, accept: Some(accept), conns })
+        Ok(TcpRelay {
+            port,
+            stopping,
+            accept: Some(accept),
+            conns,
+        })
     }
 
     /// Closes the listener (connects are refused from now on) and resets
@@ -770,9 +817,12 @@ fn relay_conn(
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let (Ok(c2), Ok(u2), Ok(c3), Ok(u3)) =
-        (client.try_clone(), upstream.try_clone(), client.try_clone(), upstream.try_clone())
-    else {
+    let (Ok(c2), Ok(u2), Ok(c3), Ok(u3)) = (
+        client.try_clone(),
+        upstream.try_clone(),
+        client.try_clone(),
+        upstream.try_clone(),
+    ) else {
         return;
     };
     {
@@ -785,7 +835,10 @@ fn relay_conn(
         map.insert(id, [c3, u3]);
     }
     let remaining = Arc::new(AtomicUsize::new(2));
-    let pump = move |mut from: TcpStream, mut to: TcpStream, remaining: Arc<AtomicUsize>, conns: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>| {
+    let pump = move |mut from: TcpStream,
+                     mut to: TcpStream,
+                     remaining: Arc<AtomicUsize>,
+                     conns: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>| {
         let _ = io::copy(&mut from, &mut to);
         let _ = to.shutdown(Shutdown::Write);
         if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -857,7 +910,14 @@ impl S3Server {
         s.create_bucket();
         // The relay path works too.
         let auth = s.dummy_authorization();
-        let r = http_request(port, "HEAD", &format!("/{}", percent_encode(bucket, false)), &[("Authorization", &auth)], b"", REQUEST_TIMEOUT);
+        let r = http_request(
+            port,
+            "HEAD",
+            &format!("/{}", percent_encode(bucket, false)),
+            &[("Authorization", &auth)],
+            b"",
+            REQUEST_TIMEOUT,
+        );
         match r {
             Ok(r) if r.status == 200 => {}
             other => panic!("S3 relay 127.0.0.1:{port}: HEAD bucket through the relay: {other:?}"),
@@ -910,7 +970,15 @@ impl S3Server {
             panic!("S3Server: {method} {path} while moto_server is paused (call resume() first)");
         }
         let auth = self.dummy_authorization();
-        http_request(self.moto_port, method, path, &[("Authorization", &auth)], body, REQUEST_TIMEOUT).unwrap_or_else(|e| {
+        http_request(
+            self.moto_port,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body,
+            REQUEST_TIMEOUT,
+        )
+        .unwrap_or_else(|e| {
             panic!(
                 "S3Server: {method} {path} on moto 127.0.0.1:{}: {e}\n--- moto log ---\n{}",
                 self.moto_port,
@@ -932,7 +1000,11 @@ impl S3Server {
     }
 
     fn create_bucket(&self) {
-        let r = self.moto("PUT", &format!("/{}", percent_encode(&self.bucket, false)), b"");
+        let r = self.moto(
+            "PUT",
+            &format!("/{}", percent_encode(&self.bucket, false)),
+            b"",
+        );
         if r.status != 200 {
             panic!(
                 "S3Server: create bucket {:?}: HTTP {}: {}",
@@ -944,7 +1016,11 @@ impl S3Server {
     }
 
     fn object_path(&self, key: &str) -> String {
-        format!("/{}/{}", percent_encode(&self.bucket, false), percent_encode(key, true))
+        format!(
+            "/{}/{}",
+            percent_encode(&self.bucket, false),
+            percent_encode(key, true)
+        )
     }
 
     /// All keys in the bucket, sorted (ListObjectsV2, following pagination).
@@ -952,7 +1028,10 @@ impl S3Server {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut path = format!("/{}?list-type=2&max-keys=1000", percent_encode(&self.bucket, false));
+            let mut path = format!(
+                "/{}?list-type=2&max-keys=1000",
+                percent_encode(&self.bucket, false)
+            );
             if let Some(t) = &token {
                 path.push_str(&format!("&continuation-token={}", percent_encode(t, false)));
             }
@@ -962,8 +1041,12 @@ impl S3Server {
                 panic!("S3Server: list {path}: HTTP {}: {xml}", r.status);
             }
             keys.extend(xml_tags(&xml, "Key").into_iter().map(xml_unescape));
-            let truncated = xml_tags(&xml, "IsTruncated").first().is_some_and(|v| *v == "true");
-            token = xml_tags(&xml, "NextContinuationToken").first().map(|t| xml_unescape(t));
+            let truncated = xml_tags(&xml, "IsTruncated")
+                .first()
+                .is_some_and(|v| *v == "true");
+            token = xml_tags(&xml, "NextContinuationToken")
+                .first()
+                .map(|t| xml_unescape(t));
             if !truncated {
                 break;
             }
@@ -986,7 +1069,10 @@ impl S3Server {
         match r.status {
             200 => Some(r.body),
             404 => None,
-            s => panic!("S3Server: GET {key:?}: HTTP {s}: {}", String::from_utf8_lossy(&r.body)),
+            s => panic!(
+                "S3Server: GET {key:?}: HTTP {s}: {}",
+                String::from_utf8_lossy(&r.body)
+            ),
         }
     }
 
@@ -994,7 +1080,11 @@ impl S3Server {
     pub fn put_object(&self, key: &str, data: &[u8]) {
         let r = self.moto("PUT", &self.object_path(key), data);
         if r.status != 200 {
-            panic!("S3Server: PUT {key:?}: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body));
+            panic!(
+                "S3Server: PUT {key:?}: HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
         }
     }
 
@@ -1017,8 +1107,12 @@ impl S3Server {
     /// Ends `stop()`: listens on the same port again.
     pub fn restart(&mut self) {
         if self.relay.is_none() {
-            let relay = TcpRelay::start(self.port, self.moto_port)
-                .unwrap_or_else(|e| panic!("S3Server::restart: cannot listen on 127.0.0.1:{} again: {e}", self.port));
+            let relay = TcpRelay::start(self.port, self.moto_port).unwrap_or_else(|e| {
+                panic!(
+                    "S3Server::restart: cannot listen on 127.0.0.1:{} again: {e}",
+                    self.port
+                )
+            });
             self.relay = Some(relay);
         }
     }
@@ -1042,11 +1136,17 @@ impl S3Server {
     /// Unreachable/hung backend: SIGSTOP moto. Connects still succeed (relay
     /// and listen backlog) but no request gets an answer until `resume()`.
     pub fn pause(&self) {
-        self.proc.as_ref().expect("moto_server is running (not stopped)").pause();
+        self.proc
+            .as_ref()
+            .expect("moto_server is running (not stopped)")
+            .pause();
     }
 
     pub fn resume(&self) {
-        self.proc.as_ref().expect("moto_server is running (not stopped)").resume();
+        self.proc
+            .as_ref()
+            .expect("moto_server is running (not stopped)")
+            .resume();
     }
 
     /// moto's output (stdout+stderr) so far.
@@ -1093,7 +1193,10 @@ impl WebdavServer {
         let mut dir = Some(TestDir::new("webdav"));
         let root_dir = dir.as_ref().unwrap().path.join("root");
         fs::create_dir_all(&root_dir).expect("create webdav root");
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let username = "tresor".to_string();
         let password = format!("pw-{}-{nanos:x}", std::process::id());
         let config = dir.as_ref().unwrap().path.join("wsgidav.json");
@@ -1124,7 +1227,12 @@ impl WebdavServer {
                     }
                     last = e;
                     // Keep the dir for the next attempt; `s` drops an empty one.
-                    dir = Some(std::mem::replace(&mut s.dir, TestDir { path: PathBuf::new() }));
+                    dir = Some(std::mem::replace(
+                        &mut s.dir,
+                        TestDir {
+                            path: PathBuf::new(),
+                        },
+                    ));
                 }
             }
         }
@@ -1161,7 +1269,10 @@ impl WebdavServer {
     }
 
     fn auth_header(&self) -> String {
-        format!("Basic {}", base64(format!("{}:{}", self.username, self.password).as_bytes()))
+        format!(
+            "Basic {}",
+            base64(format!("{}:{}", self.username, self.password).as_bytes())
+        )
     }
 
     /// Spawns wsgidav and waits until PROPFIND / answers 401 without and 207
@@ -1200,11 +1311,17 @@ impl WebdavServer {
 
     /// Unreachable/hung backend: SIGSTOP wsgidav until `resume()`.
     pub fn pause(&self) {
-        self.proc.as_ref().expect("wsgidav is running (not stopped)").pause();
+        self.proc
+            .as_ref()
+            .expect("wsgidav is running (not stopped)")
+            .pause();
     }
 
     pub fn resume(&self) {
-        self.proc.as_ref().expect("wsgidav is running (not stopped)").resume();
+        self.proc
+            .as_ref()
+            .expect("wsgidav is running (not stopped)")
+            .resume();
     }
 
     /// Hard outage: SIGKILL wsgidav (connects refused). Files stay on disk.
@@ -1280,7 +1397,9 @@ fn current_user() -> String {
     unsafe {
         let pw = libc::getpwuid(libc::geteuid());
         if !pw.is_null() && !(*pw).pw_name.is_null() {
-            return std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned();
+            return std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned();
         }
     }
     std::env::var("USER").unwrap_or_else(|_| "root".into())
@@ -1296,10 +1415,14 @@ fn find_in_path(name: &str, skip: &Path) -> Option<PathBuf> {
 
 fn ssh_keygen(path: &Path, comment: &str) {
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path);
+    cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path);
     let (status, out, err) = run_bounded(cmd, REQUEST_TIMEOUT);
     if !status.is_some_and(|s| s.success()) {
-        panic!("SftpServer: ssh-keygen {} failed ({status:?}): {out}{err}", path.display());
+        panic!(
+            "SftpServer: ssh-keygen {} failed ({status:?}): {out}{err}",
+            path.display()
+        );
     }
 }
 
@@ -1309,7 +1432,10 @@ impl SftpServer {
         let dir = TestDir::new("sftp");
         let d = dir.path.clone();
         if d.to_string_lossy().contains(char::is_whitespace) {
-            panic!("SftpServer: temp dir {} contains whitespace (ssh options would split it)", d.display());
+            panic!(
+                "SftpServer: temp dir {} contains whitespace (ssh options would split it)",
+                d.display()
+            );
         }
         // sshd's privilege separation directory (absent until sshd ran once).
         if unsafe { libc::geteuid() } == 0 {
@@ -1329,7 +1455,9 @@ impl SftpServer {
         fs::create_dir_all(&ssh_wrapper_dir).expect("create wrapper dir");
         let real_ssh = find_in_path("ssh", &ssh_wrapper_dir)
             .or_else(|| Some(PathBuf::from("/usr/bin/ssh")).filter(|p| p.is_file()))
-            .unwrap_or_else(|| panic!("SftpServer: no `ssh` client on PATH (install openssh-client)"));
+            .unwrap_or_else(|| {
+                panic!("SftpServer: no `ssh` client on PATH (install openssh-client)")
+            });
         let known_hosts = d.join("known_hosts");
         write_file(
             &ssh_wrapper_dir.join("ssh"),
@@ -1349,10 +1477,15 @@ impl SftpServer {
         let mut dir = Some(dir);
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let host_pub = fs::read_to_string(d.join("ssh_host_ed25519_key.pub")).expect("read host pubkey");
+            let host_pub =
+                fs::read_to_string(d.join("ssh_host_ed25519_key.pub")).expect("read host pubkey");
             let mut it = host_pub.split_whitespace();
             let (kt, kb) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
-            write_file(&known_hosts, format!("[127.0.0.1]:{port} {kt} {kb}\n").as_bytes(), 0o644);
+            write_file(
+                &known_hosts,
+                format!("[127.0.0.1]:{port} {kt} {kb}\n").as_bytes(),
+                0o644,
+            );
             write_file(
                 &config,
                 format!(
@@ -1409,7 +1542,12 @@ impl SftpServer {
                         panic!("SftpServer: {e}");
                     }
                     last = e;
-                    dir = Some(std::mem::replace(&mut s.dir, TestDir { path: PathBuf::new() }));
+                    dir = Some(std::mem::replace(
+                        &mut s.dir,
+                        TestDir {
+                            path: PathBuf::new(),
+                        },
+                    ));
                 }
             }
         }
@@ -1420,13 +1558,25 @@ impl SftpServer {
     /// append the remote command. `-F /dev/null`: no user/system config.
     pub fn ssh_command(&self) -> Command {
         let mut cmd = Command::new("ssh");
-        cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .args(["-o", "ConnectTimeout=10", "-i"])
-            .arg(&self.key_path)
-            .args(["-p", &self.port.to_string(), "-l", &self.user, "127.0.0.1"]);
+        cmd.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+        .args(["-o", "ConnectTimeout=10", "-i"])
+        .arg(&self.key_path)
+        .args(["-p", &self.port.to_string(), "-l", &self.user, "127.0.0.1"]);
         cmd
     }
 
@@ -1436,7 +1586,10 @@ impl SftpServer {
     /// [`Self::known_hosts`] instead of `~/.ssh/known_hosts`.
     pub fn ssh_env(&self) -> Vec<(String, String)> {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        vec![("PATH".into(), format!("{}:{path}", self.ssh_wrapper_dir.display()))]
+        vec![(
+            "PATH".into(),
+            format!("{}:{path}", self.ssh_wrapper_dir.display()),
+        )]
     }
 
     /// Spawns sshd and waits until the port accepts and `ssh ... true`
@@ -1478,11 +1631,17 @@ impl SftpServer {
     /// Unreachable/hung backend: SIGSTOP sshd and every connection process
     /// (open ControlMaster connections hang too) until `resume()`.
     pub fn pause(&self) {
-        self.proc.as_ref().expect("sshd is running (not stopped)").pause();
+        self.proc
+            .as_ref()
+            .expect("sshd is running (not stopped)")
+            .pause();
     }
 
     pub fn resume(&self) {
-        self.proc.as_ref().expect("sshd is running (not stopped)").resume();
+        self.proc
+            .as_ref()
+            .expect("sshd is running (not stopped)")
+            .resume();
     }
 
     /// Hard outage: SIGKILL sshd and all its connection processes (connects
