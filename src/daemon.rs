@@ -145,10 +145,24 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
 }
 
 /// `tresor mount` (foreground part).
+/// The mount refuses a configuration that breaks the placement policy.
+fn check_policy(config: &VaultConfig) -> Result<()> {
+    let broken = config.policy.violations(&config.backends);
+    if !broken.is_empty() {
+        bail!(
+            "refusing to mount: the configuration breaks the placement policy: {} \
+             (fix it with `tresor backend add/remove` or `tresor policy set`)",
+            broken.join("; ")
+        );
+    }
+    Ok(())
+}
+
 pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
     let mountpoint = check_mountpoint(&req.mountpoint)?;
     // Check the passphrase here so a typo is reported by this command.
     vault::unlock(&req.vault, passphrase)?;
+    check_policy(&VaultConfig::load(&req.vault.root)?)?;
     if vault::is_mounted(&req.vault) {
         bail!(
             "the vault {} is already mounted (daemon {})",
@@ -265,7 +279,8 @@ pub fn run_daemon(
     let report = |msg: &str| {
         if let Some(out) = &ready {
             let mut l = out.lock();
-            let _ = writeln!(l, "{msg}");
+            // One line: the parent reads exactly one.
+            let _ = writeln!(l, "{}", msg.replace('\n', "; "));
             let _ = l.flush();
         }
     };
@@ -279,14 +294,7 @@ pub fn run_daemon(
         let unlocked = vault::unlock(paths, passphrase)?;
         let lock = vault::lock_vault(paths)?;
         let config = VaultConfig::load(&paths.root)?;
-        let broken = config.policy.violations(&config.backends);
-        if !broken.is_empty() {
-            bail!(
-                "refusing to mount: the configuration breaks the placement policy:\n  {}\n\
-                 (fix it with `tresor backend add/remove` or `tresor policy set`)",
-                broken.join("\n  ")
-            );
-        }
+        check_policy(&config)?;
         let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
             .context("cannot open the index")?;
         let store = Arc::new(Store::open_local(&paths.store())?);

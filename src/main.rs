@@ -155,11 +155,20 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // Errors from libraries (OpenDAL) would otherwise carry whole
+    // backtraces into the log when RUST_BACKTRACE is set; panics keep theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     let default_level = match &cli.command {
         Command::Mount { .. } => "info",
         _ => "warn",
     };
+    // OpenDAL logs every retried attempt; the sync engine logs one line per
+    // failed upload with its backoff, which is what a user needs.
+    let default_level = format!("{default_level},opendal=error");
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_millis()
         .init();

@@ -138,6 +138,22 @@ impl PackStore {
         }
     }
 
+    /// Bytes of packs not yet recorded as stored in the index: the open
+    /// pack, queued and in-flight packs, and stored ones awaiting the commit.
+    pub fn unindexed_bytes(&self) -> u64 {
+        let open = self
+            .open
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.builder.len() as u64)
+            .unwrap_or(0);
+        let q = self.shared.queue.lock().unwrap();
+        let in_memory: u64 = q.in_flight.values().map(|b| b.len() as u64).sum();
+        let stored: u64 = q.stored.iter().map(|(_, size)| *size).sum();
+        open + in_memory + stored
+    }
+
     /// Sets where missing packs are fetched from (once, at mount).
     pub fn set_remote(&self, remote: Arc<dyn RemoteFetch>) {
         let _ = self.remote.set(remote);

@@ -545,8 +545,12 @@ impl SyncEngine {
 }
 
 impl SyncHooks for SyncEngine {
-    fn throttle_writes(&self) {
-        if self.backlog.load(Ordering::Relaxed) <= self.cache_budget() {
+    fn throttle_writes(&self, unindexed: &dyn Fn() -> u64) {
+        if self.remotes.read().unwrap().is_empty() {
+            return;
+        }
+        let over = || self.backlog.load(Ordering::Relaxed) + unindexed() > self.cache_budget();
+        if !over() {
             return;
         }
         if !self.throttling.swap(true, Ordering::Relaxed) {
@@ -556,9 +560,7 @@ impl SyncHooks for SyncEngine {
                 self.cache_budget()
             );
         }
-        while self.backlog.load(Ordering::Relaxed) > self.cache_budget()
-            && !self.stop.load(Ordering::Relaxed)
-        {
+        while over() && !self.stop.load(Ordering::Relaxed) {
             self.sleep(Duration::from_millis(100));
         }
         if self.throttling.swap(false, Ordering::Relaxed) {

@@ -370,8 +370,9 @@ pub fn build_operator(cfg: &BackendConfig, secret: &Secret) -> Result<opendal::O
             opendal::Operator::new(b).map_err(err)?
         }
         ServiceName::Webdav => {
+            // OpenDAL appends the root to the endpoint as is: no `//`.
             let mut b = services::Webdav::default()
-                .endpoint(&cfg.endpoint)
+                .endpoint(cfg.endpoint.trim_end_matches('/'))
                 .root(&cfg.root);
             if !cfg.username.is_empty() {
                 b = b.username(&cfg.username);

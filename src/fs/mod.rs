@@ -157,8 +157,10 @@ pub struct FsCore {
 pub trait SyncHooks: Send + Sync {
     /// Called before a write is accepted and without any lock held: blocks
     /// while more not-yet-uploaded data waits than the cache budget allows
-    /// (back-pressure instead of an error).
-    fn throttle_writes(&self);
+    /// (back-pressure instead of an error). `unindexed` tells how many bytes
+    /// of packs exist that the index does not count yet (sealed since the
+    /// last commit), so the budget holds between commits too.
+    fn throttle_writes(&self, unindexed: &dyn Fn() -> u64);
     /// Called after every index commit, under the index lock: placements
     /// recorded before it are now durable.
     fn committed(&self, index: &Index);
@@ -838,7 +840,7 @@ impl FsCore {
             return Err(FsError::TooBig);
         }
         if let Some(h) = self.hooks.get() {
-            h.throttle_writes();
+            h.throttle_writes(&|| self.data.packs.unindexed_bytes());
         }
         let fs = self.file_state_or_new(ino);
         let mut st = fs.state.lock();

@@ -17,6 +17,8 @@
 //! `TRESOR_KEEP_TEST_DIRS` (keep each test's temp dir for inspection).
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -318,6 +320,8 @@ pub struct TestVault {
     pub init_output: String,
     /// Extra `-o` options passed on every mount.
     pub mount_opts: Vec<String>,
+    /// Extra environment for every `tresor` command (and so the daemon).
+    pub env: Vec<(String, String)>,
     daemon: Option<u32>,
     watchdog_stop: Arc<AtomicBool>,
 }
@@ -375,6 +379,7 @@ impl TestVault {
             scratch,
             init_output: String::new(),
             mount_opts: Vec::new(),
+            env: Vec::new(),
             daemon: None,
             watchdog_stop: stop.clone(),
         };
@@ -420,6 +425,9 @@ impl TestVault {
         let mut c = Command::new(tresor_bin());
         c.env_remove("TRESOR_PASSPHRASE")
             .env("XDG_DATA_HOME", self.root_path.join("xdg"));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 

@@ -66,6 +66,19 @@
 //!   appends `[127.0.0.1]:PORT` lines with a fresh random host key to
 //!   `~/.ssh/known_hosts` on every run (`add` even fails once a port is
 //!   reused with a new key). Avoid in tests.
+//!
+//! `ssh` itself creates an empty `~/.ssh` if there is none; nothing is
+//! written into it with the wrapper. The `openssh` crate keeps its control
+//! sockets under `$XDG_STATE_HOME` (`~/.local/state`).
+//!
+//! # Notes
+//! - moto checks no signatures but answers reads without an `Authorization`
+//!   header with 403; raw requests ([`http_request`]) should send
+//!   [`S3Server::dummy_authorization`]. moto costs ~10 ms per request.
+//! - [`WebdavServer::endpoint`] has no trailing slash (OpenDAL's webdav
+//!   service would build `//root/...` URLs, which cheroot rejects).
+//! - [`run_bounded`] and [`http_request`] are public for tests that need a
+//!   bounded command or a raw HTTP request.
 #![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -259,6 +272,9 @@ struct ServerProc {
     log: PathBuf,
     watchdog: Option<Child>,
     paused: AtomicBool,
+    /// The child was reaped: its pid (= pgid) may belong to someone else now.
+    /// Until then it is at worst a zombie, which keeps the pid reserved.
+    reaped: bool,
 }
 
 impl ServerProc {
@@ -312,6 +328,7 @@ impl ServerProc {
             log,
             watchdog,
             paused: AtomicBool::new(false),
+            reaped: false,
         }
     }
 
@@ -323,13 +340,12 @@ impl ServerProc {
     /// descendants, and whatever carries its marker variable.
     fn pids(&self) -> BTreeSet<i32> {
         let me = std::process::id() as i32;
+        let pgid = if self.reaped { -1 } else { self.pgid() };
         let procs: Vec<ProcInfo> = all_procs().into_iter().filter(|p| p.state != 'Z').collect();
         let mut set: BTreeSet<i32> = procs
             .iter()
             .filter(|p| {
-                p.pid == self.pgid()
-                    || p.pgrp == self.pgid()
-                    || has_marker(p.pid, self.marker_kv.as_bytes())
+                p.pid == pgid || p.pgrp == pgid || has_marker(p.pid, self.marker_kv.as_bytes())
             })
             .map(|p| p.pid)
             .collect();
@@ -358,7 +374,10 @@ impl ServerProc {
     /// Err(message) if the server process has exited.
     fn check_alive(&mut self) -> Result<(), String> {
         match self.child.try_wait() {
-            Ok(Some(status)) => Err(format!("{} exited ({status})", self.name)),
+            Ok(Some(status)) => {
+                self.reaped = true;
+                Err(format!("{} exited ({status})", self.name))
+            }
             Ok(None) => Ok(()),
             Err(e) => Err(format!("{}: wait failed: {e}", self.name)),
         }
@@ -396,9 +415,15 @@ impl ServerProc {
         }
     }
 
+    fn signal_group(&self, sig: libc::c_int) {
+        if !self.reaped {
+            signal(-self.pgid(), sig);
+        }
+    }
+
     fn signal_all(&self, sig: libc::c_int) -> BTreeSet<i32> {
         let mut pids = self.pids();
-        signal(-self.pgid(), sig);
+        self.signal_group(sig);
         for &pid in &pids {
             signal(pid, sig);
         }
@@ -448,14 +473,14 @@ impl ServerProc {
     /// still alive after STOP_TIMEOUT (empty on success).
     fn kill(&mut self) -> Vec<i32> {
         let pids = self.pids(); // before the tree falls apart
-        signal(-self.pgid(), libc::SIGKILL);
+        self.signal_group(libc::SIGKILL);
         for &pid in &pids {
             signal(pid, libc::SIGKILL);
         }
         let start = Instant::now();
         let mut left;
+        // Not reaped inside the loop: the zombie keeps pid/pgid reserved.
         loop {
-            let _ = self.child.try_wait();
             left = self
                 .pids()
                 .into_iter()
@@ -474,8 +499,11 @@ impl ServerProc {
             thread::sleep(Duration::from_millis(5));
         }
         // Reap our direct child (bounded; SIGKILL is not ignorable).
-        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() <= STOP_TIMEOUT {
-            thread::sleep(Duration::from_millis(5));
+        while !self.reaped && start.elapsed() <= STOP_TIMEOUT {
+            self.reaped = self.child.try_wait().ok().flatten().is_some();
+            if !self.reaped {
+                thread::sleep(Duration::from_millis(5));
+            }
         }
         if let Some(mut w) = self.watchdog.take() {
             signal(-(w.id() as i32), libc::SIGKILL); // the shell and its `sleep`
@@ -1174,7 +1202,9 @@ impl Drop for S3Server {
 /// OpenDAL: `endpoint`, `username`, `password`. Files the backend writes
 /// appear under `root_dir`, so tests can inspect or damage them directly.
 pub struct WebdavServer {
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://127.0.0.1:PORT`, deliberately without a trailing slash:
+    /// OpenDAL's webdav service appends the rooted path (`/root/...`) to the
+    /// endpoint as is, and `http://h:p//root/...` is answered 400 by cheroot.
     pub endpoint: String,
     pub port: u16,
     pub username: String,
@@ -1204,7 +1234,7 @@ impl WebdavServer {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let mut s = WebdavServer {
-                endpoint: format!("http://127.0.0.1:{port}/"),
+                endpoint: format!("http://127.0.0.1:{port}"),
                 port,
                 username: username.clone(),
                 password: password.clone(),
