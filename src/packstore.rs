@@ -97,11 +97,12 @@ pub struct PackStore {
     remote: std::sync::OnceLock<Arc<dyn RemoteFetch>>,
 }
 
-/// Fetches a whole pack that is not in the local store (evicted from the
-/// cache, or a vault restored with a cold cache) from a remote backend and
-/// puts it back into the local store.
+/// Reads from a pack that is not in the local store (evicted from the
+/// cache, or a vault restored with a cold cache): a ranged GET of just the
+/// bytes needed from a remote backend, which also refills the local cache
+/// with the whole pack in the background.
 pub trait RemoteFetch: Send + Sync {
-    fn fetch_pack(&self, path: &str) -> Result<bytes::Bytes, StoreError>;
+    fn fetch_range(&self, path: &str, offset: u64, len: u64) -> Result<bytes::Bytes, StoreError>;
 }
 
 impl PackStore {
@@ -166,16 +167,15 @@ impl PackStore {
                 let Some(remote) = self.remote.get() else {
                     return Err(e);
                 };
-                let all = remote.fetch_pack(path)?;
-                let end = (offset + len) as usize;
-                if all.len() < end {
+                let got = remote.fetch_range(path, offset, len)?;
+                if (got.len() as u64) < len {
                     return Err(StoreError::Short {
                         path: path.to_string(),
-                        got: all.len().saturating_sub(offset as usize),
+                        got: got.len(),
                         want: len as usize,
                     });
                 }
-                Ok(all.slice(offset as usize..end))
+                Ok(got)
             }
             r => r,
         }

@@ -21,16 +21,20 @@
 //! **The local store is a cache** once packs are uploaded: after each index
 //! commit, packs that every backend holds are evicted, oldest first, while
 //! the local store exceeds the budget. The eviction is committed before the
-//! files are deleted. A read of an evicted pack downloads the whole pack
-//! from the first backend that has it (the config order is the preference
-//! order) back into the cache; chunks are authenticated as always, so a
-//! backend that serves wrong bytes produces EIO, never wrong data.
+//! files are deleted. A read of an evicted pack is a ranged GET of just the
+//! chunk (or its 1 MiB pack window, for small chunks) from the first backend
+//! that answers (the config order is the preference order); the whole pack
+//! then comes back into the cache in the background, so the next reads of
+//! its neighbours are local. Sequential reads prefetch ahead in parallel
+//! through the same path (the filesystem's 4 MiB read-ahead). Chunks are
+//! authenticated as always, so a backend that serves wrong bytes produces
+//! EIO, never wrong data.
 //!
 //! Remote objects are never deleted here: deletion waits for garbage
 //! collection, which must first know that no durable index snapshot still
 //! needs them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -53,6 +57,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Where the key file goes on every backend (useless without a passphrase;
 /// needed to restore on a new machine).
 pub const REMOTE_KEY_PATH: &str = "keys/tresor.key";
+/// Whole-pack downloads back into the cache running at once.
+const MAX_REFILLS: usize = 4;
 /// Evicted per commit at most (the deletes run under the index lock).
 const EVICT_BATCH: usize = 64;
 
@@ -152,8 +158,9 @@ pub struct SyncEngine {
     /// Placements recorded since the last commit: not durable, not evictable.
     placed_since_commit: Mutex<HashSet<u64>>,
     /// Packs fetched back into the cache, to un-mark as evicted at the next commit.
-    refetched: Mutex<Vec<[u8; 16]>>,
-    fetching: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    refetched: Arc<Mutex<Vec<[u8; 16]>>>,
+    /// Packs being downloaded back into the cache.
+    fetching: Arc<Mutex<HashSet<String>>>,
     wake: Condvar,
     wake_lock: Mutex<u64>,
     stop: AtomicBool,
@@ -188,8 +195,8 @@ impl SyncEngine {
             cache_budget: AtomicU64::new(config.cache.size),
             backlog: AtomicU64::new(0),
             placed_since_commit: Mutex::new(HashSet::new()),
-            refetched: Mutex::new(Vec::new()),
-            fetching: Mutex::new(HashMap::new()),
+            refetched: Arc::new(Mutex::new(Vec::new())),
+            fetching: Arc::new(Mutex::new(HashSet::new())),
             wake: Condvar::new(),
             wake_lock: Mutex::new(0),
             stop: AtomicBool::new(false),
@@ -574,49 +581,77 @@ impl SyncHooks for SyncEngine {
 }
 
 impl RemoteFetch for SyncEngine {
-    fn fetch_pack(&self, path: &str) -> Result<bytes::Bytes, StoreError> {
-        let slot = self
-            .fetching
-            .lock()
-            .unwrap()
-            .entry(path.to_string())
-            .or_default()
-            .clone();
-        let _one = slot.lock().unwrap();
-        // Another reader may have fetched it meanwhile.
-        if let Ok(b) = self.local.read_all(path) {
-            self.fetching.lock().unwrap().remove(path);
+    fn fetch_range(&self, path: &str, offset: u64, len: u64) -> Result<bytes::Bytes, StoreError> {
+        // A concurrent refill may have brought the pack back already.
+        if let Ok(b) = self.local.read_range(path, offset, len) {
             return Ok(b);
         }
         let mut last_err = None;
         for r in self.remotes() {
-            match r.store.read_all(path) {
+            match r.store.read_range(path, offset, len) {
                 Ok(bytes) => {
-                    log::info!(
-                        "fetched {path} ({} bytes) from backend {}",
-                        bytes.len(),
-                        r.cfg.name
-                    );
-                    if let Err(e) = self.local.write(path, bytes.clone()) {
-                        log::warn!("cannot put {path} back into the local cache: {e}");
-                    } else if let Some(name) = pack_name_of(path) {
-                        self.refetched.lock().unwrap().push(name);
-                    }
-                    self.fetching.lock().unwrap().remove(path);
+                    self.refill_in_background(path);
                     return Ok(bytes);
                 }
                 Err(e) => {
-                    log::warn!("backend {}: cannot fetch {path}: {e}", r.cfg.name);
+                    log::warn!("backend {}: cannot read {path}: {e}", r.cfg.name);
                     last_err = Some(e);
                 }
             }
         }
-        self.fetching.lock().unwrap().remove(path);
         Err(last_err.unwrap_or(StoreError::Short {
             path: path.to_string(),
             got: 0,
-            want: 1,
+            want: len as usize,
         }))
+    }
+}
+
+impl SyncEngine {
+    /// Downloads a whole pack back into the local cache, once, in the
+    /// background (at most [`MAX_REFILLS`] at a time; a read that finds the
+    /// limit reached just reads remotely again).
+    fn refill_in_background(&self, path: &str) {
+        {
+            let mut f = self.fetching.lock().unwrap();
+            if f.contains(path) || f.len() >= MAX_REFILLS {
+                return;
+            }
+            f.insert(path.to_string());
+        }
+        let remotes = self.remotes();
+        let local = self.local.clone();
+        let owned = path.to_string();
+        let refetched = self.refetched.clone();
+        let fetching = self.fetching.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tresor-refill".into())
+            .spawn(move || {
+                let path = owned;
+                for r in remotes {
+                    match r.store.read_all(&path) {
+                        Ok(bytes) => {
+                            match local.write(&path, bytes.clone()) {
+                                Ok(()) => {
+                                    log::debug!("cache: {path} back from backend {}", r.cfg.name);
+                                    if let Some(name) = pack_name_of(&path) {
+                                        refetched.lock().unwrap().push(name);
+                                    }
+                                }
+                                Err(e) => {
+                                    log::warn!("cannot put {path} back into the local cache: {e}")
+                                }
+                            }
+                            break;
+                        }
+                        Err(e) => log::warn!("backend {}: cannot fetch {path}: {e}", r.cfg.name),
+                    }
+                }
+                fetching.lock().unwrap().remove(&path);
+            });
+        if spawned.is_err() {
+            self.fetching.lock().unwrap().remove(path);
+        }
     }
 }
 
