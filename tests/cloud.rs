@@ -338,10 +338,15 @@ fn provider_sees_no_names_no_file_sizes_and_few_objects() {
             );
         }
         let body = s3.get_object(k).expect("listed object readable");
-        assert!(
-            !sizes.contains(&(body.len() as u64)),
-            "object {k} has the size of a written file"
-        );
+        // The key file (a few hundred bytes of wrapped keys, the same for
+        // any content) may coincide with some small file's size; data
+        // objects may not.
+        if k.ends_with(".pack") {
+            assert!(
+                !sizes.contains(&(body.len() as u64)),
+                "object {k} has the size of a written file"
+            );
+        }
         for n in names.iter().take(20) {
             assert!(
                 !body.windows(n.len()).any(|w| w == n.as_bytes()),
