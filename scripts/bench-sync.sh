@@ -18,9 +18,10 @@
 #           (provider Other, force_path_style, no_head) on the same kind of
 #           server. no_head = true (RCLONE_NO_HEAD): after a multipart upload
 #           rclone 1.60 HEADs the object with ?versionId=null, which moto
-#           answers with 400, so the copy "fails" and rclone retries it; without
-#           the HEAD rclone also saves one request per file (a stronger
-#           baseline for the small-file tree).
+#           answers with 400: the copy "fails" and rclone retries it (the
+#           retry finds the object and skips it). Without the HEAD rclone also
+#           saves one request per file: a stronger baseline for the small-file
+#           tree (RCLONE_NO_HEAD=false: rclone's default, ~2x slower there).
 # Measured per run: seconds, MB/s (input bytes / 1e6 / seconds), objects in
 # the bucket and the sum of their sizes (listed with rclone on the plain s3
 # remote, after the run), and the HTTP requests moto logged from the start of
