@@ -6,27 +6,32 @@
 // the recovery commands (fsck, verify, passwd) will call.
 #[cfg_attr(not(test), allow(dead_code))]
 mod chunk;
+mod cli_docs;
 mod daemon;
+mod exit;
 mod fs;
+mod fstab;
 mod fuse;
 mod index;
+mod keyring;
 #[cfg_attr(not(test), allow(dead_code))]
 mod keys;
 mod packstore;
 mod store;
+mod systemd;
 mod vault;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::vault::{PassphraseSource, VaultPaths};
 
 /// Encrypted, deduplicating drive whose ciphertext lives where you choose.
 #[derive(Parser)]
-#[command(name = "tresor", version, about, long_about = None)]
+#[command(name = "tresor", version, about, long_about = cli_docs::LONG_ABOUT, after_help = cli_docs::AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,6 +48,9 @@ struct VaultArgs {
     /// Read the passphrase from the first line of standard input
     #[arg(long, hide = true)]
     passphrase_stdin: bool,
+    /// Read the passphrase from the desktop keyring (Secret Service, via secret-tool)
+    #[arg(long, conflicts_with = "passphrase_file")]
+    keyring: bool,
 }
 
 impl VaultArgs {
@@ -52,11 +60,15 @@ impl VaultArgs {
             None => vault::default_vault_dir()?,
         }))
     }
-    fn passphrase(&self) -> PassphraseSource {
-        PassphraseSource {
+    fn passphrase(&self) -> Result<PassphraseSource> {
+        Ok(PassphraseSource {
             file: self.passphrase_file.clone(),
             from_stdin: self.passphrase_stdin,
-        }
+            keyring: self
+                .keyring
+                .then(|| self.paths().map(|p| p.root))
+                .transpose()?,
+        })
     }
 }
 
@@ -74,7 +86,7 @@ enum Command {
         /// Stay in the foreground and log to stderr
         #[arg(short = 'f', long)]
         foreground: bool,
-        /// FUSE mount options, comma-separated (allow_other, default_permissions, ro, ...)
+        /// FUSE mount options, comma-separated (allow_other, allow_root, ro, noatime, nodev, ...)
         #[arg(short = 'o', value_name = "OPTS")]
         options: Vec<String>,
         /// Create the vault first if it does not exist yet (prints the recovery key)
@@ -99,6 +111,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount a vault at login with a systemd user unit (install, uninstall)
+    Systemd {
+        #[command(subcommand)]
+        action: systemd::Action,
+    },
+    /// Print a shell completion script (e.g. `tresor completions bash > /etc/bash_completion.d/tresor`)
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the tresor(1) man page, or write every page into a directory
+    Man {
+        /// Write tresor.1 and one tresor-COMMAND.1 per subcommand into DIR
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Large buffers (sealed chunks, packs) are allocated and freed at a high
@@ -118,6 +146,10 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
+    // `tresor VAULT MOUNTPOINT -o OPTS` (mount(8), fstab) and umount.fuse.tresor.
+    if let Some(code) = fstab::dispatch(&Cli::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     let default_level = match &cli.command {
         Command::Mount { .. } => "info",
@@ -130,7 +162,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tresor: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }
@@ -139,7 +171,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { vault } => {
             let paths = vault.paths()?;
-            let pass = vault.passphrase().read(true)?;
+            let pass = vault.passphrase()?.read(true)?;
             let recovery = vault::init(&paths, &pass)?;
             print_created(&paths, &recovery);
             println!(
@@ -158,7 +190,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let paths = vault.paths()?;
             let creating = init && !paths.key_file().exists();
-            let pass = vault.passphrase().read(creating)?;
+            if !creating {
+                vault::require_exists(&paths)?;
+            }
+            let pass = vault.passphrase()?.read(creating)?;
             if creating {
                 let recovery = vault::init(&paths, &pass)?;
                 print_created(&paths, &recovery);
@@ -195,6 +230,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Unmount { mountpoint } => daemon::unmount(&mountpoint),
         Command::Status { vault, json } => status(&vault, json),
+        Command::Systemd { action } => systemd::run(action),
+        Command::Completions { shell } => cli_docs::completions(shell),
+        Command::Man { out } => cli_docs::man(out.as_deref()),
     }
 }
 
@@ -209,7 +247,8 @@ fn print_created(paths: &VaultPaths, recovery: &keys::RecoveryKey) {
 
 fn status(args: &VaultArgs, json: bool) -> Result<()> {
     let paths = args.paths()?;
-    let pass = args.passphrase().read(false)?;
+    vault::require_exists(&paths)?;
+    let pass = args.passphrase()?.read(false)?;
     let unlocked = vault::unlock(&paths, &pass)?;
     let index = index::Index::open_read_only(&paths.index(), &unlocked.subkeys.index)?;
     let s = index.stats()?;
