@@ -195,7 +195,8 @@ pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
-        .env_remove("TRESOR_PASSPHRASE");
+        .env_remove("TRESOR_PASSPHRASE")
+        .env_remove("NOTIFY_SOCKET");
     // SAFETY: setsid() is async-signal-safe; it detaches the daemon from the
     // terminal's session so closing the shell does not kill it.
     unsafe {
@@ -258,8 +259,18 @@ fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
             "noexec" => opts.push(fuser::MountOption::NoExec),
             "noatime" => opts.push(fuser::MountOption::NoAtime),
             "atime" => opts.push(fuser::MountOption::Atime),
+            "sync" => opts.push(fuser::MountOption::Sync),
+            "async" => opts.push(fuser::MountOption::Async),
+            "dirsync" => opts.push(fuser::MountOption::DirSync),
             other => opts.push(fuser::MountOption::CUSTOM(other.to_string())),
         }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root fuser calls mount(2) itself, with type "fuse"; the subtype
+        // makes it "fuse.tresor" like fusermount3's mounts, which is what
+        // umount(8) looks up its helper by (umount.fuse.tresor, see fstab.rs).
+        opts.push(fuser::MountOption::CUSTOM("subtype=tresor".into()));
     }
     config.mount_options = opts;
     config.n_threads = Some(FUSE_THREADS);
@@ -325,10 +336,19 @@ pub fn run_daemon(
         mountpoint.display()
     );
     report("ready");
+    // Type=notify units (`tresor systemd install`) start once this arrives.
+    crate::systemd::notify(&format!(
+        "READY=1\nSTATUS=mounted on {}",
+        mountpoint.display()
+    ));
 
     // Signals: unmount cleanly (destroy flushes) on SIGTERM/SIGINT/SIGHUP.
+    // If the mount is busy (a file still open, e.g. at logout), flush and
+    // commit everything now, then detach lazily: the daemon serves the open
+    // files until they are closed and flushes again in destroy.
     let unmounter = std::sync::Mutex::new(session.unmount_callable());
     let mp = mountpoint.to_path_buf();
+    let core_for_signals = core.clone();
     std::thread::Builder::new()
         .name("tresor-signals".into())
         .spawn(move || {
@@ -338,8 +358,26 @@ pub fn run_daemon(
             set.add(nix::sys::signal::Signal::SIGHUP);
             if let Ok(sig) = set.wait() {
                 log::info!("{sig:?}: unmounting {}", mp.display());
-                if let Err(e) = unmounter.lock().unwrap().unmount() {
-                    log::error!("unmount after {sig:?} failed: {e}");
+                crate::systemd::notify("STOPPING=1");
+                // (As non-root, fuser's unmount runs `fusermount -u` and
+                // reports success even when that failed: check the table.)
+                let result = unmounter.lock().unwrap().unmount();
+                if result.is_err() || is_mounted(&mp) {
+                    log::warn!(
+                        "unmount after {sig:?} failed ({}); flushing everything and detaching lazily",
+                        result.err().map_or("mount busy".into(), |e| e.to_string())
+                    );
+                    if let Err(e) = core_for_signals
+                        .flush_all()
+                        .and_then(|_| core_for_signals.commit(true))
+                    {
+                        log::error!("flush after {sig:?} failed: {e}");
+                    }
+                    let _ = Command::new("fusermount3")
+                        .arg("-u")
+                        .arg("-z")
+                        .arg(&mp)
+                        .status();
                 }
             }
         })?;

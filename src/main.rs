@@ -7,30 +7,35 @@
 mod backend;
 #[cfg_attr(not(test), allow(dead_code))]
 mod chunk;
+mod cli_docs;
 mod cloud_cli;
 mod control;
 mod daemon;
+mod exit;
 mod fs;
+mod fstab;
 mod fuse;
 mod index;
+mod keyring;
 #[cfg_attr(not(test), allow(dead_code))]
 mod keys;
 mod packstore;
 mod store;
 mod sync;
+mod systemd;
 mod vault;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::vault::{PassphraseSource, VaultPaths};
 
 /// Encrypted, deduplicating drive whose ciphertext lives where you choose.
 #[derive(Parser)]
-#[command(name = "tresor", version, about, long_about = None)]
+#[command(name = "tresor", version, about, long_about = cli_docs::LONG_ABOUT, after_help = cli_docs::AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +52,9 @@ pub struct VaultArgs {
     /// Read the passphrase from the first line of standard input
     #[arg(long, hide = true)]
     passphrase_stdin: bool,
+    /// Read the passphrase from the desktop keyring (Secret Service, via secret-tool)
+    #[arg(long, conflicts_with = "passphrase_file")]
+    keyring: bool,
 }
 
 impl VaultArgs {
@@ -56,11 +64,15 @@ impl VaultArgs {
             None => vault::default_vault_dir()?,
         }))
     }
-    fn passphrase(&self) -> PassphraseSource {
-        PassphraseSource {
+    fn passphrase(&self) -> Result<PassphraseSource> {
+        Ok(PassphraseSource {
             file: self.passphrase_file.clone(),
             from_stdin: self.passphrase_stdin,
-        }
+            keyring: self
+                .keyring
+                .then(|| self.paths().map(|p| p.root))
+                .transpose()?,
+        })
     }
 }
 
@@ -78,7 +90,7 @@ enum Command {
         /// Stay in the foreground and log to stderr
         #[arg(short = 'f', long)]
         foreground: bool,
-        /// FUSE mount options, comma-separated (allow_other, default_permissions, ro, ...)
+        /// FUSE mount options, comma-separated (allow_other, allow_root, ro, noatime, nodev, ...)
         #[arg(short = 'o', value_name = "OPTS")]
         options: Vec<String>,
         /// Create the vault first if it does not exist yet (prints the recovery key)
@@ -136,6 +148,22 @@ enum Command {
     /// The local cache of remote data: show, clear, set-size
     #[command(subcommand)]
     Cache(cloud_cli::CacheCmd),
+    /// Mount a vault at login with a systemd user unit (install, uninstall)
+    Systemd {
+        #[command(subcommand)]
+        action: systemd::Action,
+    },
+    /// Print a shell completion script (e.g. `tresor completions bash > /etc/bash_completion.d/tresor`)
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the tresor(1) man page, or write every page into a directory
+    Man {
+        /// Write tresor.1 and one tresor-COMMAND.1 per subcommand into DIR
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Large buffers (sealed chunks, packs) are allocated and freed at a high
@@ -161,6 +189,10 @@ fn main() -> ExitCode {
         // SAFETY: no other thread exists yet.
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    // `tresor VAULT MOUNTPOINT -o OPTS` (mount(8), fstab) and umount.fuse.tresor.
+    if let Some(code) = fstab::dispatch(&Cli::command()) {
+        return code;
+    }
     let cli = Cli::parse();
     let default_level = match &cli.command {
         Command::Mount { .. } => "info",
@@ -176,7 +208,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tresor: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }
@@ -185,7 +217,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { vault } => {
             let paths = vault.paths()?;
-            let pass = vault.passphrase().read(true)?;
+            let pass = vault.passphrase()?.read(true)?;
             let recovery = vault::init(&paths, &pass)?;
             print_created(&paths, &recovery);
             println!(
@@ -204,7 +236,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let paths = vault.paths()?;
             let creating = init && !paths.key_file().exists();
-            let pass = vault.passphrase().read(creating)?;
+            if !creating {
+                vault::require_exists(&paths)?;
+            }
+            let pass = vault.passphrase()?.read(creating)?;
             if creating {
                 let recovery = vault::init(&paths, &pass)?;
                 print_created(&paths, &recovery);
@@ -251,6 +286,9 @@ fn run(cli: Cli) -> Result<()> {
         } => cloud_cli::sync_cmd(&vault, timeout, quiet, json),
         Command::Where { vault, json, path } => cloud_cli::where_cmd(&vault, &path, json),
         Command::Cache(cmd) => cloud_cli::cache(cmd),
+        Command::Systemd { action } => systemd::run(action),
+        Command::Completions { shell } => cli_docs::completions(shell),
+        Command::Man { out } => cli_docs::man(out.as_deref()),
     }
 }
 
@@ -265,7 +303,8 @@ fn print_created(paths: &VaultPaths, recovery: &keys::RecoveryKey) {
 
 fn status(args: &VaultArgs, json: bool) -> Result<()> {
     let paths = args.paths()?;
-    let pass = args.passphrase().read(false)?;
+    vault::require_exists(&paths)?;
+    let pass = args.passphrase()?.read(false)?;
     let unlocked = vault::unlock(&paths, &pass)?;
     let index = index::Index::open_read_only(&paths.index(), &unlocked.subkeys.index)?;
     let s = index.stats()?;

@@ -57,15 +57,27 @@ pub fn default_vault_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/tresor/default"))
 }
 
-/// Where the passphrase comes from, in order of precedence: an explicit
-/// `--passphrase-file`, `TRESOR_PASSPHRASE`, a prompt on the terminal.
+/// Where the passphrase comes from, in order of precedence: the desktop
+/// keyring (`--keyring`), an explicit `--passphrase-file`, `TRESOR_PASSPHRASE`,
+/// a prompt on the terminal.
 pub struct PassphraseSource {
     pub file: Option<PathBuf>,
     pub from_stdin: bool,
+    /// Look the passphrase up in the desktop keyring for this vault (`--keyring`).
+    pub keyring: Option<PathBuf>,
 }
 
 impl PassphraseSource {
     pub fn read(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+        if let Some(vault) = &self.keyring {
+            if confirm {
+                return Err(crate::exit::usage(
+                    "--keyring reads the passphrase of an existing vault; create the vault first, \
+                     then `tresor systemd install --keyring` stores its passphrase in the keyring",
+                ));
+            }
+            return crate::keyring::lookup(&VaultPaths::new(vault.clone()));
+        }
         if let Some(f) = &self.file {
             let file = std::fs::File::open(f)
                 .with_context(|| format!("cannot read passphrase file {}", f.display()))?;
@@ -85,7 +97,7 @@ impl PassphraseSource {
             return non_empty(&p);
         }
         if !std::io::stdin().is_terminal() {
-            bail!("no passphrase: use --passphrase-file FILE or TRESOR_PASSPHRASE, or run on a terminal");
+            bail!("no passphrase: pass --passphrase-file FILE or --keyring, set TRESOR_PASSPHRASE, or run on a terminal");
         }
         let first = Zeroizing::new(rpassword::prompt_password("Passphrase: ")?);
         if confirm {
@@ -157,7 +169,9 @@ pub struct UnlockedVault {
     pub subkeys: Subkeys,
 }
 
-pub fn unlock(paths: &VaultPaths, passphrase: &[u8]) -> Result<UnlockedVault> {
+/// Fails with what to do unless a vault exists at `paths` (checked before
+/// asking for a passphrase that could not be used).
+pub fn require_exists(paths: &VaultPaths) -> Result<()> {
     if !paths.key_file().exists() {
         bail!(
             "no vault at {} (no tresor.key); create one with `tresor init --vault {}`",
@@ -165,13 +179,20 @@ pub fn unlock(paths: &VaultPaths, passphrase: &[u8]) -> Result<UnlockedVault> {
             paths.root.display()
         );
     }
+    Ok(())
+}
+
+pub fn unlock(paths: &VaultPaths, passphrase: &[u8]) -> Result<UnlockedVault> {
+    require_exists(paths)?;
     let key_file = KeyFile::load(&paths.key_file())?;
     let master = match key_file.unlock(passphrase) {
         Ok(m) => m,
-        Err(KeyError::WrongPassphrase) => bail!(
-            "wrong passphrase for the vault at {}: no key slot opens with it",
-            paths.root.display()
-        ),
+        Err(KeyError::WrongPassphrase) => {
+            return Err(crate::exit::wrong_passphrase(format!(
+                "wrong passphrase for the vault at {}: no key slot opens with it",
+                paths.root.display()
+            )))
+        }
         Err(e) => return Err(e.into()),
     };
     let subkeys = master.subkeys();

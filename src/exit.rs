@@ -1,0 +1,87 @@
+//! Exit codes. One table, used by `main`, the man page (EXIT STATUS) and the
+//! README (a test checks the README lists the same codes).
+//!
+//! Errors stay `anyhow` errors everywhere; an error that needs a specific
+//! code carries a [`Coded`] somewhere in its chain.
+
+/// Everything worked.
+pub const OK: u8 = 0;
+/// Any failure not listed below; the message on stderr says what and what to do.
+pub const ERROR: u8 = 1;
+/// Usage error: unknown subcommand or option, missing argument, bad mount
+/// option (clap uses 2 for its own errors too).
+pub const USAGE: u8 = 2;
+/// The passphrase opens no key slot of the vault. Retrying with the same
+/// passphrase cannot help (the systemd unit does not restart on it).
+pub const WRONG_PASSPHRASE: u8 = 3;
+
+/// (code, meaning) for the documentation.
+pub const TABLE: &[(u8, &str)] = &[
+    (OK, "success"),
+    (
+        ERROR,
+        "error: the message on stderr says what happened and what to do",
+    ),
+    (
+        USAGE,
+        "usage error: unknown subcommand, option or mount option, or a missing argument",
+    ),
+    (
+        WRONG_PASSPHRASE,
+        "wrong passphrase: it opens no key slot of the vault",
+    ),
+];
+
+/// An error with a specific exit code.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: USAGE,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn wrong_passphrase(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: WRONG_PASSPHRASE,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The exit code for an error: the first [`Coded`] in its chain, else 1.
+pub fn code_of(e: &anyhow::Error) -> u8 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Coded>())
+        .map_or(ERROR, |c| c.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn code_survives_context() {
+        let e = Err::<(), _>(wrong_passphrase("nope"))
+            .context("cannot mount")
+            .unwrap_err();
+        assert_eq!(code_of(&e), WRONG_PASSPHRASE);
+        assert_eq!(format!("{e:#}"), "cannot mount: nope");
+        assert_eq!(code_of(&anyhow::anyhow!("plain")), ERROR);
+    }
+}
