@@ -755,14 +755,7 @@ pub fn where_cmd(vault: &VaultArgs, path: &Path, json_out: bool) -> Result<()> {
             b["name"].as_str().unwrap_or(""),
             b["location"].as_str().unwrap_or(""),
             b["operator"].as_str().unwrap_or(""),
-            b["jurisdictions"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join("+"))
-                .unwrap_or_default(),
+            laws(&b),
             100.0 - b["pending_percent"].as_f64().unwrap_or(0.0),
             b["pending_percent"].as_f64().unwrap_or(0.0),
         );
@@ -971,6 +964,19 @@ impl Progress {
     }
 }
 
+/// "DE" or "DE+US": the jurisdictions of a backend in a JSON answer.
+fn laws(b: &Value) -> String {
+    b["jurisdictions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .unwrap_or_default()
+}
+
 pub fn print_status_sync(v: &Value) {
     let backends = v["backends"].as_array().cloned().unwrap_or_default();
     if backends.is_empty() {
@@ -984,14 +990,7 @@ pub fn print_status_sync(v: &Value) {
                 b["service"].as_str().unwrap_or(""),
                 b["location"].as_str().unwrap_or(""),
                 b["operator"].as_str().unwrap_or(""),
-                b["jurisdictions"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join("+"))
-                    .unwrap_or_default(),
+                laws(&b),
             );
             println!(
                 "                 {} objects, {} stored, {} pending ({} packs)",

@@ -63,6 +63,34 @@ fn add_s3(v: &TestVault, s3: &S3Server, name: &str, location: &str, operator_cou
     )
 }
 
+fn add_webdav(
+    v: &TestVault,
+    dav: &WebdavServer,
+    name: &str,
+    pw: &std::path::Path,
+    location: &str,
+) -> Run {
+    tresor(
+        v,
+        &["backend", "add", name],
+        &[
+            "--webdav",
+            &dav.endpoint,
+            "--username",
+            &dav.username,
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--location",
+            location,
+            "--operator",
+            "Example GmbH",
+            "--operator-country",
+            location,
+        ],
+        false,
+    )
+}
+
 fn sync(v: &TestVault, timeout_s: u32) -> Run {
     tresor(v, &["sync"], &["--timeout", &timeout_s.to_string()], true)
 }
@@ -368,26 +396,7 @@ fn two_backends_with_two_copies_both_hold_every_pack() {
     add_s3(&v, &a, "a", "DE", "DE").ok();
     let pw = v.scratch.join("dav.pw");
     std::fs::write(&pw, format!("{}\n", dav.password)).unwrap();
-    tresor(
-        &v,
-        &["backend", "add", "b"],
-        &[
-            "--webdav",
-            &dav.endpoint,
-            "--username",
-            &dav.username,
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--location",
-            "FI",
-            "--operator",
-            "Example Oy",
-            "--operator-country",
-            "FI",
-        ],
-        false,
-    )
-    .ok();
+    add_webdav(&v, &dav, "b", &pw, "FI").ok();
     tresor(
         &v,
         &["policy", "set"],
@@ -442,27 +451,7 @@ fn wrong_credentials_give_a_clear_error_and_lose_nothing() {
     std::fs::write(&bad, "not-the-password\n").unwrap();
     let good = v.scratch.join("good.pw");
     std::fs::write(&good, format!("{}\n", dav.password)).unwrap();
-    let add = |pw: &std::path::Path| {
-        tresor(
-            &v,
-            &["backend", "add", "dav"],
-            &[
-                "--webdav",
-                &dav.endpoint,
-                "--username",
-                &dav.username,
-                "--password-file",
-                pw.to_str().unwrap(),
-                "--location",
-                "DE",
-                "--operator",
-                "Example GmbH",
-                "--operator-country",
-                "DE",
-            ],
-            false,
-        )
-    };
+    let add = |pw: &std::path::Path| add_webdav(&v, &dav, "dav", pw, "DE");
     let run = add(&bad).failed();
     assert!(
         run.stderr.contains("dav") && run.stderr.contains("connection test"),
@@ -646,26 +635,7 @@ fn webdav_backend_round_trip() {
     let dav = WebdavServer::start();
     let pw = v.scratch.join("dav.pw");
     std::fs::write(&pw, format!("{}\n", dav.password)).unwrap();
-    tresor(
-        &v,
-        &["backend", "add", "dav"],
-        &[
-            "--webdav",
-            &dav.endpoint,
-            "--username",
-            &dav.username,
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--location",
-            "DE",
-            "--operator",
-            "Example GmbH",
-            "--operator-country",
-            "DE",
-        ],
-        false,
-    )
-    .ok();
+    add_webdav(&v, &dav, "dav", &pw, "DE").ok();
     round_trip_via(&mut v, "dav");
     let on_server = files_under(&dav.root_dir);
     assert!(
