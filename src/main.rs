@@ -19,6 +19,7 @@ mod index;
 mod keyring;
 #[cfg_attr(not(test), allow(dead_code))]
 mod keys;
+mod overlay;
 mod packstore;
 mod store;
 mod sync;
@@ -164,6 +165,30 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Encrypt a folder in place: copy it into a vault, verify, mount the vault over it
+    Overlay {
+        // --vault: created if missing (prints the recovery key); default
+        // $XDG_DATA_HOME/tresor/<escaped folder path>.
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// No progress output and no summary
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print one JSON result line
+        #[arg(long)]
+        json: bool,
+        /// Continue an interrupted overlay from its journal (VAULT/overlay.json)
+        #[arg(long, conflicts_with = "rollback")]
+        resume: bool,
+        /// Undo an overlay (finished or not): the folder gets its files back
+        #[arg(long)]
+        rollback: bool,
+        /// Keep the unencrypted originals in FOLDER.tresor-originals-TIME
+        #[arg(long)]
+        keep_originals: bool,
+        /// The folder to encrypt in place
+        folder: PathBuf,
+    },
 }
 
 /// Large buffers (sealed chunks, packs) are allocated and freed at a high
@@ -289,6 +314,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Systemd { action } => systemd::run(action),
         Command::Completions { shell } => cli_docs::completions(shell),
         Command::Man { out } => cli_docs::man(out.as_deref()),
+        Command::Overlay {
+            vault,
+            quiet,
+            json,
+            resume,
+            rollback,
+            keep_originals,
+            folder,
+        } => overlay::run(overlay::OverlayOpts {
+            vault,
+            folder,
+            quiet,
+            json,
+            resume,
+            rollback,
+            keep_originals,
+        }),
     }
 }
 
