@@ -225,3 +225,54 @@ fn interrupted_overlay_rolls_back_or_resumes() {
     assert!(originals_dirs(&folder).is_empty(), "{r}");
     assert_eq!(snapshot(&folder), before, "after resume");
 }
+
+/// With a cloud backend, the originals go only after every pack is uploaded.
+#[test]
+fn overlay_with_a_backend_uploads_before_removing_originals() {
+    let Some(v) = TestVault::new() else {
+        return;
+    };
+    let s3 = common::servers::S3Server::start("overlay");
+    let secret = v.scratch.join("s3.secret");
+    fs::write(&secret, format!("{}\n", s3.secret_access_key)).unwrap();
+    v.tresor(&[
+        "backend".as_ref(),
+        "add".as_ref(),
+        "s3".as_ref(),
+        "--vault".as_ref(),
+        v.vault.as_os_str(),
+        "--s3".as_ref(),
+        "--endpoint".as_ref(),
+        s3.endpoint.as_ref(),
+        "--region".as_ref(),
+        s3.region.as_ref(),
+        "--bucket".as_ref(),
+        s3.bucket.as_ref(),
+        "--access-key-id".as_ref(),
+        s3.access_key_id.as_ref(),
+        "--secret-access-key-file".as_ref(),
+        secret.as_os_str(),
+        "--location".as_ref(),
+        "DE".as_ref(),
+        "--operator".as_ref(),
+        "Loopback GmbH".as_ref(),
+        "--operator-country".as_ref(),
+        "DE".as_ref(),
+    ])
+    .ok();
+    let folder = v.scratch.join("Akten");
+    let _guard = MountGuard(vec![folder.clone(), tmp_mnt(&v)]);
+    make_tree(&folder);
+    let hashes = tree_hashes(&folder);
+    let r = overlay(&v, &folder, &["--json"], None).ok();
+    let result: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(result["state"], "done", "{r}");
+    assert_eq!(tree_hashes(&folder), hashes);
+    let packs = s3
+        .list_keys()
+        .iter()
+        .filter(|k| k.ends_with(".pack"))
+        .count();
+    assert!(packs >= 1, "packs uploaded before the originals went: {r}");
+    v.tresor(&["unmount".as_ref(), folder.as_os_str()]).ok();
+}
