@@ -877,50 +877,6 @@ impl Index {
         })
     }
 
-    /// Stored packs placed on every one of `backends`, oldest first:
-    /// (pack number, name, size). These may leave the local store.
-    pub fn fully_placed_packs(
-        &self,
-        backends: &[String],
-    ) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
-        if backends.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut st = self.conn.prepare_cached(
-            "SELECT k.id, k.name, k.size, count(*) FROM packs k JOIN placements p ON p.pack = k.id \
-             WHERE k.state = ?1 GROUP BY k.id ORDER BY k.id",
-        )?;
-        let mut per_pack: Vec<(u64, Vec<u8>, u64)> = Vec::new();
-        let mut rows = st.query(params![PACK_STORED])?;
-        while let Some(r) = rows.next()? {
-            per_pack.push((
-                r.get::<_, i64>(0)? as u64,
-                r.get(1)?,
-                r.get::<_, i64>(2)? as u64,
-            ));
-        }
-        drop(rows);
-        let mut check = self
-            .conn
-            .prepare_cached("SELECT 1 FROM placements WHERE pack = ?1 AND backend = ?2")?;
-        let mut out = Vec::new();
-        'packs: for (id, name, size) in per_pack {
-            for b in backends {
-                if check
-                    .query_row(params![id as i64, b], |_| Ok(()))
-                    .optional()?
-                    .is_none()
-                {
-                    continue 'packs;
-                }
-            }
-            if let Ok(name) = name.try_into() {
-                out.push((id, name, size));
-            }
-        }
-        Ok(out)
-    }
-
     /// Which backends hold the data of inode `ino` (recursively for a
     /// directory): plaintext bytes referenced per pack.
     pub fn bytes_per_pack_under(&self, ino: u64) -> Result<Vec<(u64, u64)>, IndexError> {
@@ -977,24 +933,36 @@ impl Index {
     }
 
     /// Packs on every one of `backends`, still in the local store, oldest
-    /// first: eviction candidates.
+    /// first: eviction candidates. One query, run only when the local
+    /// store is over its budget.
     pub fn evictable_packs(
         &self,
         backends: &[String],
         limit: usize,
     ) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
+        if backends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = vec!["?"; backends.len()].join(", ");
+        let sql = format!(
+            "SELECT k.id, k.name, k.size FROM packs k WHERE k.state = {PACK_STORED} \
+             AND k.id NOT IN (SELECT pack FROM evicted) \
+             AND (SELECT count(*) FROM placements p WHERE p.pack = k.id AND p.backend IN ({list})) = {} \
+             ORDER BY k.id LIMIT {limit}",
+            backends.len()
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(backends), |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
         let mut out = Vec::new();
-        for (id, name, size) in self.fully_placed_packs(backends)? {
-            if out.len() >= limit {
-                break;
-            }
-            let evicted = self
-                .conn
-                .prepare_cached("SELECT 1 FROM evicted WHERE pack = ?1")?
-                .query_row(params![id as i64], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !evicted {
+        for row in rows {
+            let (id, name, size) = row?;
+            if let Ok(name) = name.try_into() {
                 out.push((id, name, size));
             }
         }

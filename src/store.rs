@@ -116,8 +116,8 @@ impl Store {
         Ok(buf.to_bytes())
     }
 
-    /// Paths of the files under `prefix` (recursive).
-    pub fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    /// The files under `prefix` (recursive).
+    fn files(&self, prefix: &str) -> Result<Vec<opendal::Entry>, StoreError> {
         let entries = self
             .runtime
             .block_on(
@@ -130,6 +130,14 @@ impl Store {
         Ok(entries
             .into_iter()
             .filter(|e| e.metadata().is_file())
+            .collect())
+    }
+
+    /// Paths of the files under `prefix` (recursive).
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .files(prefix)?
+            .into_iter()
             .map(|e| e.path().to_string())
             .collect())
     }
@@ -201,32 +209,16 @@ impl Store {
 
     /// Object count and total bytes under `prefix` (for `status`).
     pub fn usage(&self, prefix: &str) -> Result<(u64, u64), StoreError> {
-        let entries = self
-            .runtime
-            .block_on(
-                self.operator
-                    .list_with(prefix)
-                    .recursive(true)
-                    .into_future(),
-            )
-            .map_err(Self::backend_err(prefix))?;
-        let mut count = 0;
+        let entries = self.files(prefix)?;
         let mut bytes = 0;
-        for e in entries {
-            if e.metadata().is_file() {
-                count += 1;
-                let len = if e.metadata().content_length() > 0 {
-                    e.metadata().content_length()
-                } else {
-                    self.runtime
-                        .block_on(self.operator.stat(e.path()))
-                        .map(|m| m.content_length())
-                        .unwrap_or(0)
-                };
-                bytes += len;
-            }
+        for e in &entries {
+            bytes += if e.metadata().content_length() > 0 {
+                e.metadata().content_length()
+            } else {
+                self.size_of(e.path())?.unwrap_or(0)
+            };
         }
-        Ok((count, bytes))
+        Ok((entries.len() as u64, bytes))
     }
 }
 
