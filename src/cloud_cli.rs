@@ -54,6 +54,14 @@ pub enum BackendCmd {
         vault: VaultArgs,
         name: String,
     },
+    /// Write the backends and their credentials as one file for `tresor restore` on another machine
+    Export {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Write to FILE (created with mode 0600; must not exist) instead of standard output
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -255,6 +263,9 @@ pub fn backend(cmd: BackendCmd) -> Result<()> {
             probe(b, &creds, true)
         }
         BackendCmd::Remove { vault, name } => remove(&vault, &name),
+        BackendCmd::Export { vault, output } => {
+            crate::recovery_cli::export_cmd(&vault, output.as_deref())
+        }
     }
 }
 
@@ -694,6 +705,13 @@ impl Offline {
             }
         };
         let engine = SyncEngine::new(&paths.root, &config, local, paths.key_file())?;
+        engine.enable_snapshots(
+            crate::snapshot::SnapshotCrypto::new(
+                &unlocked.subkeys.snapshot,
+                unlocked.key_file.vault_id(),
+            ),
+            paths.index(),
+        )?;
         Ok(Offline {
             index: Arc::new(Mutex::new(index)),
             engine,
@@ -882,11 +900,19 @@ pub fn sync_cmd(
                 );
             }
             off.engine.start(off.index.clone());
-            let r = off.engine.wait_synced(
-                timeout.map(Duration::from_secs_f64),
-                &|| off.commit(),
-                &mut |left, total| bar.update(left, total),
-            );
+            let r = off.engine.acquire().and_then(|_| {
+                off.engine.wait_synced(
+                    timeout.map(Duration::from_secs_f64),
+                    &|| off.commit(),
+                    &mut |left, total| bar.update(left, total),
+                )
+            });
+            let r = r.and_then(|_| {
+                off.engine
+                    .snapshot_and_wait(timeout.map(Duration::from_secs_f64))
+                    .map(|_| ())
+            });
+            off.engine.release();
             off.engine.stop();
             off.commit();
             r
@@ -901,7 +927,7 @@ pub fn sync_cmd(
             json!({"synced": true, "seconds": started.elapsed().as_secs_f64()})
         );
     } else if !quiet {
-        println!("synced: every pack and the key file are on every backend");
+        println!("synced: every pack, the key file and an index snapshot are on every backend");
     }
     Ok(())
 }

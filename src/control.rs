@@ -126,7 +126,8 @@ fn run(
                 },
                 &mut |left, total| progress(json!({ "left": left, "total": total })),
             )?;
-            Ok(json!({ "synced": true }))
+            let generation = engine.snapshot_and_wait(timeout)?;
+            Ok(json!({ "synced": true, "generation": generation }))
         }
         "where" => {
             let path = req["path"].as_str().unwrap_or("/");

@@ -220,7 +220,21 @@ pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
     });
     match rx.recv_timeout(MOUNT_READY_TIMEOUT) {
         Ok(line) if line.trim() == "ready" => Ok(()),
-        Ok(line) if !line.trim().is_empty() => bail!("{}", line.trim()),
+        Ok(line) if !line.trim().is_empty() => {
+            let line = line.trim();
+            let coded = line.strip_prefix("error ").and_then(|rest| {
+                let (code, msg) = rest.split_once(": ")?;
+                Some((code.parse::<u8>().ok()?, msg))
+            });
+            match coded {
+                Some((code, msg)) => Err(crate::exit::Coded {
+                    code,
+                    message: msg.to_string(),
+                }
+                .into()),
+                None => bail!("{line}"),
+            }
+        }
         Ok(_) => {
             let status = child.wait().ok();
             bail!(
@@ -316,7 +330,18 @@ pub fn run_daemon(
         let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
         core.packs().set_remote(engine.clone());
         core.set_sync_hooks(engine.clone());
+        engine.enable_snapshots(
+            crate::snapshot::SnapshotCrypto::new(
+                &unlocked.subkeys.snapshot,
+                unlocked.key_file.vault_id(),
+            ),
+            paths.index(),
+        )?;
         engine.start(core.clone());
+        if let Err(e) = engine.acquire() {
+            engine.stop();
+            return Err(e);
+        }
         control::serve(&paths.root, core.clone(), engine.clone())?;
         let config = fuse_config(paths, options);
         let session = fuser::Session::new(TresorFuse::new(core.clone()), mountpoint, &config)
@@ -326,7 +351,8 @@ pub fn run_daemon(
     let (mut session, core, _lock, engine) = match result {
         Ok(v) => v,
         Err(e) => {
-            report(&format!("error: {e:#}"));
+            // "error N: message": the parent exits with the same code.
+            report(&format!("error {}: {e:#}", crate::exit::code_of(&e)));
             return Err(e);
         }
     };
@@ -409,10 +435,21 @@ pub fn run_daemon(
     // the index's queue for the next mount or `tresor sync`.
     if !engine.remotes().is_empty() {
         let grace = Duration::from_secs(UPLOAD_GRACE_SECS);
+        let started = Instant::now();
         match engine.wait_synced(Some(grace), &|| commit_quietly(&core), &mut |_, _| {}) {
             Ok(()) => log::info!("every pack is on every backend"),
             Err(e) => log::warn!("unmounted with uploads pending: {e:#}"),
         }
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(5));
+        match engine.snapshot_and_wait(Some(left)) {
+            Ok(g) => log::info!("index snapshot generation {g} is on every backend"),
+            Err(e) => {
+                log::warn!("unmounted before the last index snapshot reached every backend: {e:#}")
+            }
+        }
+        engine.release();
     }
     engine.stop();
     commit_quietly(&core);

@@ -15,6 +15,13 @@ pub const USAGE: u8 = 2;
 /// passphrase cannot help (the systemd unit does not restart on it).
 pub const WRONG_PASSPHRASE: u8 = 3;
 
+/// Another machine or vault directory holds the vault's lease (it is
+/// mounted elsewhere), or a backend holds a newer index than this vault.
+pub const IN_USE: u8 = 10;
+/// A backend offers an older index snapshot than this machine has seen
+/// (rollback refused; `--accept-rollback` overrides).
+pub const ROLLBACK: u8 = 11;
+
 /// (code, meaning) for the documentation.
 pub const TABLE: &[(u8, &str)] = &[
     (OK, "success"),
@@ -29,6 +36,14 @@ pub const TABLE: &[(u8, &str)] = &[
     (
         WRONG_PASSPHRASE,
         "wrong passphrase: it opens no key slot of the vault",
+    ),
+    (
+        IN_USE,
+        "the vault is in use elsewhere: another machine or vault directory holds its lease or has written a newer index",
+    ),
+    (
+        ROLLBACK,
+        "rollback refused: a backend offers an older index snapshot than this machine has seen",
     ),
 ];
 
@@ -58,6 +73,22 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 pub fn wrong_passphrase(message: impl Into<String>) -> anyhow::Error {
     Coded {
         code: WRONG_PASSPHRASE,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn in_use(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: IN_USE,
+        message: message.into(),
+    }
+    .into()
+}
+
+pub fn rollback(message: impl Into<String>) -> anyhow::Error {
+    Coded {
+        code: ROLLBACK,
         message: message.into(),
     }
     .into()

@@ -39,6 +39,8 @@ pub enum IndexError {
     Schema { found: i64 },
     #[error("index database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("the index is busy (another process is reading it); try again")]
+    Busy,
 }
 
 /// Nanosecond timestamp (seconds may be negative: pre-1970 mtimes exist).
@@ -382,6 +384,45 @@ impl Index {
     }
 
     // ----- meta -----
+
+    /// An integer meta value (`None` if absent).
+    pub fn meta_u64(&self, key: &str) -> Result<Option<u64>, IndexError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row(params![key], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|v| v as u64))
+    }
+
+    /// Sets an integer meta value (joins the open batch).
+    pub fn set_meta_u64(&self, key: &str, value: u64) -> Result<(), IndexError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+            .execute(params![key, value as i64])?;
+        Ok(())
+    }
+
+    /// Commits the batch, checkpoints the WAL into the main database file
+    /// and runs `f` while no transaction is open, so the file on disk is the
+    /// complete, consistent index (snapshots read it); then opens the next
+    /// batch. Fails with `Busy` if a reader (another process) kept the
+    /// checkpoint from finishing.
+    pub fn checkpointed<R>(&self, f: impl FnOnce() -> R) -> Result<R, IndexError> {
+        self.conn.execute_batch("COMMIT")?;
+        let r = (|| {
+            self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy != 0 {
+                return Err(IndexError::Busy);
+            }
+            Ok(f())
+        })();
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        r
+    }
 
     // ----- inodes -----
 
@@ -1007,6 +1048,42 @@ impl Index {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The backend ids that hold any pack (a restore matches backends by them).
+    pub fn placement_backends(&self) -> Result<Vec<String>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT backend FROM placements ORDER BY backend")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks every stored pack as not in the local cache (a restored vault
+    /// starts with an empty store); returns how many.
+    pub fn mark_all_evicted(&self) -> Result<u64, IndexError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO evicted (pack) SELECT id FROM packs WHERE state = ?1",
+            params![PACK_STORED],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM packs WHERE state = ?1",
+            params![PACK_STORED],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Whether `pack` still exists, is stored and `backend` lacks it.
+    pub fn pack_needs_upload(&self, pack: u64, backend: &str) -> Result<bool, IndexError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM packs WHERE id = ?1 AND state = ?2 AND NOT EXISTS \
+                 (SELECT 1 FROM placements p WHERE p.pack = packs.id AND p.backend = ?3)",
+            )?
+            .query_row(params![pack as i64, PACK_STORED, backend], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// Is `pack` placed on `backend`?

@@ -145,8 +145,7 @@ pub struct Subkeys {
     pub chunker: SecretKey,
     /// SQLCipher key of the local index, used raw (`SecretKey::to_hex`).
     pub index: SecretKey,
-    /// Index snapshots (future).
-    #[allow(dead_code)] // reserved: index snapshots (DESIGN.md §4) are not written yet
+    /// Index snapshots and the lease (further derived in `snapshot`).
     pub snapshot: SecretKey,
     /// Pack trailer sealing (further derived in `chunk::pack`).
     pub pack: SecretKey,

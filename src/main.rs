@@ -21,6 +21,8 @@ mod keyring;
 mod keys;
 mod overlay;
 mod packstore;
+mod recovery_cli;
+mod snapshot;
 mod store;
 mod sync;
 mod systemd;
@@ -146,6 +148,18 @@ enum Command {
         /// A path in the mounted vault, or a path relative to the vault's root
         path: PathBuf,
     },
+    /// Restore a vault on a new machine: key file and newest index snapshot from its backends, cold cache
+    Restore(Box<recovery_cli::RestoreArgs>),
+    /// List the index snapshots on each backend: generation, time, size, writer
+    Snapshots {
+        #[command(flatten)]
+        vault: VaultArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The single-writer lease on the backends: show, break
+    #[command(subcommand)]
+    Lease(recovery_cli::LeaseCmd),
     /// The local cache of remote data: show, clear, set-size
     #[command(subcommand)]
     Cache(cloud_cli::CacheCmd),
@@ -303,6 +317,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status { vault, json } => status(&vault, json),
         Command::Backend(cmd) => cloud_cli::backend(cmd),
         Command::Policy(cmd) => cloud_cli::policy(cmd),
+        Command::Restore(args) => recovery_cli::restore_cmd(*args),
+        Command::Snapshots { vault, json } => recovery_cli::snapshots_cmd(&vault, json),
+        Command::Lease(cmd) => recovery_cli::lease_cmd(cmd),
         Command::Sync {
             vault,
             timeout,

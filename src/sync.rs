@@ -50,6 +50,8 @@ use crate::index::Index;
 use crate::packstore::RemoteFetch;
 use crate::store::{Store, StoreError};
 
+mod snapshots;
+
 /// Candidates fetched per queue query.
 const CLAIM_BATCH: usize = 64;
 /// Idle workers look for new packs at least this often.
@@ -65,7 +67,7 @@ const EVICT_BATCH: usize = 64;
 /// One remote backend with its operator and live state.
 pub struct Remote {
     pub cfg: BackendConfig,
-    store: Store,
+    pub(crate) store: Store,
     state: Mutex<RemoteState>,
 }
 
@@ -168,6 +170,13 @@ pub struct SyncEngine {
     throttling: AtomicBool,
     /// `cache clear`: evict everything evictable at the next commit.
     clear_requested: AtomicBool,
+    /// Index snapshots and the lease (`sync/snapshots.rs`).
+    snap: Mutex<snapshots::SnapState>,
+    /// Serialises snapshot rounds (timer, `sync`, unmount).
+    snap_round: Mutex<()>,
+    snapshot_cfg: RwLock<backend::SnapshotConfig>,
+    /// Bytes of snapshot blocks and manifests uploaded (all backends).
+    snapshot_bytes: AtomicU64,
 }
 
 impl SyncEngine {
@@ -203,6 +212,10 @@ impl SyncEngine {
             workers: Mutex::new(Vec::new()),
             throttling: AtomicBool::new(false),
             clear_requested: AtomicBool::new(false),
+            snap: Mutex::new(snapshots::SnapState::default()),
+            snap_round: Mutex::new(()),
+            snapshot_cfg: RwLock::new(config.snapshot.clone()),
+            snapshot_bytes: AtomicU64::new(0),
         }))
     }
 
@@ -247,6 +260,38 @@ impl SyncEngine {
                 }
             }
         }
+        if !self.remotes().is_empty() {
+            let engine = self.clone();
+            match std::thread::Builder::new()
+                .name("tresor-snapshot".into())
+                .spawn(move || engine.snapshot_worker())
+            {
+                Ok(h) => workers.push(h),
+                Err(e) => log::error!("cannot start the snapshot thread: {e}"),
+            }
+        }
+    }
+
+    /// Snapshots the index every `[snapshot] interval` seconds when it
+    /// changed, and keeps the lease fresh.
+    fn snapshot_worker(self: Arc<Self>) {
+        let mut last = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            self.sleep(Duration::from_secs(1));
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            self.refresh_leases();
+            let interval = Duration::from_secs(self.snapshot_cfg.read().unwrap().interval.max(1));
+            if last.elapsed() >= interval
+                || (!self.snapshot_settled() && last.elapsed() >= Duration::from_secs(5))
+            {
+                last = Instant::now();
+                if let Err(e) = self.snapshot_round() {
+                    log::debug!("snapshot round: {e:#}");
+                }
+            }
+        }
     }
 
     /// Stops and joins the workers (in-flight uploads finish first).
@@ -272,6 +317,7 @@ impl SyncEngine {
         self.stop();
         *self.remotes.write().unwrap() = remotes;
         self.cache_budget.store(config.cache.size, Ordering::SeqCst);
+        *self.snapshot_cfg.write().unwrap() = config.snapshot.clone();
         if let Some(index) = index {
             self.start(index);
         }

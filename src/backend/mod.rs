@@ -164,6 +164,8 @@ pub struct VaultConfig {
     pub policy: Policy,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
@@ -179,6 +181,34 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             size: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// `[snapshot]`: index snapshots to every backend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotConfig {
+    /// Seconds between snapshots while mounted (only when the index changed).
+    #[serde(default = "default_snapshot_interval")]
+    pub interval: u64,
+    /// Snapshots kept on each backend.
+    #[serde(default = "default_snapshot_keep")]
+    pub keep: u64,
+}
+
+fn default_snapshot_interval() -> u64 {
+    300
+}
+
+fn default_snapshot_keep() -> u64 {
+    crate::snapshot::KEEP_GENERATIONS
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            interval: default_snapshot_interval(),
+            keep: default_snapshot_keep(),
         }
     }
 }

@@ -179,6 +179,10 @@ pub trait SyncHooks: Send + Sync {
 pub trait IndexAccess: Send + Sync {
     /// Runs `f` under the index lock; changes join the open batch.
     fn with_index(&self, f: &mut dyn FnMut(&Index));
+    /// Makes every sealed pack durable, commits, checkpoints the WAL into
+    /// the main database file and runs `f` while the file is the complete
+    /// index and nobody can change it (index snapshots read it then).
+    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()>;
 }
 
 impl IndexAccess for FsCore {
@@ -186,12 +190,29 @@ impl IndexAccess for FsCore {
         let idx = self.index();
         f(&idx)
     }
+
+    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
+        let idx = self.data.index.lock().unwrap();
+        self.data.packs.seal_and_wait(&idx)?;
+        idx.checkpointed(f)?;
+        self.data.uncommitted.store(false, Ordering::Relaxed);
+        if let Some(h) = self.hooks.get() {
+            h.committed(&idx);
+        }
+        Ok(())
+    }
 }
 
 impl IndexAccess for Mutex<Index> {
     fn with_index(&self, f: &mut dyn FnMut(&Index)) {
         let idx = self.lock().unwrap();
         f(&idx)
+    }
+
+    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
+        let idx = self.lock().unwrap();
+        idx.checkpointed(f)?;
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod tree;
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File};
