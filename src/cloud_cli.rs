@@ -1025,9 +1025,19 @@ pub fn print_status_sync(v: &Value) {
                 crate::human(b["bytes_pending"].as_u64().unwrap_or(0)),
                 b["packs_pending"]
             );
+            if let Some(g) = b["snapshot_generation"].as_u64() {
+                println!("                 index snapshot: generation {g} is there");
+            }
             if let Some(e) = b["last_error"].as_str() {
                 println!("                 last error: {e}");
             }
+        }
+        println!(
+            "index:          generation {} (the last snapshot taken)",
+            v["index_generation"]
+        );
+        if let Some(l) = v["lease_lost"].as_str() {
+            println!("LEASE LOST:     {l}");
         }
     }
     let p = &v["policy"];

@@ -746,6 +746,7 @@ pub fn backend_status(
             "bytes_pending": t.bytes.saturating_sub(t.placed_bytes),
             "uploaded_this_mount": uploaded_session,
             "last_error": last_error,
+            "snapshot_generation": engine.and_then(|e| e.backend_generation(&b.id)),
         }));
     }
     let violations = config.policy.violations(&config.backends);
@@ -753,6 +754,8 @@ pub fn backend_status(
     let unplaced = idx.unplaced_bytes(&names)?;
     Ok(json!({
         "backends": out,
+        "index_generation": idx.meta_u64(crate::snapshot::META_GENERATION)?.unwrap_or(0),
+        "lease_lost": engine.and_then(|e| e.lease_lost()),
         "policy": {
             "rules": config.policy.describe(),
             "violations": violations,

@@ -316,6 +316,17 @@ impl SyncEngine {
             .unwrap_or(0)
     }
 
+    /// The newest snapshot generation known to be on backend `id`.
+    pub fn backend_generation(&self, id: &str) -> Option<u64> {
+        let st = self.snap.lock().unwrap();
+        st.backends.get(id).filter(|b| b.loaded).map(|b| b.durable)
+    }
+
+    /// Why this mount stopped writing snapshots, if it did.
+    pub fn lease_lost(&self) -> Option<String> {
+        self.snap.lock().unwrap().lease_lost.clone()
+    }
+
     /// Whether the newest capture is on every backend.
     pub fn snapshot_settled(&self) -> bool {
         self.snap.lock().unwrap().pending.is_none()
