@@ -337,6 +337,7 @@ pub fn run_daemon(
             ),
             paths.index(),
         )?;
+        engine.set_read_only(options.iter().any(|o| o == "ro"));
         engine.start(core.clone());
         if let Err(e) = engine.acquire() {
             engine.stop();

@@ -177,6 +177,8 @@ pub struct SyncEngine {
     snapshot_cfg: RwLock<backend::SnapshotConfig>,
     /// Bytes of snapshot blocks and manifests uploaded (all backends).
     snapshot_bytes: AtomicU64,
+    /// A read-only mount (`-o ro`): no lease, no snapshots.
+    read_only: AtomicBool,
 }
 
 impl SyncEngine {
@@ -216,6 +218,7 @@ impl SyncEngine {
             snap_round: Mutex::new(()),
             snapshot_cfg: RwLock::new(config.snapshot.clone()),
             snapshot_bytes: AtomicU64::new(0),
+            read_only: AtomicBool::new(false),
         }))
     }
 

@@ -99,6 +99,17 @@ impl SyncEngine {
         self.snap.lock().unwrap().setup.clone()
     }
 
+    /// A read-only mount reads the vault without taking the lease and
+    /// without writing snapshots, so it works next to the writer (or after
+    /// a crash, without breaking its lease).
+    pub fn set_read_only(&self, ro: bool) {
+        self.read_only.store(ro, Ordering::SeqCst);
+    }
+
+    fn writes_snapshots(&self) -> bool {
+        !self.read_only.load(Ordering::SeqCst)
+    }
+
     /// Lists `index/` on a backend and opens the manifests there.
     fn load_backend(&self, setup: &Setup, remote: &Remote) -> Result<()> {
         let id = remote.cfg.id.clone();
@@ -152,7 +163,7 @@ impl SyncEngine {
     /// every reachable backend. Unreachable backends are only warned about:
     /// writes must keep working offline; the lease is taken when they return.
     pub fn acquire(&self) -> Result<()> {
-        let Some(setup) = self.setup() else {
+        let Some(setup) = self.setup().filter(|_| self.writes_snapshots()) else {
             return Ok(());
         };
         let local = self
@@ -250,7 +261,9 @@ impl SyncEngine {
 
     /// Rewrites the lease on every backend (background, once a minute).
     pub(super) fn refresh_leases(&self) {
-        let Some(setup) = self.setup() else { return };
+        let Some(setup) = self.setup().filter(|_| self.writes_snapshots()) else {
+            return;
+        };
         {
             let mut st = self.snap.lock().unwrap();
             if st.lease_lost.is_some()
@@ -271,7 +284,9 @@ impl SyncEngine {
 
     /// Removes our lease from every backend (unmount).
     pub fn release(&self) {
-        let Some(setup) = self.setup() else { return };
+        let Some(setup) = self.setup().filter(|_| self.writes_snapshots()) else {
+            return;
+        };
         for remote in self.remotes() {
             match self.lease_of(&setup, &remote) {
                 Ok(Some(l)) if l.holder == setup.instance => {
@@ -338,6 +353,9 @@ impl SyncEngine {
         let Some(setup) = self.setup() else {
             return Ok(0);
         };
+        if !self.writes_snapshots() {
+            return Ok(self.durable_generation());
+        }
         let remotes = self.remotes();
         if remotes.is_empty() {
             return Ok(0);
@@ -400,7 +418,16 @@ impl SyncEngine {
         }
         {
             let st = self.snap.lock().unwrap();
-            if st.last_ids.is_some() && st.last_ids == ids {
+            // Before this engine's first capture, compare with the newest
+            // snapshot on the backends: a mount without changes adds none.
+            let newest = st
+                .backends
+                .values()
+                .filter_map(|b| b.manifests.iter().next_back())
+                .max_by_key(|(g, _)| **g)
+                .map(|(_, blocks)| blocks.clone());
+            let last = st.last_ids.clone().or(newest);
+            if last.is_some() && last == ids {
                 return Ok(());
             }
         }
@@ -480,7 +507,6 @@ impl SyncEngine {
             fb.len,
             fb.bytes.len()
         );
-        snapshot::record_seen(&setup.crypto.vault_id(), generation);
         let mut st = self.snap.lock().unwrap();
         st.last_ids = Some(fb.ids);
         st.pending = Some(Arc::new(Capture {
@@ -550,6 +576,9 @@ impl SyncEngine {
             remote.cfg.name
         );
         self.snapshot_bytes.fetch_add(uploaded, Ordering::Relaxed);
+        // Seen = on a backend (not merely captured: a crash before any
+        // upload must not make the previous snapshot look like a rollback).
+        snapshot::record_seen(&setup.crypto.vault_id(), generation);
         {
             let mut st = self.snap.lock().unwrap();
             if let Some(b) = st.backends.get_mut(id) {
