@@ -157,6 +157,12 @@ fn run(
             let n = with_index(core, |idx| idx.packs_only_on(id, &others))?;
             Ok(json!({ "packs_only_there": n }))
         }
+        "gc" => {
+            let dry_run = req["dry_run"].as_bool().unwrap_or(false);
+            crate::gc::control_gc(core, vault, dry_run, &mut |done, total| {
+                progress(json!({ "done": done, "total": total }))
+            })
+        }
         other => bail!("unknown control command {other:?}"),
     }
 }

@@ -166,6 +166,9 @@ pub struct VaultConfig {
     pub cache: CacheConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
+    /// `[gc]`: garbage collection (`src/gc.rs`).
+    #[serde(default, skip_serializing_if = "crate::gc::GcConfig::is_default")]
+    pub gc: crate::gc::GcConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
