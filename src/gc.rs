@@ -605,13 +605,20 @@ pub fn spawn_background(
                 let tid = libc::gettid();
                 libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
             }
+            let load = || match crate::backend::VaultConfig::load(&vault) {
+                Ok(c) => (c.gc.clone(), !c.backends.is_empty()),
+                Err(_) => (GcConfig::default(), true),
+            };
+            let (mut cfg, mut has_backends) = load();
             let mut last = Instant::now();
+            let mut loaded = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
-                let (cfg, has_backends) = match crate::backend::VaultConfig::load(&vault) {
-                    Ok(c) => (c.gc.clone(), !c.backends.is_empty()),
-                    Err(_) => (GcConfig::default(), true),
-                };
+                // Picks up `[gc]` edits without a remount (once a second).
+                if loaded.elapsed() >= Duration::from_secs(1) {
+                    (cfg, has_backends) = load();
+                    loaded = Instant::now();
+                }
                 if cfg.interval == 0 || last.elapsed() < Duration::from_secs(cfg.interval) {
                     continue;
                 }

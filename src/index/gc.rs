@@ -242,3 +242,35 @@ impl Index {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Index, SCHEMA_VERSION};
+    use crate::keys::MasterKey;
+
+    #[test]
+    fn schema_2_index_gains_gc_dead_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let key = MasterKey::for_tests(0x11).subkeys().index;
+        let idx = Index::open(&path, &key, true).unwrap();
+        // Make it a schema-2 index, as an older tresor left it.
+        idx.conn
+            .execute_batch("DROP TABLE gc_dead; UPDATE meta SET value = 2 WHERE key = 'schema';")
+            .unwrap();
+        idx.close().unwrap();
+        let idx = Index::open(&path, &key, false).unwrap();
+        let schema: i64 = idx
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(schema, SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 3);
+        assert!(idx.gc_dead(u64::MAX).unwrap().is_empty());
+        assert_eq!(idx.snapshot_generation().unwrap(), 0, "absent = 0");
+        idx.set_snapshot_generation(4).unwrap();
+        assert_eq!(idx.snapshot_generation().unwrap(), 4);
+    }
+}
