@@ -158,6 +158,27 @@ fn run(
             let n = with_index(core, |idx| idx.packs_only_on(id, &others))?;
             Ok(json!({ "packs_only_there": n }))
         }
+        "gc" => {
+            let dry_run = req["dry_run"].as_bool().unwrap_or(false);
+            let mut report = crate::gc::control_gc(core, vault, dry_run, &mut |done, total| {
+                progress(json!({ "done": done, "total": total }))
+            })?;
+            // With backends: a snapshot that no longer references the
+            // collected packs, durable everywhere, lets them go remotely now.
+            if !dry_run && !engine.remotes().is_empty() {
+                core.commit(true)?;
+                let durable = engine.snapshot_and_wait(Some(Duration::from_secs(120)))?;
+                let (packs, bytes) = engine.delete_collected(durable)?;
+                core.commit(true)?;
+                report["remote_deleted_packs"] = json!(packs);
+                report["remote_deleted_bytes"] = json!(bytes);
+                let left = with_index(core, |idx| idx.gc_dead(u64::MAX))?;
+                report["packs_awaiting_remote_deletion"] = json!(left.len());
+                report["bytes_awaiting_remote_deletion"] =
+                    json!(left.iter().map(|r| r.size).sum::<u64>());
+            }
+            Ok(report)
+        }
         other => bail!("unknown control command {other:?}"),
     }
 }

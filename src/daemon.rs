@@ -428,9 +428,11 @@ pub fn run_daemon(
                 }
             })?
     };
+    let collector = crate::gc::spawn_background(core.clone(), paths.root.clone(), stop.clone())?;
     let run = session.run();
     stop.store(true, Ordering::Relaxed);
     let _ = timer.join();
+    let _ = collector.join();
     // Unmounted and flushed (destroy). Give uploads a bounded grace period
     // so a short session still reaches the clouds; whatever is left is in
     // the index's queue for the next mount or `tresor sync`.

@@ -25,8 +25,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::chunk::seal::ChunkId;
 use crate::keys::SecretKey;
 
+/// Garbage collection's queries (`src/index/gc.rs`).
+mod gc;
+pub use gc::{PackChunk, PackLiveness};
+
 /// Schema version stored in `meta.schema`; bump on incompatible changes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 pub const ROOT_INO: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +246,18 @@ CREATE TABLE IF NOT EXISTS placements (
 CREATE TABLE IF NOT EXISTS evicted (pack INTEGER PRIMARY KEY);
 "#;
 
+/// Added in schema 3 (also applied to older indexes on open): packs garbage
+/// collection removed from the index whose remote objects may still exist.
+/// A snapshot with generation ≥ `after_generation` no longer references
+/// the pack, so its objects may go once such a snapshot is durable on every
+/// backend. `size` is the pack's size, for reports.
+const SCHEMA_3: &str = r#"
+CREATE TABLE IF NOT EXISTS gc_dead (
+    pack INTEGER PRIMARY KEY, name BLOB NOT NULL, after_generation INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0
+);
+"#;
+
 /// `packs.state`: the pack object is complete in the store.
 pub const PACK_STORED: i64 = 1;
 
@@ -319,6 +335,7 @@ impl Index {
             conn.execute_batch("BEGIN")?;
             conn.execute_batch(SCHEMA)?;
             conn.execute_batch(SCHEMA_2)?;
+            conn.execute_batch(SCHEMA_3)?;
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
                 params![SCHEMA_VERSION],
@@ -336,12 +353,18 @@ impl Index {
                 conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                     r.get(0)
                 })?;
-            if found == 1 {
+            if (1..SCHEMA_VERSION).contains(&found) {
                 conn.execute_batch("BEGIN")?;
                 conn.execute_batch(SCHEMA_2)?;
-                conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema'", [])?;
+                conn.execute_batch(SCHEMA_3)?;
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                    params![SCHEMA_VERSION],
+                )?;
                 conn.execute_batch("COMMIT")?;
-                log::info!("index upgraded from schema 1 to 2 (placements)");
+                log::info!(
+                    "index upgraded from schema {found} to {SCHEMA_VERSION} (placements, gc_dead)"
+                );
             } else if found != SCHEMA_VERSION {
                 return Err(IndexError::Schema { found });
             }

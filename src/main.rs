@@ -15,6 +15,8 @@ mod exit;
 mod fs;
 mod fstab;
 mod fuse;
+mod gc;
+mod gc_cli;
 mod index;
 mod keyring;
 #[cfg_attr(not(test), allow(dead_code))]
@@ -125,6 +127,21 @@ enum Command {
     /// The placement policy: copies, required/allowed locations, denied operator countries
     #[command(subcommand)]
     Policy(cloud_cli::PolicyCmd),
+    /// Reclaim the space of deleted and overwritten data: delete dead packs,
+    /// repack mostly dead ones (works mounted and unmounted)
+    Gc {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Change nothing; print what would be reclaimed
+        #[arg(long)]
+        dry_run: bool,
+        /// No progress output
+        #[arg(long, short)]
+        quiet: bool,
+        /// Print a JSON result line
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until every pack and the key file are on every backend
     Sync {
         #[command(flatten)]
@@ -326,6 +343,12 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             json,
         } => cloud_cli::sync_cmd(&vault, timeout, quiet, json),
+        Command::Gc {
+            vault,
+            dry_run,
+            quiet,
+            json,
+        } => gc_cli::gc_cmd(&vault, dry_run, quiet, json),
         Command::Where { vault, json, path } => cloud_cli::where_cmd(&vault, &path, json),
         Command::Cache(cmd) => cloud_cli::cache(cmd),
         Command::Systemd { action } => systemd::run(action),

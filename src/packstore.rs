@@ -95,6 +95,11 @@ pub struct PackStore {
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Where packs missing from the local store come from (remote backends).
     remote: std::sync::OnceLock<Arc<dyn RemoteFetch>>,
+    /// Readers hold it shared from planning a read (chunk locations from
+    /// the index) until the read is done; garbage collection takes it
+    /// exclusively before deleting pack files, so a read planned before a
+    /// collection commit never finds its pack gone.
+    gc_gate: std::sync::RwLock<()>,
 }
 
 /// Reads from a pack that is not in the local store (evicted from the
@@ -136,6 +141,7 @@ impl PackStore {
             cache_bytes: Mutex::new(0),
             writers: Mutex::new(writers),
             remote: std::sync::OnceLock::new(),
+            gc_gate: std::sync::RwLock::new(()),
         }
     }
 
@@ -390,6 +396,89 @@ impl PackStore {
                 None => break,
             }
         }
+    }
+
+    /// Held by a reader from planning to the end of its read (see `gc_gate`).
+    pub fn read_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gc_gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sealed bytes of one chunk from a stored pack (local store, else a
+    /// remote backend), not yet authenticated.
+    pub fn read_sealed(
+        &self,
+        pack_name: &[u8; 16],
+        offset: u64,
+        len: u32,
+    ) -> Result<bytes::Bytes, StoreError> {
+        let path = PackId(*pack_name).object_path();
+        let got = self.store_read(&path, offset, len as u64)?;
+        if got.len() != len as usize {
+            return Err(StoreError::Short {
+                path,
+                got: got.len(),
+                want: len as usize,
+            });
+        }
+        Ok(got)
+    }
+
+    /// Authenticates sealed chunk bytes against their id.
+    pub fn open_sealed(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.sealer.open(id, sealed)
+    }
+
+    /// Writes a pack of already sealed chunks straight to the store (not
+    /// through the queue); durable when this returns. Returns the pack's
+    /// name, its size and each chunk's offset in it.
+    pub fn write_pack_now(
+        &self,
+        chunks: &[(ChunkId, bytes::Bytes, u32)],
+    ) -> Result<([u8; 16], u64, Vec<u64>), StoreError> {
+        let pack_id = PackId::random();
+        let mut builder = PackBuilder::new(pack_id);
+        let offsets = chunks
+            .iter()
+            .map(|(id, sealed, plain_len)| builder.push(*id, sealed, *plain_len).offset)
+            .collect();
+        let bytes = bytes::Bytes::from(builder.finish(&self.pack_key));
+        let size = bytes.len() as u64;
+        self.shared.store.write(&pack_id.object_path(), bytes)?;
+        Ok((pack_id.0, size, offsets))
+    }
+
+    /// Names and sizes of the pack files in the local store.
+    pub fn local_pack_files(&self) -> Result<Vec<([u8; 16], u64)>, StoreError> {
+        let mut out = Vec::new();
+        for path in self.shared.store.list("packs/")? {
+            let Some(file) = path.rsplit('/').next() else {
+                continue;
+            };
+            let Some(hex) = file.strip_suffix(".pack") else {
+                continue;
+            };
+            if let Some(id) = PackId::from_hex(hex) {
+                let size = self.shared.store.size_of(&path)?.unwrap_or(0);
+                out.push((id.0, size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes pack files from the local store (absent ones are fine), after
+    /// every read planned with their old locations has finished.
+    pub fn delete_local_packs(&self, names: &[[u8; 16]]) -> Result<(), StoreError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let _exclusive = self.gc_gate.write().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            match self.shared.store.delete(&PackId(*name).object_path()) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Stops the writer threads (after a final `seal_and_wait`).

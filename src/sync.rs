@@ -412,7 +412,13 @@ impl SyncEngine {
                 }
                 Err(e) => {
                     remote.state.lock().unwrap().in_flight.remove(&number);
-                    remote.failed(&format!("uploading {path}"), &e);
+                    // Collected by garbage collection while queued: the
+                    // pack left the queue; not the backend's failure.
+                    let collected = e.is_not_found()
+                        && matches!(self.with_index(|idx| idx.pack_name(number)), Some(Ok(None)));
+                    if !collected {
+                        remote.failed(&format!("uploading {path}"), &e);
+                    }
                 }
             }
         }

@@ -168,6 +168,9 @@ pub struct VaultConfig {
     pub snapshot: SnapshotConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
+    /// `[gc]`: garbage collection (`src/gc.rs`).
+    #[serde(default, skip_serializing_if = "crate::gc::GcConfig::is_default")]
+    pub gc: crate::gc::GcConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -906,6 +906,9 @@ impl FsCore {
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         // Snapshot extents, locations and dirty overlay under the file lock;
         // decrypt without it (chunks are immutable, content-addressed).
+        // Garbage collection deletes no pack file while this guard is held,
+        // so the locations planned here stay readable until the read is done.
+        let _gc_gate = self.data.packs.read_guard();
         let fs = self.file_state(ino);
         let guard = fs.as_ref().map(|f| f.state.lock());
         let (file_size, plan, overlay) = {
@@ -1190,6 +1193,21 @@ impl FsCore {
             h.committed(&idx);
         }
         Ok(())
+    }
+
+    /// Runs `f` under the index lock, then commits durably as [`FsCore::commit`]
+    /// does, without releasing the lock in between (garbage collection's
+    /// decisions are committed before any writer sees the index again).
+    pub fn commit_with<R>(&self, f: impl FnOnce(&Index) -> R) -> FsResult<R> {
+        let idx = self.data.mark_changed();
+        let r = f(&idx);
+        self.data.packs.seal_and_wait(&idx)?;
+        idx.commit(true)?;
+        self.data.uncommitted.store(false, Ordering::Relaxed);
+        if let Some(h) = self.hooks.get() {
+            h.committed(&idx);
+        }
+        Ok(r)
     }
 
     /// Timer commit: only when something changed.
@@ -1477,6 +1495,17 @@ impl DataPath {
             // Deleted while we sealed: nothing may reference the inode.
             return Ok(());
         };
+        // A chunk found above may have been unreferenced and collected by
+        // garbage collection since (it runs under this lock): store it again.
+        for (i, (c, bytes)) in pieces.iter().enumerate() {
+            if let (true, Some(id)) = (known[i], c.id) {
+                if idx.chunk_location(&id)?.is_none() {
+                    let s = self.sealer.seal(&id, bytes);
+                    let loc = self.packs.append(&idx, &id, &s, bytes.len() as u32)?;
+                    idx.insert_chunk(&id, &loc)?;
+                }
+            }
+        }
         for (i, s) in &sealed {
             let (c, bytes) = &pieces[*i];
             let id = c.id.expect("id");

@@ -390,6 +390,9 @@ impl SyncEngine {
             }
         }
         let durable = self.durable_generation();
+        if let Err(e) = self.delete_collected(durable) {
+            problems.push(format!("deleting collected packs: {e:#}"));
+        }
         if problems.is_empty() {
             Ok(durable)
         } else {
@@ -633,6 +636,51 @@ impl SyncEngine {
                     remote.cfg.name
                 ),
             }
+        }
+    }
+
+    /// Deletes from every backend the packs garbage collection retired
+    /// before generation `durable` — the newest snapshot on every backend,
+    /// which no longer references them — then forgets them. Idempotent: an
+    /// object already gone counts as deleted; rows are dropped only when
+    /// every backend succeeded. Returns (packs, bytes) deleted.
+    pub fn delete_collected(&self, durable: u64) -> Result<(u64, u64)> {
+        let remotes = self.remotes();
+        if durable == 0 || remotes.is_empty() || !self.writes_snapshots() {
+            return Ok((0, 0));
+        }
+        let rows = self
+            .with_index(|idx| idx.gc_dead(durable))
+            .transpose()?
+            .unwrap_or_default();
+        let (mut packs, mut bytes) = (0, 0);
+        let mut first_error = None;
+        for row in rows {
+            let path = crate::chunk::pack::PackId(row.name).object_path();
+            let mut ok = true;
+            for r in &remotes {
+                match r.store.delete(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        ok = false;
+                        first_error.get_or_insert(format!("backend {}: {path}: {e}", r.cfg.name));
+                    }
+                }
+            }
+            if ok {
+                self.with_index(|idx| idx.gc_drop_dead(row.pack))
+                    .transpose()?;
+                packs += 1;
+                bytes += row.size;
+            }
+        }
+        if packs > 0 {
+            log::info!("gc: {packs} collected packs ({bytes} bytes) deleted from every backend");
+        }
+        match first_error {
+            Some(e) => bail!(e),
+            None => Ok((packs, bytes)),
         }
     }
 
