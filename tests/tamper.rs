@@ -330,35 +330,7 @@ fn tampered_s3_packs_fail_exactly_their_files() {
         return;
     };
     let s3 = S3Server::start("tamper");
-    let keyfile = v.scratch.join("s3.secret");
-    std::fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
-    let mut add: Vec<&OsStr> = ["backend", "add", "s3", "--vault"]
-        .iter()
-        .map(OsStr::new)
-        .collect();
-    add.push(v.vault.as_os_str());
-    for a in [
-        "--s3",
-        "--endpoint",
-        &s3.endpoint,
-        "--region",
-        &s3.region,
-        "--bucket",
-        &s3.bucket,
-        "--access-key-id",
-        &s3.access_key_id,
-        "--secret-access-key-file",
-        keyfile.to_str().unwrap(),
-        "--location",
-        "DE",
-        "--operator",
-        "Loopback Storage GmbH",
-        "--operator-country",
-        "DE",
-    ] {
-        add.push(OsStr::new(a));
-    }
-    v.tresor(&add).ok();
+    add_s3(&v, &s3);
     v.mount();
     let packs = write_files(&v);
     with_vault(&v, &["sync", "--timeout", "120"]).ok();
@@ -411,4 +383,64 @@ fn tampered_s3_packs_fail_exactly_their_files() {
     );
     check_data_verify(&v, "s3");
     check_log(&v);
+}
+
+/// The same four tampers on the local copies of packs that S3 also holds
+/// (not evicted): every read is served from the authentic remote copy —
+/// right bytes, no EIO — and S3 stays intact.
+#[test]
+fn damaged_local_copies_are_read_from_the_backend() {
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    let s3 = S3Server::start("fallback");
+    add_s3(&v, &s3);
+    v.mount();
+    let packs = write_files(&v);
+    with_vault(&v, &["sync", "--timeout", "120"]).ok();
+    v.unmount();
+    tamper(&LocalStore(v.vault.join("store")), &packs);
+    v.mount();
+    assert_eq!(read_all_files(&v), BTreeSet::new(), "files that gave EIO");
+    v.unmount();
+    let run = verify(&v, &["--data", "--backend", "s3"]);
+    assert!(run.success(), "S3 is intact: {run}");
+    let log = log_text(&v);
+    assert!(!log.contains("panicked"), "a thread panicked:\n{log}");
+    assert!(
+        log.contains("a remote backend had an authentic one"),
+        "the fallback is logged:\n{log}"
+    );
+}
+
+fn add_s3(v: &TestVault, s3: &S3Server) {
+    let keyfile = v.scratch.join("s3.secret");
+    std::fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
+    let mut add: Vec<&OsStr> = ["backend", "add", "s3", "--vault"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    add.push(v.vault.as_os_str());
+    for a in [
+        "--s3",
+        "--endpoint",
+        &s3.endpoint,
+        "--region",
+        &s3.region,
+        "--bucket",
+        &s3.bucket,
+        "--access-key-id",
+        &s3.access_key_id,
+        "--secret-access-key-file",
+        keyfile.to_str().unwrap(),
+        "--location",
+        "DE",
+        "--operator",
+        "Loopback Storage GmbH",
+        "--operator-country",
+        "DE",
+    ] {
+        add.push(OsStr::new(a));
+    }
+    v.tresor(&add).ok();
 }
