@@ -327,6 +327,10 @@ pub fn run_daemon(
         let sealer = Arc::new(ChunkSealer::new(&unlocked.subkeys));
         let chunker = Chunker::new(&unlocked.subkeys.chunker);
         let packs = PackStore::new(store, sealer.clone(), unlocked.subkeys.pack.clone());
+        engine.set_pack_check(crate::verify::refill_check(
+            unlocked.subkeys.pack.clone(),
+            sealer.clone(),
+        ));
         let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
         core.packs().set_remote(engine.clone());
         core.set_sync_hooks(engine.clone());

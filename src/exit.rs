@@ -14,6 +14,9 @@ pub const USAGE: u8 = 2;
 /// The passphrase opens no key slot of the vault. Retrying with the same
 /// passphrase cannot help (the systemd unit does not restart on it).
 pub const WRONG_PASSPHRASE: u8 = 3;
+/// `tresor verify` found a pack missing or damaged (the report names the
+/// affected files).
+pub const DAMAGED: u8 = 4;
 
 /// Another machine or vault directory holds the vault's lease (it is
 /// mounted elsewhere), or a backend holds a newer index than this vault.
@@ -36,6 +39,10 @@ pub const TABLE: &[(u8, &str)] = &[
     (
         WRONG_PASSPHRASE,
         "wrong passphrase: it opens no key slot of the vault",
+    ),
+    (
+        DAMAGED,
+        "verify found missing or damaged packs; the report names the affected files",
     ),
     (
         IN_USE,

@@ -1141,6 +1141,117 @@ impl Index {
             .query_row([], |r| r.get(0))?;
         Ok(n as u64)
     }
+
+    // ----- verify (src/verify.rs) -----
+
+    /// Starts a read transaction on a read-only connection, so every later
+    /// query sees one consistent snapshot while a daemon keeps committing.
+    pub fn begin_snapshot(&self) -> Result<(), IndexError> {
+        self.conn.execute_batch("BEGIN DEFERRED")?;
+        self.conn
+            .query_row("SELECT count(*) FROM packs", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Every stored pack: (pack number, name, size).
+    pub fn stored_packs(&self) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, name, size FROM packs WHERE state = ?1 ORDER BY id")?;
+        let rows = st.query_map(params![PACK_STORED], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, size) = row?;
+            if let Ok(name) = name.try_into() {
+                out.push((id, name, size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pack numbers with a row in `evicted`.
+    pub fn evicted_packs(&self) -> Result<std::collections::HashSet<u64>, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT pack FROM evicted")?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        let mut out = std::collections::HashSet::new();
+        for r in rows {
+            out.insert(r? as u64);
+        }
+        Ok(out)
+    }
+
+    /// Pack numbers placed on `backend`.
+    pub fn placed_packs(
+        &self,
+        backend: &str,
+    ) -> Result<std::collections::HashSet<u64>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT pack FROM placements WHERE backend = ?1")?;
+        let rows = st.query_map(params![backend], |r| r.get::<_, i64>(0))?;
+        let mut out = std::collections::HashSet::new();
+        for r in rows {
+            out.insert(r? as u64);
+        }
+        Ok(out)
+    }
+
+    /// Every chunk row in `pack` (refcount 0 included), by offset.
+    pub fn chunks_in_pack(&self, pack: u64) -> Result<Vec<(ChunkId, ChunkLocation)>, IndexError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT c.id, c.offset, c.sealed_len, c.plain_len, coalesce(p.size, 0) \
+             FROM chunks c LEFT JOIN packs p ON p.id = c.pack WHERE c.pack = ?1 ORDER BY c.offset",
+        )?;
+        let rows = st.query_map(params![pack as i64], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                ChunkLocation {
+                    pack,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    sealed_len: r.get(2)?,
+                    plain_len: r.get(3)?,
+                    pack_size: r.get::<_, i64>(4)? as u64,
+                },
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, loc) = row?;
+            out.push((chunk_from_blob(id)?, loc));
+        }
+        Ok(out)
+    }
+
+    /// Inodes with an extent referencing one of `chunks` (all in `pack`).
+    pub fn inodes_using(
+        &self,
+        pack: u64,
+        chunks: &std::collections::HashSet<ChunkId>,
+    ) -> Result<Vec<u64>, IndexError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT e.ino, e.chunk FROM extents e JOIN chunks c ON c.id = e.chunk \
+             WHERE c.pack = ?1",
+        )?;
+        let rows = st.query_map(params![pack as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (ino, id) = row?;
+            if chunks.contains(&chunk_from_blob(id)?) {
+                out.push(ino);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
 }
 
 /// Keys the connection. The raw key skips SQLCipher's own PBKDF2: the

@@ -29,6 +29,7 @@ mod store;
 mod sync;
 mod systemd;
 mod vault;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -220,6 +221,26 @@ enum Command {
         /// The folder to encrypt in place
         folder: PathBuf,
     },
+    /// Check every pack on the local store and every backend against the
+    /// index (missing, wrong size, unreferenced); --data downloads every pack
+    /// and authenticates every chunk. Names the files a damaged pack affects;
+    /// exit status 4 when something is damaged
+    Verify {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Download every pack and authenticate its trailer and every chunk
+        #[arg(long)]
+        data: bool,
+        /// Check only this backend (`local` = the local store)
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+        /// No progress output; print only the affected files
+        #[arg(long, short, conflicts_with = "json")]
+        quiet: bool,
+        /// Print one JSON report
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Large buffers (sealed chunks, packs) are allocated and freed at a high
@@ -370,6 +391,19 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             rollback,
             keep_originals,
+        }),
+        Command::Verify {
+            vault,
+            data,
+            backend,
+            quiet,
+            json,
+        } => verify::run(verify::VerifyOpts {
+            vault,
+            data,
+            backend,
+            quiet,
+            json,
         }),
     }
 }

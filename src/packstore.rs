@@ -108,6 +108,20 @@ pub struct PackStore {
 /// with the whole pack in the background.
 pub trait RemoteFetch: Send + Sync {
     fn fetch_range(&self, path: &str, offset: u64, len: u64) -> Result<bytes::Bytes, StoreError>;
+
+    /// After a copy failed authentication: the same range from each remote
+    /// backend in turn (never the local cache) until `accept` takes the
+    /// bytes. True if one did. The default has no other copy to offer.
+    fn fetch_authentic(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        accept: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> bool {
+        let _ = (path, offset, len, accept);
+        false
+    }
 }
 
 impl PackStore {
@@ -317,24 +331,70 @@ impl PackStore {
         });
         let sealed = match from_memory {
             Some(s) => s,
-            None => {
-                self.read_from_store(&pack_path, loc)
-                    .map_err(|source| ChunkReadError::Store {
+            None => match self.read_from_store(&pack_path, loc) {
+                Ok(b) => b,
+                // A truncated local copy: another copy may be whole.
+                Err(source) => {
+                    if let Some(p) = self.open_other_copy(id, loc, &pack_path) {
+                        let p = Arc::new(p);
+                        self.cache_insert(*id, p.clone());
+                        return Ok(p);
+                    }
+                    return Err(ChunkReadError::Store {
                         pack: pack_path.clone(),
                         source: Box::new(source),
+                    });
+                }
+            },
+        };
+        let plain = match self.sealer.open(id, &sealed) {
+            Ok(p) => p,
+            Err(source) => {
+                self.open_other_copy(id, loc, &pack_path)
+                    .ok_or_else(|| ChunkReadError::Auth {
+                        pack: pack_path.clone(),
+                        source,
                     })?
             }
         };
-        let plain = self
-            .sealer
-            .open(id, &sealed)
-            .map_err(|source| ChunkReadError::Auth {
-                pack: pack_path,
-                source,
-            })?;
         let plain = Arc::new(plain);
         self.cache_insert(*id, plain.clone());
         Ok(plain)
+    }
+
+    /// The chunk's bytes failed authentication: forgets the pack window
+    /// they came from (a retry reads the store again instead of the same
+    /// bad bytes) and asks the remote backends for an authentic copy. A
+    /// backend that has one also repairs the local cache (the refill
+    /// replaces the pack only with a copy that authenticates in full).
+    fn open_other_copy(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLocation,
+        pack_path: &str,
+    ) -> Option<Vec<u8>> {
+        let window = loc.offset / READ_WINDOW;
+        self.windows.lock().unwrap().pop(&(loc.pack, window));
+        let remote = self.remote.get()?;
+        let mut plain = None;
+        let found = remote.fetch_authentic(
+            pack_path,
+            loc.offset,
+            loc.sealed_len as u64,
+            &mut |b: &[u8]| match self.sealer.open(id, b) {
+                Ok(p) => {
+                    plain = Some(p);
+                    true
+                }
+                Err(_) => false,
+            },
+        );
+        if found {
+            log::warn!(
+                "{pack_path}: a damaged copy of a chunk was read; a remote backend had an authentic one"
+            );
+        }
+        plain
     }
 
     /// A small chunk is read as part of its aligned 1 MiB window of the pack,
@@ -360,11 +420,19 @@ impl PackStore {
         let cached = self.windows.lock().unwrap().get(&key).cloned();
         let bytes = match cached {
             Some(b) => b,
-            None => {
-                let b = self.store_read(pack_path, window_start, window_end - window_start)?;
-                self.windows.lock().unwrap().put(key, b.clone());
-                b
-            }
+            None => match self.store_read(pack_path, window_start, window_end - window_start) {
+                Ok(b) => {
+                    self.windows.lock().unwrap().put(key, b.clone());
+                    b
+                }
+                // A truncated object (or a backend refusing the range):
+                // the chunk itself may still be whole, so a damaged tail
+                // does not take intact neighbours down with it.
+                Err(e) if !e.is_not_found() => {
+                    return self.store_read(pack_path, start, loc.sealed_len as u64)
+                }
+                Err(e) => return Err(e),
+            },
         };
         Ok(bytes.slice((start - window_start) as usize..(end - window_start) as usize))
     }

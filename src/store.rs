@@ -222,6 +222,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// (path, size) of every file under `prefix` (recursive); a listing
+    /// without sizes (some WebDAV servers) is completed with a stat each.
+    pub fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for e in self.files(prefix)? {
+            let listed = e.metadata().content_length();
+            let size = if listed > 0 {
+                listed
+            } else {
+                self.size_of(e.path())?.unwrap_or(0)
+            };
+            out.push((e.path().to_string(), size));
+        }
+        Ok(out)
+    }
+}
+
 impl StoreError {
     /// The object does not exist (evicted from the local cache, or never
     /// uploaded).

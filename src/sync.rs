@@ -179,7 +179,17 @@ pub struct SyncEngine {
     snapshot_bytes: AtomicU64,
     /// A read-only mount (`-o ro`): no lease, no snapshots.
     read_only: AtomicBool,
+    /// Authenticates a whole pack object before a refill puts it into the
+    /// local cache (set at mount, [`SyncEngine::set_pack_check`]).
+    pack_check: Arc<std::sync::OnceLock<PackCheck>>,
+    /// Packs whose every remote copy failed that check this mount: not
+    /// downloaded again on each read (the reads themselves still fail or
+    /// succeed chunk by chunk).
+    refill_refused: Arc<Mutex<HashSet<String>>>,
 }
+
+/// Checks a downloaded pack object (`path`, bytes); Err says what is wrong.
+pub type PackCheck = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
 
 impl SyncEngine {
     /// An engine for the vault's configured backends (none: a local vault,
@@ -219,7 +229,15 @@ impl SyncEngine {
             snapshot_cfg: RwLock::new(config.snapshot.clone()),
             snapshot_bytes: AtomicU64::new(0),
             read_only: AtomicBool::new(false),
+            pack_check: Arc::new(std::sync::OnceLock::new()),
+            refill_refused: Arc::new(Mutex::new(HashSet::new())),
         }))
+    }
+
+    /// Sets how refilled packs are authenticated (once, at mount). Without
+    /// it, refills are not written to the cache at all.
+    pub fn set_pack_check(&self, check: PackCheck) {
+        let _ = self.pack_check.set(check);
     }
 
     pub fn remotes(&self) -> Vec<Arc<Remote>> {
@@ -660,6 +678,32 @@ impl RemoteFetch for SyncEngine {
             want: len as usize,
         }))
     }
+
+    fn fetch_authentic(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        accept: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> bool {
+        for r in self.remotes() {
+            match r.store.read_range(path, offset, len) {
+                Ok(bytes) => {
+                    if accept(&bytes) {
+                        // Replaces a damaged local copy with an authentic one.
+                        self.refill_in_background(path);
+                        return true;
+                    }
+                    log::warn!(
+                        "backend {}: {path} holds a damaged copy (a chunk failed authentication)",
+                        r.cfg.name
+                    );
+                }
+                Err(e) => log::warn!("backend {}: cannot read {path}: {e}", r.cfg.name),
+            }
+        }
+        false
+    }
 }
 
 impl SyncEngine {
@@ -667,6 +711,12 @@ impl SyncEngine {
     /// background (at most [`MAX_REFILLS`] at a time; a read that finds the
     /// limit reached just reads remotely again).
     fn refill_in_background(&self, path: &str) {
+        let Some(check) = self.pack_check.get().cloned() else {
+            return;
+        };
+        if self.refill_refused.lock().unwrap().contains(path) {
+            return;
+        }
         {
             let mut f = self.fetching.lock().unwrap();
             if f.contains(path) || f.len() >= MAX_REFILLS {
@@ -679,13 +729,30 @@ impl SyncEngine {
         let owned = path.to_string();
         let refetched = self.refetched.clone();
         let fetching = self.fetching.clone();
+        let refused = self.refill_refused.clone();
         let spawned = std::thread::Builder::new()
             .name("tresor-refill".into())
             .spawn(move || {
                 let path = owned;
+                let mut authentic = false;
                 for r in remotes {
-                    match r.store.read_all(&path) {
-                        Ok(bytes) => {
+                    // Only a copy that authenticates in full (trailer bound
+                    // to this pack's name, every chunk) enters the cache: a
+                    // damaged or swapped object stays remote, where each
+                    // read still fails or succeeds chunk by chunk.
+                    let fetched = r
+                        .store
+                        .read_all(&path)
+                        .map(|b| (check(&path, &b), b));
+                    match fetched {
+                        Ok((Err(why), _)) => {
+                            log::error!(
+                                "backend {}: {path} is damaged ({why}); not put into the local cache; run `tresor verify --data`",
+                                r.cfg.name
+                            );
+                        }
+                        Ok((Ok(()), bytes)) => {
+                            authentic = true;
                             match local.write(&path, bytes.clone()) {
                                 Ok(()) => {
                                     log::debug!("cache: {path} back from backend {}", r.cfg.name);
@@ -701,6 +768,9 @@ impl SyncEngine {
                         }
                         Err(e) => log::warn!("backend {}: cannot fetch {path}: {e}", r.cfg.name),
                     }
+                }
+                if !authentic {
+                    refused.lock().unwrap().insert(path.clone());
                 }
                 fetching.lock().unwrap().remove(&path);
             });

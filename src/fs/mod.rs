@@ -154,6 +154,10 @@ pub struct FsCore {
     /// Where each inode's last read ended: read-ahead only for readers that
     /// go on from there. A leaf lock.
     last_read_end: Mutex<HashMap<u64, u64>>,
+    /// (inode, error) pairs already logged at error level: a damaged file
+    /// read again and again logs one line, not one per read (later ones go
+    /// to debug). Bounded; a leaf lock.
+    logged_read_errors: Mutex<std::collections::HashSet<(u64, String)>>,
 }
 
 /// A read starting within this distance of the previous read's end counts
@@ -264,6 +268,7 @@ impl FsCore {
             statfs_path,
             hooks: std::sync::OnceLock::new(),
             last_read_end: Mutex::new(HashMap::new()),
+            logged_read_errors: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -1055,7 +1060,18 @@ impl FsCore {
 
     fn read_failed(&self, ino: u64, source: crate::packstore::ChunkReadError) -> FsError {
         let path = self.path_for_log(ino);
-        log::error!("{path}: {source}");
+        let first = {
+            let mut seen = self.logged_read_errors.lock().unwrap();
+            if seen.len() > 4096 {
+                seen.clear();
+            }
+            seen.insert((ino, source.to_string()))
+        };
+        if first {
+            log::error!("{path}: {source}");
+        } else {
+            log::debug!("{path}: {source}");
+        }
         FsError::Data {
             path,
             source: Box::new(source),
