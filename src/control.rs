@@ -167,12 +167,18 @@ fn run(
             // collected packs, durable everywhere, lets them go remotely now.
             if !dry_run && !engine.remotes().is_empty() {
                 core.commit(true)?;
+                let pending = with_index(core, |idx| idx.gc_dead(u64::MAX))?;
+                // The snapshot round deletes what the new snapshot frees.
                 let durable = engine.snapshot_and_wait(Some(Duration::from_secs(120)))?;
-                let (packs, bytes) = engine.delete_collected(durable)?;
+                engine.delete_collected(durable)?;
                 core.commit(true)?;
-                report["remote_deleted_packs"] = json!(packs);
-                report["remote_deleted_bytes"] = json!(bytes);
                 let left = with_index(core, |idx| idx.gc_dead(u64::MAX))?;
+                let gone: Vec<_> = pending
+                    .iter()
+                    .filter(|p| !left.iter().any(|l| l.pack == p.pack))
+                    .collect();
+                report["remote_deleted_packs"] = json!(gone.len());
+                report["remote_deleted_bytes"] = json!(gone.iter().map(|r| r.size).sum::<u64>());
                 report["packs_awaiting_remote_deletion"] = json!(left.len());
                 report["bytes_awaiting_remote_deletion"] =
                     json!(left.iter().map(|r| r.size).sum::<u64>());

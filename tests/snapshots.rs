@@ -433,3 +433,62 @@ fn a_kill_during_a_snapshot_upload_leaves_a_complete_older_snapshot() {
     );
     x.unmount();
 }
+
+fn pack_bytes(s3: &S3Server) -> u64 {
+    let keys: Vec<String> = s3
+        .list_keys()
+        .into_iter()
+        .filter(|k| k.contains("/packs/"))
+        .collect();
+    object_bytes(s3, &keys)
+}
+
+#[test]
+fn gc_with_a_backend_reclaims_the_space_there_after_a_durable_snapshot() {
+    let s3 = S3Server::start("gcremote");
+    let machine = tempfile::tempdir().unwrap();
+    let Some(mut v) = s3_vault(&s3, machine.path()) else {
+        return;
+    };
+    v.mount();
+    let base = random_bytes(1, 24 * MIB as usize);
+    std::fs::write(v.path("base"), &base).unwrap();
+    sync(&v).ok();
+    let before = pack_bytes(&s3);
+    std::fs::create_dir(v.path("big")).unwrap();
+    for i in 0..4u64 {
+        write_random_file(&v.path(format!("big/f{i}")), 100 + i, 256 * MIB);
+    }
+    sync(&v).ok();
+    let packs_written = s3
+        .list_keys()
+        .iter()
+        .filter(|k| k.contains("/packs/"))
+        .count();
+    std::fs::remove_dir_all(v.path("big")).unwrap();
+    let run = tresor(&v, &["gc"], &["--json"], true).ok();
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let after = pack_bytes(&s3);
+    eprintln!(
+        "gc with S3: pack bytes on the backend {before} before, {packs_written} pack objects after writing 1 GiB, {after} bytes after rm + gc; report {report}"
+    );
+    assert!(
+        report["remote_deleted_packs"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert_eq!(report["packs_awaiting_remote_deletion"], 0, "{report}");
+    assert!(
+        after.abs_diff(before) as f64 <= 0.05 * before as f64,
+        "backend holds {after} bytes of packs, {before} before the 1 GiB"
+    );
+    // The newest snapshot no longer needs what was deleted: a restore reads everything.
+    let file = export(&v, &v.scratch);
+    v.unmount();
+    let mut w = restored_twin(&v, machine.path());
+    restore(&w, &file, &[]).ok();
+    w.mount_opts.push("ro".into());
+    w.mount();
+    assert_content(&w.path("base"), &base);
+    assert!(!w.path("big").exists());
+    w.unmount();
+}
