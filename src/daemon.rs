@@ -433,7 +433,16 @@ pub fn run_daemon(
             })?
     };
     let collector = crate::gc::spawn_background(core.clone(), paths.root.clone(), stop.clone())?;
-    let run = session.run();
+    let run = match session.run() {
+        // After a lazy detach the kernel may abort the connection instead of
+        // ending it cleanly (seen after SIGTERM with a busy mount); destroy
+        // has flushed and committed by then, so this is a normal end.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED) | Some(libc::ENODEV)) => {
+            log::info!("the kernel closed the FUSE connection ({e})");
+            Ok(())
+        }
+        r => r,
+    };
     stop.store(true, Ordering::Relaxed);
     let _ = timer.join();
     let _ = collector.join();
