@@ -14,6 +14,11 @@ pub const USAGE: u8 = 2;
 /// The passphrase opens no key slot of the vault. Retrying with the same
 /// passphrase cannot help (the systemd unit does not restart on it).
 pub const WRONG_PASSPHRASE: u8 = 3;
+/// `fsck` found inconsistencies that `fsck --repair` fixes (nothing is lost).
+pub const FSCK_FOUND: u8 = 4;
+/// `fsck` found lost data that `--repair` cannot restore; the affected
+/// files are listed.
+pub const FSCK_DAMAGE: u8 = 5;
 
 /// (code, meaning) for the documentation.
 pub const TABLE: &[(u8, &str)] = &[
@@ -29,6 +34,14 @@ pub const TABLE: &[(u8, &str)] = &[
     (
         WRONG_PASSPHRASE,
         "wrong passphrase: it opens no key slot of the vault",
+    ),
+    (
+        FSCK_FOUND,
+        "fsck found inconsistencies; `tresor fsck --repair` fixes them",
+    ),
+    (
+        FSCK_DAMAGE,
+        "fsck found lost data that --repair cannot restore (the affected files are listed)",
     ),
 ];
 

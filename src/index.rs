@@ -1041,6 +1041,12 @@ impl Index {
             .query_row([], |r| r.get(0))?;
         Ok(n as u64)
     }
+
+    /// The connection, for `fsck`'s whole-table checks and repairs: raw SQL
+    /// inside the open batch (the caller commits).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 /// Keys the connection. The raw key skips SQLCipher's own PBKDF2: the
