@@ -11,7 +11,8 @@
 //! Each finding has a [`Class`] (a stable name, also in `--json`), a count
 //! and a few examples. Classes come in three severities:
 //! - *reclaimable*: harmless leftovers (pack files no row names, written
-//!   before a crash and never committed); `--repair` deletes them;
+//!   before a crash and never committed); reported, but the vault counts as
+//!   clean (exit 0) — every crash may leave one; `--repair` deletes them;
 //! - *repairable*: the index contradicts itself; `--repair` rewrites the
 //!   derived value (refcount, nlink), drops the dangling row, or moves
 //!   unreachable inodes into `/lost+found` (as e2fsck does: data is never
@@ -200,8 +201,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// No inconsistency: at most reclaimable leftovers, which every crash
+    /// may leave (a pack written but never committed) and which harm nothing.
     pub fn is_clean(&self) -> bool {
-        self.findings.is_empty()
+        self.findings
+            .keys()
+            .all(|c| c.severity() == Severity::Reclaimable)
+    }
+
+    /// Nothing at all to do, not even reclaiming space.
+    pub fn is_empty(&self) -> bool {
+        self.findings.is_empty() && self.pending_orphans == 0
     }
 
     pub fn has_damage(&self) -> bool {
@@ -263,10 +273,6 @@ impl Report {
                 self.pending_orphans
             );
         }
-        if self.is_clean() {
-            println!("clean: no inconsistencies");
-            return;
-        }
         for f in self.findings.values() {
             println!(
                 "{} [{}] x{}: {}",
@@ -287,6 +293,9 @@ impl Report {
             for p in &self.damaged_files {
                 println!("    {p}");
             }
+        }
+        if self.is_clean() {
+            println!("clean: no inconsistencies");
         }
     }
 }
@@ -1307,7 +1316,7 @@ pub fn run(args: &crate::VaultArgs, repair_it: bool, json_out: bool) -> Result<(
     let store = paths.store();
     let before = check(&index, &store)?;
     let mut actions = Vec::new();
-    let after = if repair_it && (!before.is_clean() || before.pending_orphans > 0) {
+    let after = if repair_it && !before.is_empty() {
         actions = repair(&index, &store)?;
         check(&index, &store)?
     } else {
@@ -1325,8 +1334,8 @@ pub fn run(args: &crate::VaultArgs, repair_it: bool, json_out: bool) -> Result<(
             for a in &actions {
                 println!("repaired: {a}");
             }
-            if !before.is_clean() {
-                if after.is_clean() {
+            if !before.is_empty() {
+                if after.is_empty() {
                     println!("after repair: clean");
                 } else {
                     println!("after repair, still:");

@@ -450,7 +450,12 @@ fn leftover_pack_files_are_deleted() {
     let r = f.check(&idx);
     assert_eq!(classes(&r), vec![Class::LeftoverPackFile]);
     assert_eq!(r.findings[&Class::LeftoverPackFile].count, 2);
+    assert!(
+        r.is_clean() && !r.is_empty(),
+        "leftovers are not inconsistencies"
+    );
     f.repair_and_verify(idx, &[]);
+    assert!(f.check(&f.index()).is_empty());
     assert!(!left.exists() && !tmp.exists());
 }
 
