@@ -143,18 +143,25 @@ fn workload(
     done: Arc<AtomicU64>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
+    // Files unlinked while still open: orphans if the daemon dies now.
+    let mut held: Vec<File> = Vec::new();
     for _ in 0..MAX_OPS_PER_ROUND {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        if one_op(&root, &mut rng, &model).is_err() {
+        if one_op(&root, &mut rng, &model, &mut held).is_err() {
             return;
         }
         done.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-fn one_op(root: &Path, rng: &mut StdRng, model: &Mutex<Model>) -> std::io::Result<()> {
+fn one_op(
+    root: &Path,
+    rng: &mut StdRng,
+    model: &Mutex<Model>,
+    held: &mut Vec<File>,
+) -> std::io::Result<()> {
     let path = random_path(rng);
     let full = root.join(&path);
     let fsync = rng.gen_bool(0.5);
@@ -263,9 +270,20 @@ fn one_op(root: &Path, rng: &mut StdRng, model: &Mutex<Model>) -> std::io::Resul
             }
             m.touch_path(&path);
             drop(m);
+            let keep_open = rng.gen_bool(0.3);
+            if keep_open {
+                held.push(File::open(&full)?);
+                if held.len() > 4 {
+                    held.remove(0);
+                }
+            }
             fs::remove_file(&full)?;
             model.lock().unwrap().paths.remove(&path);
-            "unlink"
+            if keep_open {
+                "unlink-while-open"
+            } else {
+                "unlink"
+            }
         }
         // hard link
         82..=89 => {
