@@ -40,11 +40,15 @@ struct Model {
     paths: BTreeMap<String, u64>,
     next_id: u64,
     ops: BTreeMap<&'static str, u64>,
+    /// What happened, in order (printed for a path whose check fails).
+    log: Vec<String>,
 }
 
 impl Model {
     /// Invalidates every promise about `path` and paths sharing its inode.
     fn touch_inode(&mut self, id: u64) {
+        self.log
+            .push(format!("content of model inode {id} changes"));
         let linked: Vec<String> = self
             .paths
             .iter()
@@ -52,11 +56,22 @@ impl Model {
             .map(|(p, _)| p.clone())
             .collect();
         for p in linked {
+            self.log.push(format!("  (so {p} is no longer promised)"));
             self.synced.remove(&p);
         }
     }
 
+    fn promise(&mut self, path: String, data: Vec<u8>) {
+        self.log.push(format!(
+            "fsynced {path}: {} B, model inode {:?}",
+            data.len(),
+            self.paths.get(&path)
+        ));
+        self.synced.insert(path, data);
+    }
+
     fn touch_path(&mut self, path: &str) {
+        self.log.push(format!("touch {path}"));
         self.synced.remove(path);
         if let Some(&id) = self.paths.get(path) {
             self.touch_inode(id);
@@ -137,6 +152,7 @@ fn random_data(rng: &mut StdRng, len: usize) -> Vec<u8> {
 /// or `stop` is set. Records each completed operation in `model`.
 fn workload(
     root: PathBuf,
+    dev: u64,
     seed: u64,
     model: Arc<Mutex<Model>>,
     stop: Arc<AtomicBool>,
@@ -149,7 +165,7 @@ fn workload(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        if one_op(&root, &mut rng, &model, &mut held).is_err() {
+        if one_op(&root, dev, &mut rng, &model, &mut held).is_err() {
             return;
         }
         done.fetch_add(1, Ordering::Relaxed);
@@ -158,6 +174,7 @@ fn workload(
 
 fn one_op(
     root: &Path,
+    dev: u64,
     rng: &mut StdRng,
     model: &Mutex<Model>,
     held: &mut Vec<File>,
@@ -191,7 +208,8 @@ fn one_op(
             drop(m2);
             if fsync {
                 f.sync_all()?;
-                model.lock().unwrap().synced.insert(path, data);
+                on_mount(&f, dev)?;
+                model.lock().unwrap().promise(path, data);
             }
             return count(model, if fsync { "write+fsync" } else { "write" });
         }
@@ -220,7 +238,8 @@ fn one_op(
             model.lock().unwrap().content.insert(id, new.clone());
             if fsync {
                 f.sync_all()?;
-                model.lock().unwrap().synced.insert(path, new);
+                on_mount(&f, dev)?;
+                model.lock().unwrap().promise(path, new);
             }
             "pwrite"
         }
@@ -240,7 +259,8 @@ fn one_op(
             model.lock().unwrap().content.insert(id, new.clone());
             if fsync {
                 f.sync_all()?;
-                model.lock().unwrap().synced.insert(path, new);
+                on_mount(&f, dev)?;
+                model.lock().unwrap().promise(path, new);
             }
             "truncate"
         }
@@ -259,6 +279,8 @@ fn one_op(
             drop(m);
             fs::rename(&full, root.join(&to))?;
             let mut m = model.lock().unwrap();
+            m.log
+                .push(format!("renamed {path} -> {to} (model inode {id})"));
             m.paths.remove(&path);
             m.paths.insert(to, id);
             "rename"
@@ -297,7 +319,10 @@ fn one_op(
             m.touch_path(&to);
             drop(m);
             fs::hard_link(&full, root.join(&to))?;
-            model.lock().unwrap().paths.insert(to, id);
+            let mut m = model.lock().unwrap();
+            m.log
+                .push(format!("linked {path} -> {to} (model inode {id})"));
+            m.paths.insert(to, id);
             "link"
         }
         // fsync only: makes the current content the promise
@@ -309,11 +334,23 @@ fn one_op(
             drop(m);
             let f = OpenOptions::new().write(true).open(&full)?;
             f.sync_all()?;
-            model.lock().unwrap().synced.insert(path, cur);
+            on_mount(&f, dev)?;
+            model.lock().unwrap().promise(path, cur);
             "fsync"
         }
     };
     count(model, op)
+}
+
+/// After the kill, `fusermount3 -u -z` uncovers the plain directory under
+/// the mountpoint: a write + fsync racing with it would succeed there and
+/// make a promise the vault never saw. Only files on the mount count.
+fn on_mount(f: &File, dev: u64) -> std::io::Result<()> {
+    if f.metadata()?.dev() == dev {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("the mount is gone"))
+    }
 }
 
 fn count(model: &Mutex<Model>, op: &'static str) -> std::io::Result<()> {
@@ -425,7 +462,9 @@ fn kill9_at_random_moments_keeps_fsynced_data_and_a_clean_index() {
         let worker = {
             let (root, model, stop, done) =
                 (v.mnt.clone(), model.clone(), stop.clone(), done.clone());
-            std::thread::spawn(move || workload(root, round_seed, model, stop, done))
+            let dev = fs::metadata(&v.mnt).unwrap().dev();
+            assert!(is_fuse_mounted(&v.mnt));
+            std::thread::spawn(move || workload(root, dev, round_seed, model, stop, done))
         };
         std::thread::sleep(delay);
         v.kill9();
@@ -437,8 +476,22 @@ fn kill9_at_random_moments_keeps_fsynced_data_and_a_clean_index() {
         v.mount();
         let m = model.lock().unwrap();
         for (path, want) in &m.synced {
-            let got = fs::read(v.path(path))
-                .unwrap_or_else(|e| panic!("{what}: fsynced file {path} unreadable: {e}"));
+            let history = || {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                let lines: Vec<&str> = m
+                    .log
+                    .iter()
+                    .filter(|l| l.contains(name) || l.contains("model inode"))
+                    .map(String::as_str)
+                    .collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            };
+            let got = fs::read(v.path(path)).unwrap_or_else(|e| {
+                panic!("{what}: fsynced file {path} unreadable: {e}\n{}", history())
+            });
+            if got != *want {
+                eprintln!("{what}: history of {path}:\n{}", history());
+            }
             assert_bytes_eq(&got, want, &format!("{what}: fsynced {path}"));
         }
         let entries = assert_tree_consistent(&v.mnt, &what);
