@@ -689,7 +689,7 @@ pub struct Offline {
 
 impl Offline {
     pub fn open(args: &VaultArgs, paths: &VaultPaths, remotes: bool) -> Result<Offline> {
-        let pass = args.passphrase()?.read(false)?;
+        let pass = args.secret(false)?;
         let unlocked = vault::unlock(paths, &pass)?;
         let lock = vault::lock_vault(paths)?;
         let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)

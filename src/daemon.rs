@@ -437,7 +437,12 @@ pub fn run_daemon(
         // After a lazy detach the kernel may abort the connection instead of
         // ending it cleanly (seen after SIGTERM with a busy mount); destroy
         // has flushed and committed by then, so this is a normal end.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED) | Some(libc::ENODEV)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNABORTED) | Some(libc::ENODEV)
+            ) =>
+        {
             log::info!("the kernel closed the FUSE connection ({e})");
             Ok(())
         }

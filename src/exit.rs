@@ -14,9 +14,14 @@ pub const USAGE: u8 = 2;
 /// The passphrase opens no key slot of the vault. Retrying with the same
 /// passphrase cannot help (the systemd unit does not restart on it).
 pub const WRONG_PASSPHRASE: u8 = 3;
-/// `tresor verify` found a pack missing or damaged (the report names the
-/// affected files).
+/// Damage found: `tresor verify` found a pack missing or damaged, or
+/// `fsck` found lost data that `--repair` cannot restore. The report names
+/// the affected files.
 pub const DAMAGED: u8 = 4;
+/// `fsck` found inconsistencies that `fsck --repair` fixes (nothing is lost).
+pub const FSCK_FOUND: u8 = 5;
+/// `fsck`'s lost data is damage like `verify`'s.
+pub const FSCK_DAMAGE: u8 = DAMAGED;
 
 /// Another machine or vault directory holds the vault's lease (it is
 /// mounted elsewhere), or a backend holds a newer index than this vault.
@@ -42,7 +47,11 @@ pub const TABLE: &[(u8, &str)] = &[
     ),
     (
         DAMAGED,
-        "verify found missing or damaged packs; the report names the affected files",
+        "damage found: verify found missing or damaged packs, or fsck found lost data that --repair cannot restore; the affected files are named",
+    ),
+    (
+        FSCK_FOUND,
+        "fsck found inconsistencies; `tresor fsck --repair` fixes them",
     ),
     (
         IN_USE,

@@ -1252,6 +1252,12 @@ impl Index {
         out.dedup();
         Ok(out)
     }
+
+    /// The connection, for `fsck`'s whole-table checks and repairs: raw SQL
+    /// inside the open batch (the caller commits).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 /// Keys the connection. The raw key skips SQLCipher's own PBKDF2: the

@@ -496,8 +496,14 @@ impl KeyFile {
     /// recovery key with a bad checksum, that error is returned instead of
     /// `WrongPassphrase` so the user learns it is a typo.
     pub fn unlock(&self, secret: &[u8]) -> Result<MasterKey, KeyError> {
+        self.unlock_slot(secret).map(|(_, m)| m)
+    }
+
+    /// Like [`KeyFile::unlock`], also returning the index of the slot that
+    /// opened (`passwd` replaces exactly that passphrase slot).
+    pub fn unlock_slot(&self, secret: &[u8]) -> Result<(usize, MasterKey), KeyError> {
         let recovery = std::str::from_utf8(secret).map(RecoveryKey::parse);
-        for slot in &self.slots {
+        for (i, slot) in self.slots.iter().enumerate() {
             let kek = match (slot.kind, &recovery) {
                 (SlotKind::RecoveryKey, Ok(Ok(rk))) => {
                     Slot::kek_from_material(context::SLOT_RECOVERY, &slot.salt, rk.0.as_bytes())
@@ -508,13 +514,16 @@ impl KeyFile {
                 _ => continue,
             };
             if let Some(m) = slot.unwrap(&kek, &self.vault_id) {
-                return Ok(m);
+                return Ok((i, m));
             }
         }
-        for slot in self.slots.iter().filter(|s| s.kind == SlotKind::Passphrase) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.kind != SlotKind::Passphrase {
+                continue;
+            }
             let kek = slot.params.derive(secret, &slot.salt)?;
             if let Some(m) = slot.unwrap(&kek, &self.vault_id) {
-                return Ok(m);
+                return Ok((i, m));
             }
         }
         match recovery {

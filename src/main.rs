@@ -13,11 +13,13 @@ mod control;
 mod daemon;
 mod exit;
 mod fs;
+mod fsck;
 mod fstab;
 mod fuse;
 mod gc;
 mod gc_cli;
 mod index;
+mod key_cli;
 mod keyring;
 #[cfg_attr(not(test), allow(dead_code))]
 mod keys;
@@ -61,6 +63,9 @@ pub struct VaultArgs {
     /// Read the passphrase from the desktop keyring (Secret Service, via secret-tool)
     #[arg(long, conflicts_with = "passphrase_file")]
     keyring: bool,
+    /// Unlock with the whole contents of FILE: a key-file slot (see `tresor key add-keyfile`)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["passphrase_file", "keyring"])]
+    key_file: Option<PathBuf>,
 }
 
 impl VaultArgs {
@@ -69,6 +74,21 @@ impl VaultArgs {
             Some(v) => std::path::absolute(v).context("invalid --vault path")?,
             None => vault::default_vault_dir()?,
         }))
+    }
+    /// The unlock secret: the whole `--key-file`, else the passphrase.
+    fn secret(&self, confirm: bool) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        if let Some(f) = &self.key_file {
+            if confirm {
+                return Err(exit::usage(
+                    "--key-file unlocks an existing vault; create the vault with a passphrase, \
+                     then add a key-file slot with `tresor key add-keyfile FILE`",
+                ));
+            }
+            let bytes = std::fs::read(f)
+                .with_context(|| format!("cannot read key file {}", f.display()))?;
+            return Ok(zeroize::Zeroizing::new(bytes));
+        }
+        self.passphrase()?.read(confirm)
     }
     fn passphrase(&self) -> Result<PassphraseSource> {
         Ok(PassphraseSource {
@@ -241,6 +261,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the index and the local store for inconsistencies; --repair fixes what is safe
+    Fsck {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Fix what is safe (refcounts, link counts, dangling rows, leftovers;
+        /// unreachable files go to /lost+found) and say what was done
+        #[arg(long)]
+        repair: bool,
+        /// Print one JSON result line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the passphrase: rewrites its key slot (never the data)
+    Passwd {
+        /// Old passphrase or recovery key: --passphrase-file, TRESOR_PASSPHRASE or a prompt
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Read the new passphrase from the first line of FILE (else asked twice)
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+    },
+    /// Key slots: list, add-recovery, add-keyfile FILE, remove SLOT
+    #[command(subcommand)]
+    Key(key_cli::KeyCmd),
 }
 
 /// Large buffers (sealed chunks, packs) are allocated and freed at a high
@@ -316,7 +360,7 @@ fn run(cli: Cli) -> Result<()> {
             if !creating {
                 vault::require_exists(&paths)?;
             }
-            let pass = vault.passphrase()?.read(creating)?;
+            let pass = vault.secret(creating)?;
             if creating {
                 let recovery = vault::init(&paths, &pass)?;
                 print_created(&paths, &recovery);
@@ -405,6 +449,16 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             json,
         }),
+        Command::Fsck {
+            vault,
+            repair,
+            json,
+        } => fsck::run(&vault, repair, json),
+        Command::Passwd {
+            vault,
+            new_passphrase_file,
+        } => key_cli::passwd(&vault, new_passphrase_file.as_deref()),
+        Command::Key(cmd) => key_cli::key(cmd),
     }
 }
 
@@ -420,7 +474,7 @@ fn print_created(paths: &VaultPaths, recovery: &keys::RecoveryKey) {
 fn status(args: &VaultArgs, json: bool) -> Result<()> {
     let paths = args.paths()?;
     vault::require_exists(&paths)?;
-    let pass = args.passphrase()?.read(false)?;
+    let pass = args.secret(false)?;
     let unlocked = vault::unlock(&paths, &pass)?;
     let index = index::Index::open_read_only(&paths.index(), &unlocked.subkeys.index)?;
     let s = index.stats()?;

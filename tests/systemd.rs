@@ -492,7 +492,10 @@ fn unit_commands_notify_ready_and_stop_cleanly() {
     drop(open);
     let st = wait_exit(&mut main, "SIGTERM and closing the last file");
     let err = fs::read_to_string(env.v.root_path.join("service2.err")).unwrap();
-    assert!(st.success(), "main process exited with {st}; its stderr:\n{err}");
+    assert!(
+        st.success(),
+        "main process exited with {st}; its stderr:\n{err}"
+    );
     assert!(err.contains("detaching lazily"), "{err}");
 
     env.v.mount();

@@ -1,0 +1,294 @@
+//! `tresor passwd` and `tresor key`: slots change, the data does not; the
+//! old passphrase stops working, the new one and the recovery key printed
+//! by `init` open the vault; the last slot is never removed; backends get
+//! the new key file.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use common::servers::S3Server;
+use common::*;
+
+const NEW_PASSPHRASE: &str = "a brand new passphrase for the test";
+
+fn run(v: &TestVault, args: &[&str], secret: &[&OsStr]) -> Run {
+    let mut a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    a.push("--vault".as_ref());
+    a.push(v.vault.as_os_str());
+    a.extend_from_slice(secret);
+    v.tresor(&a)
+}
+
+fn with_file<'a>(flag: &'a str, f: &'a Path) -> [&'a OsStr; 2] {
+    [flag.as_ref(), f.as_os_str()]
+}
+
+/// The recovery key `init` printed (the indented line after the heading).
+fn recovery_key(init_output: &str) -> String {
+    let mut lines = init_output.lines();
+    lines
+        .by_ref()
+        .find(|l| l.starts_with("Recovery key"))
+        .expect("init prints a recovery key heading");
+    lines
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .expect("a recovery key line")
+        .to_string()
+}
+
+fn slots(v: &TestVault) -> Vec<String> {
+    let r = run(v, &["key", "list", "--json"], &[]).ok();
+    let j: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    j["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn status_with(v: &TestVault, secret: &[&OsStr]) -> Run {
+    run(v, &["status", "--json"], secret)
+}
+
+#[test]
+fn passwd_and_key_slots() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    let data = random_bytes(9, 3 * MIB as usize);
+    std::fs::write(v.path("kept.bin"), &data).unwrap();
+    v.unmount();
+    let rk = recovery_key(&v.init_output);
+    let rk_file = v.scratch.join("recovery");
+    std::fs::write(&rk_file, format!("{rk}\n")).unwrap();
+    let old_pass = v.scratch.join("old-pass");
+    std::fs::copy(&v.passfile, &old_pass).unwrap();
+    let new_pass = v.scratch.join("new-pass");
+    std::fs::write(&new_pass, format!("{NEW_PASSPHRASE}\n")).unwrap();
+    assert_eq!(slots(&v), ["passphrase", "recovery-key"]);
+    let key_before = std::fs::read(v.vault.join("tresor.key")).unwrap();
+    let index_before = std::fs::read(v.vault.join("index.sqlite")).unwrap();
+
+    // a wrong old passphrase changes nothing
+    let bad = v.scratch.join("bad-pass");
+    std::fs::write(&bad, "not it\n").unwrap();
+    let r = run(
+        &v,
+        &["passwd"],
+        &[
+            "--passphrase-file".as_ref(),
+            bad.as_os_str(),
+            "--new-passphrase-file".as_ref(),
+            new_pass.as_os_str(),
+        ],
+    );
+    assert_eq!(r.status.code(), Some(3), "{r}");
+    assert_eq!(
+        std::fs::read(v.vault.join("tresor.key")).unwrap(),
+        key_before
+    );
+
+    let r = run(
+        &v,
+        &["passwd"],
+        &[
+            "--passphrase-file".as_ref(),
+            old_pass.as_os_str(),
+            "--new-passphrase-file".as_ref(),
+            new_pass.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(r.stdout.contains("passphrase changed"), "{r}");
+    assert!(
+        !r.stdout.contains(NEW_PASSPHRASE),
+        "passwd printed the passphrase: {r}"
+    );
+    assert_eq!(slots(&v), ["recovery-key", "passphrase"]);
+    assert_ne!(
+        std::fs::read(v.vault.join("tresor.key")).unwrap(),
+        key_before
+    );
+    assert_eq!(
+        std::fs::read(v.vault.join("index.sqlite")).unwrap(),
+        index_before,
+        "passwd touched the index"
+    );
+
+    // the old passphrase fails as any wrong passphrase does
+    let r = status_with(&v, &with_file("--passphrase-file", &old_pass));
+    assert_eq!(r.status.code(), Some(3), "{r}");
+    assert!(r.stderr.contains("wrong passphrase"), "{r}");
+    // the new one and the recovery key from init open it; the data is intact
+    status_with(&v, &with_file("--passphrase-file", &new_pass)).ok();
+    status_with(&v, &with_file("--passphrase-file", &rk_file)).ok();
+    std::fs::copy(&new_pass, &v.passfile).unwrap();
+    v.mount();
+    assert_content(&v.path("kept.bin"), &data);
+    v.unmount();
+    std::fs::copy(&rk_file, &v.passfile).unwrap();
+    v.mount();
+    assert_content(&v.path("kept.bin"), &data);
+    v.unmount();
+
+    // passwd unlocked by the recovery key replaces the only passphrase slot
+    let newer = v.scratch.join("newer-pass");
+    std::fs::write(&newer, "third passphrase\n").unwrap();
+    run(
+        &v,
+        &["passwd"],
+        &[
+            "--passphrase-file".as_ref(),
+            rk_file.as_os_str(),
+            "--new-passphrase-file".as_ref(),
+            newer.as_os_str(),
+        ],
+    )
+    .ok();
+    assert_eq!(slots(&v), ["recovery-key", "passphrase"]);
+    assert_eq!(
+        status_with(&v, &with_file("--passphrase-file", &new_pass))
+            .status
+            .code(),
+        Some(3)
+    );
+    status_with(&v, &with_file("--passphrase-file", &newer)).ok();
+
+    // a key-file slot: whole file contents, binary
+    let kf = v.scratch.join("keyfile.bin");
+    std::fs::write(&kf, random_bytes(77, 64)).unwrap();
+    let r = run(
+        &v,
+        &["key", "add-keyfile", kf.to_str().unwrap()],
+        &with_file("--passphrase-file", &newer),
+    )
+    .ok();
+    assert!(r.stdout.contains("key-file slot 2 added"), "{r}");
+    assert_eq!(slots(&v), ["recovery-key", "passphrase", "key-file"]);
+    status_with(&v, &with_file("--key-file", &kf)).ok();
+    // too short a key file is refused
+    let short = v.scratch.join("short.bin");
+    std::fs::write(&short, b"tiny").unwrap();
+    let r = run(
+        &v,
+        &["key", "add-keyfile", short.to_str().unwrap()],
+        &with_file("--key-file", &kf),
+    )
+    .failed();
+    assert!(r.stderr.contains("too short"), "{r}");
+
+    // a second recovery key, printed once
+    let r = run(&v, &["key", "add-recovery"], &with_file("--key-file", &kf)).ok();
+    let rk2 = recovery_key(&r.stdout);
+    assert_ne!(rk2, rk);
+    let rk2_file = v.scratch.join("recovery2");
+    std::fs::write(&rk2_file, &rk2).unwrap();
+    status_with(&v, &with_file("--passphrase-file", &rk2_file)).ok();
+
+    // remove the first recovery key: it stops working, the rest still do
+    let r = run(&v, &["key", "remove", "0"], &with_file("--key-file", &kf)).ok();
+    assert!(r.stdout.contains("removed slot 0 (recovery-key)"), "{r}");
+    assert_eq!(slots(&v), ["passphrase", "key-file", "recovery-key"]);
+    assert_eq!(
+        status_with(&v, &with_file("--passphrase-file", &rk_file))
+            .status
+            .code(),
+        Some(3)
+    );
+    status_with(&v, &with_file("--passphrase-file", &rk2_file)).ok();
+
+    // down to one slot; the last one is never removed
+    run(&v, &["key", "remove", "2"], &with_file("--key-file", &kf)).ok();
+    run(
+        &v,
+        &["key", "remove", "1"],
+        &with_file("--passphrase-file", &newer),
+    )
+    .ok();
+    assert_eq!(slots(&v), ["passphrase"]);
+    let before = std::fs::read(v.vault.join("tresor.key")).unwrap();
+    let r = run(
+        &v,
+        &["key", "remove", "0"],
+        &with_file("--passphrase-file", &newer),
+    )
+    .failed();
+    assert!(r.stderr.contains("last key slot"), "{r}");
+    assert_eq!(std::fs::read(v.vault.join("tresor.key")).unwrap(), before);
+    let r = run(
+        &v,
+        &["key", "remove", "5"],
+        &with_file("--passphrase-file", &newer),
+    )
+    .failed();
+    assert!(r.stderr.contains("no key slot 5"), "{r}");
+
+    std::fs::copy(&newer, &v.passfile).unwrap();
+    v.mount();
+    assert_content(&v.path("kept.bin"), &data);
+}
+
+#[test]
+fn passwd_uploads_the_key_file_to_backends() {
+    let Some(v) = TestVault::new() else {
+        return;
+    };
+    let s3 = S3Server::start("keys");
+    let secret = v.scratch.join("s3.secret");
+    std::fs::write(&secret, format!("{}\n", s3.secret_access_key)).unwrap();
+    run(
+        &v,
+        &[
+            "backend",
+            "add",
+            "s3",
+            "--s3",
+            "--endpoint",
+            &s3.endpoint,
+            "--region",
+            &s3.region,
+            "--bucket",
+            &s3.bucket,
+            "--access-key-id",
+            &s3.access_key_id,
+            "--secret-access-key-file",
+            secret.to_str().unwrap(),
+            "--location",
+            "DE",
+            "--operator",
+            "Loopback Storage GmbH",
+            "--operator-country",
+            "DE",
+        ],
+        &[],
+    )
+    .ok();
+    let new_pass = v.scratch.join("new-pass");
+    std::fs::write(&new_pass, format!("{NEW_PASSPHRASE}\n")).unwrap();
+    let r = run(
+        &v,
+        &["passwd"],
+        &[
+            "--passphrase-file".as_ref(),
+            v.passfile.as_os_str(),
+            "--new-passphrase-file".as_ref(),
+            new_pass.as_os_str(),
+        ],
+    )
+    .ok();
+    assert!(r.stdout.contains("key file uploaded to backend s3"), "{r}");
+    let key = s3
+        .list_keys()
+        .into_iter()
+        .find(|k| k.ends_with("keys/tresor.key"))
+        .expect("keys/tresor.key in the bucket");
+    assert_eq!(
+        s3.get_object(&key).unwrap(),
+        std::fs::read(v.vault.join("tresor.key")).unwrap(),
+        "the bucket holds an old key file"
+    );
+}
