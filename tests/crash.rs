@@ -404,25 +404,6 @@ fn assert_tree_consistent(root: &Path, what: &str) -> usize {
     n
 }
 
-/// `tresor fsck --json` on the unmounted vault: must exit 0 and be clean.
-fn assert_fsck_clean(v: &TestVault, what: &str) -> serde_json::Value {
-    let run = v.tresor(&[
-        "fsck".as_ref(),
-        "--vault".as_ref(),
-        v.vault.as_os_str(),
-        "--passphrase-file".as_ref(),
-        v.passfile.as_os_str(),
-        "--json".as_ref(),
-    ]);
-    let json: serde_json::Value = serde_json::from_str(run.stdout.trim())
-        .unwrap_or_else(|e| panic!("{what}: fsck --json printed no JSON ({e}): {run}"));
-    assert!(
-        run.success() && json["clean"] == true,
-        "{what}: fsck is not clean: {run}"
-    );
-    json
-}
-
 fn crash_seed() -> u64 {
     std::env::var("TRESOR_CRASH_SEED")
         .ok()

@@ -183,6 +183,7 @@ fn kill9_during_background_gc_loses_nothing() {
     let packs_at_kill = v.pack_files().len();
     v.kill9();
     eprintln!("kill -9 during background gc: {packs_before} pack files before, {packs_at_kill} at the kill");
+    assert_fsck_clean(&v, "after kill -9 during background gc");
     v.mount();
     assert_content(&v.path("keep"), &keep);
     assert_content(&v.path("partly"), &partly);

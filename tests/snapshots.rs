@@ -397,6 +397,7 @@ fn a_kill_during_a_snapshot_upload_leaves_a_complete_older_snapshot() {
     v.kill9();
     let _ = syncing.kill();
     let _ = syncing.wait();
+    assert_fsck_clean(&v, "after kill -9 during a snapshot upload");
     let completed = manifests(&s3).len() > manifests_a.len();
     eprintln!(
         "killed {} the new manifest was uploaded",
