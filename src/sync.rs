@@ -30,9 +30,10 @@
 //! authenticated as always, so a backend that serves wrong bytes produces
 //! EIO, never wrong data.
 //!
-//! Remote objects are never deleted here: deletion waits for garbage
-//! collection, which must first know that no durable index snapshot still
-//! needs them.
+//! Packs are never deleted remotely by the upload path. Garbage
+//! collection retires them (`gc_dead`), and `snapshots.rs` deletes them
+//! from every backend once an index snapshot that no longer references
+//! them is on every backend.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
