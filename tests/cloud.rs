@@ -8,60 +8,12 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use common::servers::{S3Server, SftpServer, WebdavServer};
 use common::*;
 
 const SECRET: &str = "s3cr3t-never-printed-7f3a";
-
-fn args<'a>(v: &'a TestVault, cmd: &[&'a str]) -> Vec<&'a OsStr> {
-    let mut a: Vec<&OsStr> = cmd.iter().map(|s| OsStr::new(*s)).collect();
-    a.push("--vault".as_ref());
-    a.push(v.vault.as_os_str());
-    a
-}
-
-/// `tresor CMD... --vault V [--passphrase-file P] EXTRA...`
-fn tresor(v: &TestVault, cmd: &[&str], extra: &[&str], with_pass: bool) -> Run {
-    let mut a = args(v, cmd);
-    if with_pass {
-        a.push("--passphrase-file".as_ref());
-        a.push(v.passfile.as_os_str());
-    }
-    a.extend(extra.iter().map(|s| OsStr::new(*s)));
-    v.tresor(&a)
-}
-
-fn add_s3(v: &TestVault, s3: &S3Server, name: &str, location: &str, operator_country: &str) -> Run {
-    let keyfile = v.scratch.join(format!("{name}.secret"));
-    std::fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
-    tresor(
-        v,
-        &["backend", "add", name],
-        &[
-            "--s3",
-            "--endpoint",
-            &s3.endpoint,
-            "--region",
-            &s3.region,
-            "--bucket",
-            &s3.bucket,
-            "--access-key-id",
-            &s3.access_key_id,
-            "--secret-access-key-file",
-            keyfile.to_str().unwrap(),
-            "--location",
-            location,
-            "--operator",
-            "Loopback Storage GmbH",
-            "--operator-country",
-            operator_country,
-        ],
-        false,
-    )
-}
 
 fn add_webdav(
     v: &TestVault,
@@ -70,8 +22,7 @@ fn add_webdav(
     pw: &std::path::Path,
     location: &str,
 ) -> Run {
-    tresor(
-        v,
+    v.tresor_cmd(
         &["backend", "add", name],
         &[
             "--webdav",
@@ -92,11 +43,11 @@ fn add_webdav(
 }
 
 fn sync(v: &TestVault, timeout_s: u32) -> Run {
-    tresor(v, &["sync"], &["--timeout", &timeout_s.to_string()], true)
+    v.tresor_cmd(&["sync"], &["--timeout", &timeout_s.to_string()], true)
 }
 
 fn status(v: &TestVault) -> serde_json::Value {
-    let run = tresor(v, &["status"], &["--json"], true).ok();
+    let run = v.tresor_cmd(&["status"], &["--json"], true).ok();
     serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("status --json: {e}: {run}"))
 }
 
@@ -178,36 +129,38 @@ fn policy_refuses_violations_naming_backend_and_rule() {
     };
     let s3 = S3Server::start("policy");
     // The default policy holds for a local vault.
-    let show = tresor(&v, &["policy", "show"], &[], false).ok();
+    let show = v.tresor_cmd(&["policy", "show"], &[], false).ok();
     assert!(show.stdout.contains("satisfied"), "{show}");
-    tresor(
-        &v,
+    v.tresor_cmd(
         &["policy", "set"],
         &["--deny-operator-country", "US"],
         false,
     )
     .ok();
     // A backend operated from the US is refused at add time.
-    let run = add_s3(&v, &s3, "usa", "DE", "US").failed();
+    let run = v.add_s3(&s3, "usa", "DE", "US").failed();
     assert!(
         run.stderr.contains("usa") && run.stderr.contains("US"),
         "{run}"
     );
-    add_s3(&v, &s3, "frankfurt", "DE", "DE").ok();
+    v.add_s3(&s3, "frankfurt", "DE", "DE").ok();
     // More copies than conforming backends: refused, naming the rule.
-    let run = tresor(&v, &["policy", "set"], &["--copies", "2"], false).failed();
+    let run = v
+        .tresor_cmd(&["policy", "set"], &["--copies", "2"], false)
+        .failed();
     assert!(
         run.stderr.contains("2 copies") && run.stderr.contains("frankfurt"),
         "{run}"
     );
     // Only Finland allowed: the DE backend breaks it.
-    let run = tresor(&v, &["policy", "set"], &["--allow-location", "FI"], false).failed();
+    let run = v
+        .tresor_cmd(&["policy", "set"], &["--allow-location", "FI"], false)
+        .failed();
     assert!(
         run.stderr.contains("frankfurt") && run.stderr.contains("FI"),
         "{run}"
     );
-    tresor(
-        &v,
+    v.tresor_cmd(
         &["policy", "set"],
         &["--require-location", "DE", "--allow-location", "EU"],
         false,
@@ -235,13 +188,13 @@ fn s3_write_back_sync_where_and_read_through_cache() {
         return;
     };
     let s3 = S3Server::start("vault");
-    add_s3(&v, &s3, "s3de", "DE", "DE").ok();
-    let list = tresor(&v, &["backend", "list"], &[], false).ok();
+    v.add_s3(&s3, "s3de", "DE", "DE").ok();
+    let list = v.tresor_cmd(&["backend", "list"], &[], false).ok();
     assert!(
         list.stdout.contains("s3de") && list.stdout.contains("DE"),
         "{list}"
     );
-    tresor(&v, &["backend", "test", "s3de"], &[], false).ok();
+    v.tresor_cmd(&["backend", "test", "s3de"], &[], false).ok();
     v.mount();
     let hashes = write_tree(&v, 1, 48 * MIB);
     let run = sync(&v, 120).ok();
@@ -266,23 +219,23 @@ fn s3_write_back_sync_where_and_read_through_cache() {
         "{keys:?}"
     );
     // where: a file and a directory are fully on the backend.
-    let w = tresor(
-        &v,
-        &["where"],
-        &["--json", v.path("big.bin").to_str().unwrap()],
-        true,
-    )
-    .ok();
+    let w = v
+        .tresor_cmd(
+            &["where"],
+            &["--json", v.path("big.bin").to_str().unwrap()],
+            true,
+        )
+        .ok();
     let w: serde_json::Value = serde_json::from_str(w.stdout.trim()).unwrap();
     assert_eq!(w["data_bytes"], 48 * MIB);
     assert_eq!(w["backends"][0]["pending_percent"], 0.0, "{w}");
     assert_eq!(w["backends"][0]["location"], "DE");
-    let w = tresor(&v, &["where"], &["--json", "docs"], true).ok();
+    let w = v.tresor_cmd(&["where"], &["--json", "docs"], true).ok();
     let w: serde_json::Value = serde_json::from_str(w.stdout.trim()).unwrap();
     assert!(w["data_bytes"].as_u64().unwrap() > 60_000, "{w}");
     // Evict everything, remount with a cold cache: every byte comes back
     // from S3 and is authenticated.
-    let run = tresor(&v, &["cache", "clear"], &[], true).ok();
+    let run = v.tresor_cmd(&["cache", "clear"], &[], true).ok();
     assert!(run.stdout.contains("in the local store:  0 B"), "{run}");
     v.unmount();
     assert_eq!(
@@ -300,7 +253,7 @@ fn s3_write_back_sync_where_and_read_through_cache() {
     // the background.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let c = tresor(&v, &["cache", "show"], &["--json"], true).ok();
+        let c = v.tresor_cmd(&["cache", "show"], &["--json"], true).ok();
         let c: serde_json::Value = serde_json::from_str(c.stdout.trim()).unwrap();
         if c["local_bytes"].as_u64().unwrap() >= 48 * MIB {
             break;
@@ -322,7 +275,7 @@ fn provider_sees_no_names_no_file_sizes_and_few_objects() {
         return;
     };
     let s3 = S3Server::start("leak");
-    add_s3(&v, &s3, "leak", "DE", "DE").ok();
+    v.add_s3(&s3, "leak", "DE", "DE").ok();
     v.mount();
     let mut sizes = std::collections::HashSet::new();
     let mut names = Vec::new();
@@ -395,12 +348,11 @@ fn two_backends_with_two_copies_both_hold_every_pack() {
     };
     let a = S3Server::start("copy-a");
     let dav = WebdavServer::start();
-    add_s3(&v, &a, "a", "DE", "DE").ok();
+    v.add_s3(&a, "a", "DE", "DE").ok();
     let pw = v.scratch.join("dav.pw");
     std::fs::write(&pw, format!("{}\n", dav.password)).unwrap();
     add_webdav(&v, &dav, "b", &pw, "FI").ok();
-    tresor(
-        &v,
+    v.tresor_cmd(
         &["policy", "set"],
         &[
             "--copies",
@@ -434,7 +386,7 @@ fn two_backends_with_two_copies_both_hold_every_pack() {
     for name in ["a", "b"] {
         assert_eq!(backend_status(&st, name)["bytes_pending"], 0, "{st}");
     }
-    tresor(&v, &["cache", "clear"], &[], true).ok();
+    v.tresor_cmd(&["cache", "clear"], &[], true).ok();
     v.unmount();
     v.mount();
     assert_eq!(tree_hashes(&v.mnt), hashes);
@@ -494,7 +446,7 @@ fn wrong_credentials_give_a_clear_error_and_lose_nothing() {
     std::fs::write(&creds, text).unwrap();
     v.mount();
     sync(&v, 120).ok();
-    tresor(&v, &["cache", "clear"], &[], true).ok();
+    v.tresor_cmd(&["cache", "clear"], &[], true).ok();
     v.unmount();
     v.mount();
     assert_eq!(tree_hashes(&v.mnt), hashes);
@@ -507,7 +459,7 @@ fn outage_keeps_writes_local_and_uploads_resume_after_crash() {
         return;
     };
     let mut s3 = S3Server::start("outage");
-    add_s3(&v, &s3, "flaky", "DE", "DE").ok();
+    v.add_s3(&s3, "flaky", "DE", "DE").ok();
     s3.stop(); // connections refused from now on
     v.mount();
     let start = Instant::now();
@@ -568,8 +520,8 @@ fn backlog_over_cache_budget_slows_writers_without_errors() {
         return;
     };
     let mut s3 = S3Server::start("pressure");
-    add_s3(&v, &s3, "slow", "DE", "DE").ok();
-    tresor(&v, &["cache", "set-size"], &["4M"], false).ok();
+    v.add_s3(&s3, "slow", "DE", "DE").ok();
+    v.tresor_cmd(&["cache", "set-size"], &["4M"], false).ok();
     s3.stop();
     v.mount();
     let target = v.path("stream.bin");
@@ -622,7 +574,7 @@ fn round_trip_via(v: &mut TestVault, name: &str) {
     sync(v, 120).ok();
     let st = status(v);
     assert_eq!(backend_status(&st, name)["bytes_pending"], 0, "{st}");
-    tresor(v, &["cache", "clear"], &[], true).ok();
+    v.tresor_cmd(&["cache", "clear"], &[], true).ok();
     v.unmount();
     v.mount();
     assert_eq!(tree_hashes(&v.mnt), hashes);
@@ -691,31 +643,31 @@ fn credentials_stay_in_a_private_file_and_out_of_output_and_logs() {
     let keyfile = v.scratch.join("secret");
     std::fs::write(&keyfile, format!("{SECRET}\n")).unwrap();
     // moto accepts any key pair.
-    let run = tresor(
-        &v,
-        &["backend", "add", "c"],
-        &[
-            "--s3",
-            "--endpoint",
-            &s3.endpoint,
-            "--region",
-            &s3.region,
-            "--bucket",
-            &s3.bucket,
-            "--access-key-id",
-            "AKIDEXAMPLE",
-            "--secret-access-key-file",
-            keyfile.to_str().unwrap(),
-            "--location",
-            "DE",
-            "--operator",
-            "X",
-            "--operator-country",
-            "DE",
-        ],
-        false,
-    )
-    .ok();
+    let run = v
+        .tresor_cmd(
+            &["backend", "add", "c"],
+            &[
+                "--s3",
+                "--endpoint",
+                &s3.endpoint,
+                "--region",
+                &s3.region,
+                "--bucket",
+                &s3.bucket,
+                "--access-key-id",
+                "AKIDEXAMPLE",
+                "--secret-access-key-file",
+                keyfile.to_str().unwrap(),
+                "--location",
+                "DE",
+                "--operator",
+                "X",
+                "--operator-country",
+                "DE",
+            ],
+            false,
+        )
+        .ok();
     let creds = v.vault.join("credentials.toml");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -736,7 +688,7 @@ fn credentials_stay_in_a_private_file_and_out_of_output_and_logs() {
         &["cache", "show"],
         &["policy", "show"],
     ] {
-        let r = tresor(&v, cmd, &[], true);
+        let r = v.tresor_cmd(cmd, &[], true);
         outputs.push(r.stdout);
         outputs.push(r.stderr);
     }
@@ -747,6 +699,6 @@ fn credentials_stay_in_a_private_file_and_out_of_output_and_logs() {
     }
     // A world-readable credentials file is refused with advice.
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let run = tresor(&v, &["backend", "test", "c"], &[], false).failed();
+    let run = v.tresor_cmd(&["backend", "test", "c"], &[], false).failed();
     assert!(run.stderr.contains("chmod 600"), "{run}");
 }

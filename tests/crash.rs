@@ -9,9 +9,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -358,52 +357,6 @@ fn count(model: &Mutex<Model>, op: &'static str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Every entry can be stat'ed, every regular file read to its size without
-/// error, every symlink read; directory nlink = 2 + subdirectories.
-fn assert_tree_consistent(root: &Path, what: &str) -> usize {
-    let mut stack = vec![root.to_path_buf()];
-    let mut n = 0;
-    while let Some(d) = stack.pop() {
-        let mut subdirs = 0;
-        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{what}: readdir {}: {e}", d.display()))
-        {
-            let e = e.unwrap_or_else(|e| panic!("{what}: readdir entry in {}: {e}", d.display()));
-            let p = e.path();
-            let md = fs::symlink_metadata(&p)
-                .unwrap_or_else(|e| panic!("{what}: listed but lstat fails: {}: {e}", p.display()));
-            n += 1;
-            if md.is_dir() {
-                subdirs += 1;
-                stack.push(p);
-            } else if md.is_file() {
-                let mut buf = Vec::new();
-                File::open(&p)
-                    .and_then(|mut f| f.read_to_end(&mut buf))
-                    .unwrap_or_else(|e| panic!("{what}: file unreadable: {}: {e}", p.display()));
-                assert_eq!(
-                    buf.len() as u64,
-                    md.len(),
-                    "{what}: {} reads {} bytes but stat says {}",
-                    p.display(),
-                    buf.len(),
-                    md.len()
-                );
-            } else if md.file_type().is_symlink() {
-                fs::read_link(&p)
-                    .unwrap_or_else(|e| panic!("{what}: readlink {}: {e}", p.display()));
-            }
-        }
-        let nlink = fs::metadata(&d).unwrap().nlink();
-        assert_eq!(
-            nlink,
-            2 + subdirs,
-            "{what}: nlink of directory {}",
-            d.display()
-        );
-    }
-    n
-}
-
 fn crash_seed() -> u64 {
     std::env::var("TRESOR_CRASH_SEED")
         .ok()
@@ -501,48 +454,8 @@ fn kill9_at_random_moments_keeps_fsynced_data_and_a_clean_index() {
     assert!(verified_total > 0, "no fsynced file was ever verified");
 }
 
-fn add_s3(v: &TestVault, s3: &S3Server) {
-    let keyfile = v.scratch.join("s3.secret");
-    fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
-    let args = [
-        "backend",
-        "add",
-        "s3",
-        "--vault",
-        v.vault.to_str().unwrap(),
-        "--s3",
-        "--endpoint",
-        &s3.endpoint,
-        "--region",
-        &s3.region,
-        "--bucket",
-        &s3.bucket,
-        "--access-key-id",
-        &s3.access_key_id,
-        "--secret-access-key-file",
-        keyfile.to_str().unwrap(),
-        "--location",
-        "DE",
-        "--operator",
-        "Loopback Storage GmbH",
-        "--operator-country",
-        "DE",
-    ];
-    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    v.tresor(&args).ok();
-}
-
 fn sync(v: &TestVault) -> Run {
-    v.tresor(&[
-        "sync".as_ref(),
-        "--vault".as_ref(),
-        v.vault.as_os_str(),
-        "--passphrase-file".as_ref(),
-        v.passfile.as_os_str(),
-        "--timeout".as_ref(),
-        "120".as_ref(),
-        "--quiet".as_ref(),
-    ])
+    v.tresor_cmd(&["sync"], &["--timeout", "120", "--quiet"], true)
 }
 
 #[test]
@@ -551,7 +464,7 @@ fn kill9_during_upload_resumes_and_stays_consistent() {
         return;
     };
     let s3 = S3Server::start("crash");
-    add_s3(&v, &s3);
+    v.add_s3(&s3, "s3", "DE", "DE").ok();
     v.mount();
     // ~96 MiB in 6 files (7 packs) written while the S3 server is paused,
     // so that every upload is still to do when it resumes.

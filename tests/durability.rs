@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -92,54 +92,6 @@ fn verify_tree(root: &Path, want: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
         2,
         "{what}: nlink of the hard link"
     );
-}
-
-/// Every entry of the tree can be stat'ed and every regular file read to its
-/// stat size without error; directory nlink matches the subdirectory count.
-fn assert_tree_consistent(root: &Path, what: &str) -> usize {
-    let mut stack = vec![root.to_path_buf()];
-    let mut n = 0;
-    while let Some(d) = stack.pop() {
-        let mut subdirs = 0;
-        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{what}: readdir {}: {e}", d.display()))
-        {
-            let e = e.unwrap_or_else(|e| panic!("{what}: readdir entry in {}: {e}", d.display()));
-            let p = e.path();
-            let md = fs::symlink_metadata(&p)
-                .unwrap_or_else(|e| panic!("{what}: listed but lstat fails: {}: {e}", p.display()));
-            n += 1;
-            if md.is_dir() {
-                subdirs += 1;
-                stack.push(p);
-            } else if md.is_file() {
-                let mut buf = Vec::new();
-                File::open(&p)
-                    .and_then(|mut f| f.read_to_end(&mut buf))
-                    .unwrap_or_else(|e| {
-                        panic!("{what}: listed file unreadable: {}: {e}", p.display())
-                    });
-                assert_eq!(
-                    buf.len() as u64,
-                    md.len(),
-                    "{what}: {} reads {} bytes but stat says {}",
-                    p.display(),
-                    buf.len(),
-                    md.len()
-                );
-            } else if md.file_type().is_symlink() {
-                fs::read_link(&p)
-                    .unwrap_or_else(|e| panic!("{what}: readlink {}: {e}", p.display()));
-            }
-        }
-        let nlink = fs::metadata(&d).unwrap().nlink();
-        assert_eq!(
-            nlink,
-            2 + subdirs,
-            "{what}: nlink of directory {} vs its {subdirs} subdirectories",
-            d.display()
-        );
-    }
-    n
 }
 
 #[test]

@@ -238,35 +238,7 @@ fn passwd_uploads_the_key_file_to_backends() {
         return;
     };
     let s3 = S3Server::start("keys");
-    let secret = v.scratch.join("s3.secret");
-    std::fs::write(&secret, format!("{}\n", s3.secret_access_key)).unwrap();
-    run(
-        &v,
-        &[
-            "backend",
-            "add",
-            "s3",
-            "--s3",
-            "--endpoint",
-            &s3.endpoint,
-            "--region",
-            &s3.region,
-            "--bucket",
-            &s3.bucket,
-            "--access-key-id",
-            &s3.access_key_id,
-            "--secret-access-key-file",
-            secret.to_str().unwrap(),
-            "--location",
-            "DE",
-            "--operator",
-            "Loopback Storage GmbH",
-            "--operator-country",
-            "DE",
-        ],
-        &[],
-    )
-    .ok();
+    v.add_s3(&s3, "s3", "DE", "DE").ok();
     let new_pass = v.scratch.join("new-pass");
     std::fs::write(&new_pass, format!("{NEW_PASSPHRASE}\n")).unwrap();
     let r = run(

@@ -5,80 +5,31 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use common::servers::S3Server;
 use common::tree::{build_source, rsync_dry_run_is_empty};
 use common::*;
 
-/// `tresor CMD... --vault V [--passphrase-file P] EXTRA...`
-fn tresor(v: &TestVault, cmd: &[&str], extra: &[&str], with_pass: bool) -> Run {
-    let mut a: Vec<&OsStr> = cmd.iter().map(|s| OsStr::new(*s)).collect();
-    a.push("--vault".as_ref());
-    a.push(v.vault.as_os_str());
-    if with_pass {
-        a.push("--passphrase-file".as_ref());
-        a.push(v.passfile.as_os_str());
-    }
-    a.extend(extra.iter().map(|s| OsStr::new(*s)));
-    v.tresor(&a)
-}
-
-fn add_s3(v: &TestVault, s3: &S3Server) {
-    let keyfile = v.scratch.join("s3.secret");
-    std::fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
-    tresor(
-        v,
-        &["backend", "add", "s3"],
-        &[
-            "--s3",
-            "--endpoint",
-            &s3.endpoint,
-            "--region",
-            &s3.region,
-            "--bucket",
-            &s3.bucket,
-            "--access-key-id",
-            &s3.access_key_id,
-            "--secret-access-key-file",
-            keyfile.to_str().unwrap(),
-            "--location",
-            "DE",
-            "--operator",
-            "Loopback Storage GmbH",
-            "--operator-country",
-            "DE",
-        ],
-        false,
-    )
-    .ok();
-}
-
 /// A vault with an S3 backend and its own per-machine state directory.
 fn s3_vault(s3: &S3Server, machine: &Path) -> Option<TestVault> {
     let mut v = TestVault::new()?;
     v.env
         .push(("TRESOR_STATE_DIR".into(), machine.display().to_string()));
-    add_s3(&v, s3);
+    v.add_s3(s3, "s3", "DE", "DE").ok();
     Some(v)
 }
 
 fn sync(v: &TestVault) -> Run {
-    tresor(v, &["sync"], &["--timeout", "120"], true)
+    v.tresor_cmd(&["sync"], &["--timeout", "120"], true)
 }
 
 /// `backend export` to a file in `dir`.
 fn export(v: &TestVault, dir: &Path) -> PathBuf {
     let f = dir.join("restore.toml");
     let _ = std::fs::remove_file(&f);
-    tresor(
-        v,
-        &["backend", "export"],
-        &["-o", f.to_str().unwrap()],
-        false,
-    )
-    .ok();
+    v.tresor_cmd(&["backend", "export"], &["-o", f.to_str().unwrap()], false)
+        .ok();
     f
 }
 
@@ -88,14 +39,13 @@ fn restored_twin(v: &TestVault, machine: &Path) -> TestVault {
     w.env
         .push(("TRESOR_STATE_DIR".into(), machine.display().to_string()));
     std::fs::copy(&v.passfile, &w.passfile).unwrap();
-    let _ = v;
     w
 }
 
 fn restore(w: &TestVault, file: &Path, extra: &[&str]) -> Run {
     let mut e = vec!["--backend-config", file.to_str().unwrap()];
     e.extend_from_slice(extra);
-    tresor(w, &["restore"], &e, true)
+    w.tresor_cmd(&["restore"], &e, true)
 }
 
 fn manifests(s3: &S3Server) -> Vec<String> {
@@ -179,7 +129,7 @@ fn restore_on_a_new_machine_gives_the_identical_tree() {
     std::fs::write(w.path("after-restore.txt"), b"still writable").unwrap();
     sync(&w).ok();
     w.unmount();
-    let list = tresor(&w, &["snapshots"], &["--json"], true).ok();
+    let list = w.tresor_cmd(&["snapshots"], &["--json"], true).ok();
     let j: serde_json::Value = serde_json::from_str(list.stdout.trim()).unwrap();
     let snaps = j["backends"][0]["snapshots"].as_array().unwrap();
     assert!(snaps.len() >= 2, "{j}");
@@ -262,14 +212,14 @@ fn a_second_writer_is_refused_until_the_lease_is_broken() {
         refused.stderr.contains("in use on host") && refused.stderr.contains(&vault_a),
         "the refusal must name the holder: {refused}"
     );
-    let shown = tresor(&b, &["lease", "show"], &[], true).ok();
+    let shown = b.tresor_cmd(&["lease", "show"], &[], true).ok();
     assert!(shown.stdout.contains(&vault_a), "{shown}");
 
     // Machine A crashes: its lease stays and still blocks B.
     a.kill9();
     let still = b.try_mount_at(&b.mnt.clone()).failed();
     assert_eq!(still.status.code(), Some(10), "{still}");
-    let broke = tresor(&b, &["lease", "break"], &[], true).ok();
+    let broke = b.tresor_cmd(&["lease", "break"], &[], true).ok();
     assert!(broke.stdout.contains("breaking the lease"), "{broke}");
     b.mount();
     assert_content(&b.path("a.txt"), b"from machine a");
@@ -467,7 +417,7 @@ fn gc_with_a_backend_reclaims_the_space_there_after_a_durable_snapshot() {
         .filter(|k| k.contains("/packs/"))
         .count();
     std::fs::remove_dir_all(v.path("big")).unwrap();
-    let run = tresor(&v, &["gc"], &["--json"], true).ok();
+    let run = v.tresor_cmd(&["gc"], &["--json"], true).ok();
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     let after = pack_bytes(&s3);
     eprintln!(

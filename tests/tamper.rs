@@ -330,7 +330,7 @@ fn tampered_s3_packs_fail_exactly_their_files() {
         return;
     };
     let s3 = S3Server::start("tamper");
-    add_s3(&v, &s3);
+    v.add_s3(&s3, "s3", "DE", "DE").ok();
     v.mount();
     let packs = write_files(&v);
     with_vault(&v, &["sync", "--timeout", "120"]).ok();
@@ -394,7 +394,7 @@ fn damaged_local_copies_are_read_from_the_backend() {
         return;
     };
     let s3 = S3Server::start("fallback");
-    add_s3(&v, &s3);
+    v.add_s3(&s3, "s3", "DE", "DE").ok();
     v.mount();
     let packs = write_files(&v);
     with_vault(&v, &["sync", "--timeout", "120"]).ok();
@@ -411,36 +411,4 @@ fn damaged_local_copies_are_read_from_the_backend() {
         log.contains("a remote backend had an authentic one"),
         "the fallback is logged:\n{log}"
     );
-}
-
-fn add_s3(v: &TestVault, s3: &S3Server) {
-    let keyfile = v.scratch.join("s3.secret");
-    std::fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
-    let mut add: Vec<&OsStr> = ["backend", "add", "s3", "--vault"]
-        .iter()
-        .map(OsStr::new)
-        .collect();
-    add.push(v.vault.as_os_str());
-    for a in [
-        "--s3",
-        "--endpoint",
-        &s3.endpoint,
-        "--region",
-        &s3.region,
-        "--bucket",
-        &s3.bucket,
-        "--access-key-id",
-        &s3.access_key_id,
-        "--secret-access-key-file",
-        keyfile.to_str().unwrap(),
-        "--location",
-        "DE",
-        "--operator",
-        "Loopback Storage GmbH",
-        "--operator-country",
-        "DE",
-    ] {
-        add.push(OsStr::new(a));
-    }
-    v.tresor(&add).ok();
 }

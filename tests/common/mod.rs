@@ -437,6 +437,19 @@ impl TestVault {
         run_bounded(self.cmd().args(args), CLI_TIMEOUT)
     }
 
+    /// `tresor CMD... --vault V [--passphrase-file P] EXTRA...`, unchecked.
+    pub fn tresor_cmd(&self, cmd: &[&str], extra: &[&str], with_pass: bool) -> Run {
+        let mut a: Vec<&OsStr> = cmd.iter().map(OsStr::new).collect();
+        a.push("--vault".as_ref());
+        a.push(self.vault.as_os_str());
+        if with_pass {
+            a.push("--passphrase-file".as_ref());
+            a.push(self.passfile.as_os_str());
+        }
+        a.extend(extra.iter().map(OsStr::new));
+        self.tresor(&a)
+    }
+
     /// `tresor init --vault V --passphrase-file P`, unchecked.
     pub fn init(&self) -> Run {
         self.tresor(&[
@@ -1066,4 +1079,52 @@ pub fn assert_fsck_clean(v: &TestVault, what: &str) -> serde_json::Value {
         "{what}: fsck is not clean: {run}"
     );
     json
+}
+
+/// Every entry of the tree can be stat'ed and every regular file read to its
+/// stat size without error; directory nlink matches the subdirectory count.
+pub fn assert_tree_consistent(root: &Path, what: &str) -> usize {
+    let mut stack = vec![root.to_path_buf()];
+    let mut n = 0;
+    while let Some(d) = stack.pop() {
+        let mut subdirs = 0;
+        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{what}: readdir {}: {e}", d.display()))
+        {
+            let e = e.unwrap_or_else(|e| panic!("{what}: readdir entry in {}: {e}", d.display()));
+            let p = e.path();
+            let md = fs::symlink_metadata(&p)
+                .unwrap_or_else(|e| panic!("{what}: listed but lstat fails: {}: {e}", p.display()));
+            n += 1;
+            if md.is_dir() {
+                subdirs += 1;
+                stack.push(p);
+            } else if md.is_file() {
+                let mut buf = Vec::new();
+                File::open(&p)
+                    .and_then(|mut f| f.read_to_end(&mut buf))
+                    .unwrap_or_else(|e| {
+                        panic!("{what}: listed file unreadable: {}: {e}", p.display())
+                    });
+                assert_eq!(
+                    buf.len() as u64,
+                    md.len(),
+                    "{what}: {} reads {} bytes but stat says {}",
+                    p.display(),
+                    buf.len(),
+                    md.len()
+                );
+            } else if md.file_type().is_symlink() {
+                fs::read_link(&p)
+                    .unwrap_or_else(|e| panic!("{what}: readlink {}: {e}", p.display()));
+            }
+        }
+        let nlink = std::os::unix::fs::MetadataExt::nlink(&fs::metadata(&d).unwrap());
+        assert_eq!(
+            nlink,
+            2 + subdirs,
+            "{what}: nlink of directory {} vs its {subdirs} subdirectories",
+            d.display()
+        );
+    }
+    n
 }

@@ -1706,3 +1706,41 @@ impl Drop for SftpServer {
         self.stop();
     }
 }
+
+impl super::TestVault {
+    /// `tresor backend add NAME --s3 …` for `s3` (the secret goes through a
+    /// file in scratch), operated by "Loopback Storage GmbH"; unchecked.
+    pub fn add_s3(
+        &self,
+        s3: &S3Server,
+        name: &str,
+        location: &str,
+        operator_country: &str,
+    ) -> super::Run {
+        let keyfile = self.scratch.join(format!("{name}.secret"));
+        fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
+        self.tresor_cmd(
+            &["backend", "add", name],
+            &[
+                "--s3",
+                "--endpoint",
+                &s3.endpoint,
+                "--region",
+                &s3.region,
+                "--bucket",
+                &s3.bucket,
+                "--access-key-id",
+                &s3.access_key_id,
+                "--secret-access-key-file",
+                keyfile.to_str().unwrap(),
+                "--location",
+                location,
+                "--operator",
+                "Loopback Storage GmbH",
+                "--operator-country",
+                operator_country,
+            ],
+            false,
+        )
+    }
+}
