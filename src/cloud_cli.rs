@@ -21,6 +21,7 @@ use crate::backend::{self, presets, BackendConfig, Credentials, ServiceName, Vau
 use crate::control;
 use crate::fs::SyncHooks;
 use crate::index::Index;
+use crate::progress::Progress;
 use crate::store::Store;
 use crate::sync::{self, SyncEngine};
 use crate::vault::{self, VaultPaths};
@@ -705,13 +706,7 @@ impl Offline {
             }
         };
         let engine = SyncEngine::new(&paths.root, &config, local, paths.key_file())?;
-        engine.enable_snapshots(
-            crate::snapshot::SnapshotCrypto::new(
-                &unlocked.subkeys.snapshot,
-                unlocked.key_file.vault_id(),
-            ),
-            paths.index(),
-        )?;
+        engine.enable_snapshots(&unlocked)?;
         Ok(Offline {
             index: Arc::new(Mutex::new(index)),
             engine,
@@ -878,11 +873,17 @@ pub fn sync_cmd(
     json_out: bool,
 ) -> Result<()> {
     let paths = paths_of(vault)?;
-    let bar = Progress::new(quiet || json_out);
+    let bar = Progress::new(
+        quiet || json_out,
+        "uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        |done, total, _| format!("sync: {done} of {total} uploaded"),
+    );
+    // The engine reports bytes left; the bar counts bytes done.
+    let progress = |left: u64, total: u64| bar.update(total.saturating_sub(left), total);
     let req = json!({"cmd": "sync", "timeout": timeout});
     let started = Instant::now();
     let answered = control::request(&paths.root, req, &mut |p| {
-        bar.update(
+        progress(
             p["left"].as_u64().unwrap_or(0),
             p["total"].as_u64().unwrap_or(0),
         );
@@ -904,7 +905,7 @@ pub fn sync_cmd(
                 off.engine.wait_synced(
                     timeout.map(Duration::from_secs_f64),
                     &|| off.commit(),
-                    &mut |left, total| bar.update(left, total),
+                    &mut |left, total| progress(left, total),
                 )
             });
             let r = r.and_then(|_| {
@@ -930,64 +931,6 @@ pub fn sync_cmd(
         println!("synced: every pack, the key file and an index snapshot are on every backend");
     }
     Ok(())
-}
-
-/// A progress bar on a terminal, plain lines (every 5 s) otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-    last: Mutex<Option<Instant>>,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Progress {
-        if quiet {
-            return Progress {
-                bar: None,
-                plain: false,
-                last: Mutex::new(None),
-            };
-        }
-        if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            Progress {
-                bar: Some(bar),
-                plain: false,
-                last: Mutex::new(None),
-            }
-        } else {
-            Progress {
-                bar: None,
-                plain: true,
-                last: Mutex::new(None),
-            }
-        }
-    }
-
-    fn update(&self, left: u64, total: u64) {
-        if let Some(b) = &self.bar {
-            b.set_length(total);
-            b.set_position(total.saturating_sub(left));
-        } else if self.plain {
-            let mut last = self.last.lock().unwrap();
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || left == 0 {
-                eprintln!("sync: {} of {} uploaded", total.saturating_sub(left), total);
-                *last = Some(Instant::now());
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }
 
 /// "DE" or "DE+US": the jurisdictions of a backend in a JSON answer.

@@ -334,13 +334,7 @@ pub fn run_daemon(
         let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
         core.packs().set_remote(engine.clone());
         core.set_sync_hooks(engine.clone());
-        engine.enable_snapshots(
-            crate::snapshot::SnapshotCrypto::new(
-                &unlocked.subkeys.snapshot,
-                unlocked.key_file.vault_id(),
-            ),
-            paths.index(),
-        )?;
+        engine.enable_snapshots(&unlocked)?;
         engine.set_read_only(options.iter().any(|o| o == "ro"));
         engine.start(core.clone());
         if let Err(e) = engine.acquire() {

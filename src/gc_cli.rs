@@ -2,64 +2,21 @@
 //! itself and collects (see `src/gc.rs`). Progress: a bar on a terminal,
 //! plain lines otherwise, nothing with `--quiet`/`--json`.
 
-use std::io::IsTerminal;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::gc::{self, GcOptions, GcReport};
+use crate::progress::Progress;
 use crate::{control, VaultArgs};
-
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-    last: Mutex<Option<Instant>>,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Progress {
-        let terminal = !quiet && std::io::stderr().is_terminal();
-        let bar = terminal.then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("collecting {bar:30} {pos}/{len} packs")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Progress {
-            bar,
-            plain: !quiet && !terminal,
-            last: Mutex::new(None),
-        }
-    }
-
-    fn update(&self, done: u64, total: u64) {
-        if let Some(b) = &self.bar {
-            b.set_length(total);
-            b.set_position(done);
-        } else if self.plain && total > 0 {
-            let mut last = self.last.lock().unwrap();
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || done == total {
-                eprintln!("gc: {done} of {total} packs processed");
-                *last = Some(Instant::now());
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
 
 pub fn gc_cmd(vault: &VaultArgs, dry_run: bool, quiet: bool, json_out: bool) -> Result<()> {
     let paths = vault.paths()?;
     crate::vault::require_exists(&paths)?;
-    let bar = Progress::new(quiet || json_out);
+    let bar = Progress::new(
+        quiet || json_out,
+        "collecting {bar:30} {pos}/{len} packs",
+        |done, total, _| format!("gc: {done} of {total} packs processed"),
+    );
     let answered = control::request(
         &paths.root,
         json!({"cmd": "gc", "dry_run": dry_run}),

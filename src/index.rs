@@ -290,6 +290,29 @@ fn row_to_attr(r: &rusqlite::Row) -> rusqlite::Result<Attr> {
 const ATTR_COLUMNS: &str =
     "ino, mode, uid, gid, size, nlink, rdev, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns";
 
+/// `(id, name, size)` of a `SELECT id, name, size FROM packs …` row.
+fn pack_row(r: &rusqlite::Row) -> rusqlite::Result<(u64, Vec<u8>, u64)> {
+    Ok((
+        r.get::<_, i64>(0)? as u64,
+        r.get(1)?,
+        r.get::<_, i64>(2)? as u64,
+    ))
+}
+
+/// Pack rows with their 16-byte names (rows with a malformed name are skipped).
+fn collect_packs(
+    rows: impl Iterator<Item = rusqlite::Result<(u64, Vec<u8>, u64)>>,
+) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, name, size) = row?;
+        if let Ok(name) = name.try_into() {
+            out.push((id, name, size));
+        }
+    }
+    Ok(out)
+}
+
 fn chunk_from_blob(b: Vec<u8>) -> rusqlite::Result<ChunkId> {
     let arr: [u8; 32] = b.try_into().map_err(|_| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -893,21 +916,8 @@ impl Index {
              (SELECT 1 FROM placements p WHERE p.pack = packs.id AND p.backend = ?2) \
              ORDER BY id LIMIT ?3",
         )?;
-        let rows = st.query_map(params![PACK_STORED, backend, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, size) = row?;
-            if let Ok(name) = name.try_into() {
-                out.push((id, name, size));
-            }
-        }
-        Ok(out)
+        let rows = st.query_map(params![PACK_STORED, backend, limit as i64], pack_row)?;
+        collect_packs(rows)
     }
 
     pub fn add_placement(&self, pack: u64, backend: &str) -> Result<(), IndexError> {
@@ -1016,21 +1026,8 @@ impl Index {
             backends.len()
         );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st.query_map(rusqlite::params_from_iter(backends), |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, size) = row?;
-            if let Ok(name) = name.try_into() {
-                out.push((id, name, size));
-            }
-        }
-        Ok(out)
+        let rows = st.query_map(rusqlite::params_from_iter(backends), pack_row)?;
+        collect_packs(rows)
     }
 
     /// Stored bytes not yet on every one of `backends` (the upload backlog).
@@ -1158,21 +1155,8 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached("SELECT id, name, size FROM packs WHERE state = ?1 ORDER BY id")?;
-        let rows = st.query_map(params![PACK_STORED], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, size) = row?;
-            if let Ok(name) = name.try_into() {
-                out.push((id, name, size));
-            }
-        }
-        Ok(out)
+        let rows = st.query_map(params![PACK_STORED], pack_row)?;
+        collect_packs(rows)
     }
 
     /// Pack numbers with a row in `evicted`.

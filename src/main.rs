@@ -25,6 +25,7 @@ mod keyring;
 mod keys;
 mod overlay;
 mod packstore;
+mod progress;
 mod recovery_cli;
 mod snapshot;
 mod store;

@@ -11,10 +11,9 @@
 //! with `vault_id = "…"` at the top of the file).
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -23,6 +22,7 @@ use serde_json::{json, Value};
 use crate::backend::{self, BackendConfig, Credentials, Secret, VaultConfig};
 use crate::index::Index;
 use crate::keys::KeyFile;
+use crate::progress::Progress;
 use crate::snapshot::{self, Manifest, SnapshotCrypto};
 use crate::store::Store;
 use crate::sync::{SyncEngine, REMOTE_KEY_PATH};
@@ -89,10 +89,7 @@ fn open_remotes(args: &VaultArgs) -> Result<Remotes> {
     let local = Arc::new(Store::open_local(&paths.store())?);
     let engine = SyncEngine::new(&paths.root, &config, local, paths.key_file())?;
     let vault_id = unlocked.key_file.vault_id();
-    engine.enable_snapshots(
-        SnapshotCrypto::new(&unlocked.subkeys.snapshot, vault_id),
-        paths.index(),
-    )?;
+    engine.enable_snapshots(&unlocked)?;
     Ok(Remotes {
         engine,
         vault_id,
@@ -395,53 +392,6 @@ fn discover_root(
     }
 }
 
-/// Progress of a restore: a bar on a terminal, lines otherwise.
-struct Bar {
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-    last: Mutex<Option<Instant>>,
-}
-
-impl Bar {
-    fn new(quiet: bool) -> Bar {
-        let tty = !quiet && std::io::stderr().is_terminal();
-        let bar = tty.then(|| {
-            let b = indicatif::ProgressBar::new(0);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "restoring index {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b
-        });
-        Bar {
-            bar,
-            plain: !quiet && !tty,
-            last: Mutex::new(None),
-        }
-    }
-
-    fn update(&self, done: u64, total: u64) {
-        if let Some(b) = &self.bar {
-            b.set_length(total);
-            b.set_position(done);
-        } else if self.plain {
-            let mut last = self.last.lock().unwrap();
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || done == total {
-                eprintln!("restore: {done} of {total} index bytes downloaded");
-                *last = Some(Instant::now());
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
-
 pub fn restore_cmd(args: RestoreArgs) -> Result<()> {
     let started = Instant::now();
     let paths = args.vault.paths()?;
@@ -544,16 +494,8 @@ pub fn restore_cmd(args: RestoreArgs) -> Result<()> {
     let mut best: Option<(Manifest, usize)> = None;
     let mut newest_per_backend = Vec::new();
     for (i, (b, store)) in stores.iter().enumerate() {
-        let gens = match store.list(snapshot::MANIFEST_PREFIX) {
-            Ok(p) => {
-                let mut g: Vec<u64> = p
-                    .iter()
-                    .filter(|p| !p.starts_with(snapshot::BLOCK_PREFIX))
-                    .filter_map(|p| snapshot::generation_of(p))
-                    .collect();
-                g.sort_unstable_by(|a, b| b.cmp(a));
-                g
-            }
+        let gens = match snapshot::list_remote(store) {
+            Ok(l) => l.generations,
             Err(e) => {
                 eprintln!("warning: backend {}: cannot list snapshots: {e}", b.name);
                 continue;
@@ -616,7 +558,11 @@ pub fn restore_cmd(args: RestoreArgs) -> Result<()> {
         .create(&paths.root)
         .with_context(|| format!("cannot create {}", paths.root.display()))?;
     let tmp = paths.root.join("index.db.restoring");
-    let bar = Bar::new(args.quiet || args.json);
+    let bar = Progress::new(
+        args.quiet || args.json,
+        "restoring index {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        |done, total, _| format!("restore: {done} of {total} index bytes downloaded"),
+    );
     let total = manifest.db_len;
     let order: Vec<usize> = std::iter::once(from)
         .chain((0..stores.len()).filter(|i| *i != from))

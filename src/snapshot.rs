@@ -132,6 +132,29 @@ pub fn generation_of(path: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// What `index/` on a backend holds: manifest generations (newest first)
+/// and block ids, from one recursive listing.
+pub struct RemoteIndex {
+    pub generations: Vec<u64>,
+    pub blocks: Vec<BlockId>,
+}
+
+pub fn list_remote(store: &crate::store::Store) -> Result<RemoteIndex, crate::store::StoreError> {
+    let mut out = RemoteIndex {
+        generations: Vec::new(),
+        blocks: Vec::new(),
+    };
+    for p in store.list(MANIFEST_PREFIX)? {
+        if p.starts_with(BLOCK_PREFIX) {
+            out.blocks.extend(block_id_of(&p));
+        } else {
+            out.generations.extend(generation_of(&p));
+        }
+    }
+    out.generations.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(out)
+}
+
 pub fn block_path(id: &BlockId) -> String {
     format!("{BLOCK_PREFIX}{}", hex::encode(id))
 }

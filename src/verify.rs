@@ -36,9 +36,7 @@
 //! unreachable, …), 3 wrong passphrase.
 
 use std::collections::{HashMap, HashSet};
-use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -51,6 +49,7 @@ use crate::chunk::seal::{ChunkId, ChunkSealer};
 use crate::exit;
 use crate::index::{ChunkLocation, Index};
 use crate::keys::SecretKey;
+use crate::progress::Progress;
 use crate::store::Store;
 use crate::vault;
 use crate::VaultArgs;
@@ -218,67 +217,6 @@ pub fn refill_check(pack_key: SecretKey, sealer: Arc<ChunkSealer>) -> crate::syn
     Arc::new(move |path: &str, object: &[u8]| check_pack_object(path, object, &pack_key, &sealer))
 }
 
-/// Progress over the bytes to download: a bar on a terminal, a plain line
-/// every 5 s otherwise, nothing with `--quiet`/`--json`.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-    last: Mutex<Option<Instant>>,
-    packs_total: usize,
-}
-
-impl Progress {
-    fn new(silent: bool, bytes_total: u64, packs_total: usize) -> Progress {
-        let mut p = Progress {
-            bar: None,
-            plain: false,
-            last: Mutex::new(None),
-            packs_total,
-        };
-        if silent {
-            return p;
-        }
-        if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(bytes_total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "verifying {bar:30} {bytes}/{total_bytes} {msg} {bytes_per_sec} ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            p.bar = Some(bar);
-        } else {
-            p.plain = true;
-        }
-        p
-    }
-
-    fn update(&self, bytes_done: u64, packs_done: usize) {
-        if let Some(b) = &self.bar {
-            b.set_position(bytes_done);
-            b.set_message(format!("{packs_done}/{} packs", self.packs_total));
-        } else if self.plain {
-            let mut last = self.last.lock().unwrap();
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-                || packs_done == self.packs_total
-            {
-                eprintln!(
-                    "verify: {packs_done} of {} packs ({}) checked",
-                    self.packs_total,
-                    crate::human(bytes_done)
-                );
-                *last = Some(Instant::now());
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}
-
 pub fn run(opts: VerifyOpts) -> Result<()> {
     let paths = opts.vault.paths()?;
     vault::require_exists(&paths)?;
@@ -421,8 +359,8 @@ pub fn run(opts: VerifyOpts) -> Result<()> {
     };
     let progress = Progress::new(
         opts.quiet || opts.json || !opts.data,
-        bytes_total,
-        packs_total,
+        "verifying {bar:30} {bytes}/{total_bytes} {msg} {bytes_per_sec} ETA {eta}",
+        |done, _, packs| format!("verify: {packs} ({}) checked", crate::human(done)),
     );
     let (mut bytes_done, mut packs_done) = (0u64, 0usize);
     let mut recheck_local: Vec<(usize, usize)> = Vec::new();
@@ -440,7 +378,8 @@ pub fn run(opts: VerifyOpts) -> Result<()> {
                     let got = w.loc.store.read_all(&path);
                     bytes_done += size;
                     packs_done += 1;
-                    progress.update(bytes_done, packs_done);
+                    progress.set_message(format!("{packs_done} of {packs_total} packs"));
+                    progress.update(bytes_done, bytes_total);
                     match got {
                         Ok(object) => check_object(pack, &object, &chunks, pack_key, &sealer),
                         Err(e) if e.is_not_found() => Findings {

@@ -84,11 +84,11 @@ pub struct SnapshotListing {
 
 impl SyncEngine {
     /// Turns snapshots and the lease on (the caller has unlocked the vault).
-    pub fn enable_snapshots(&self, crypto: SnapshotCrypto, index_path: PathBuf) -> Result<()> {
+    pub fn enable_snapshots(&self, unlocked: &crate::vault::UnlockedVault) -> Result<()> {
         let instance = snapshot::instance_id(&self.vault)?;
         self.snap.lock().unwrap().setup = Some(Arc::new(Setup {
-            crypto,
-            index_path,
+            crypto: SnapshotCrypto::new(&unlocked.subkeys.snapshot, unlocked.key_file.vault_id()),
+            index_path: crate::vault::VaultPaths::new(self.vault.clone()).index(),
             instance,
             hostname: snapshot::hostname(),
         }));
@@ -123,33 +123,25 @@ impl SyncEngine {
         {
             return Ok(());
         }
-        let paths = remote
-            .store
-            .list(snapshot::MANIFEST_PREFIX)
+        let listing = snapshot::list_remote(&remote.store)
             .with_context(|| format!("listing snapshots on backend {}", remote.cfg.name))?;
-        let mut b = BackendSnaps::default();
-        for p in &paths {
-            if let Some(g) = snapshot::generation_of(p) {
-                if p.starts_with(snapshot::BLOCK_PREFIX) {
-                    continue;
-                }
-                let obj = remote.store.read_all(&snapshot::manifest_path(g))?;
-                match setup.crypto.open_manifest(g, &obj) {
-                    Ok(m) => {
-                        if g > b.durable {
-                            b.durable = g;
-                            b.newest_holder = Some((m.holder.clone(), m.hostname.clone()));
-                        }
-                        b.manifests.insert(g, m.blocks);
+        let mut b = BackendSnaps {
+            blocks: listing.blocks.into_iter().collect(),
+            ..BackendSnaps::default()
+        };
+        for g in listing.generations {
+            let obj = remote.store.read_all(&snapshot::manifest_path(g))?;
+            match setup.crypto.open_manifest(g, &obj) {
+                Ok(m) => {
+                    if g > b.durable {
+                        b.durable = g;
+                        b.newest_holder = Some((m.holder.clone(), m.hostname.clone()));
                     }
-                    Err(e) => {
-                        log::warn!("backend {}: {e}; ignoring it", remote.cfg.name);
-                        b.unreadable.push(g);
-                    }
+                    b.manifests.insert(g, m.blocks);
                 }
-            } else if p.starts_with(snapshot::BLOCK_PREFIX) {
-                if let Some(id) = snapshot::block_id_of(p) {
-                    b.blocks.insert(id);
+                Err(e) => {
+                    log::warn!("backend {}: {e}; ignoring it", remote.cfg.name);
+                    b.unreadable.push(g);
                 }
             }
         }
@@ -455,24 +447,20 @@ impl SyncEngine {
         if let Some(e) = err {
             return Err(e).context("recording the snapshot generation");
         }
+        // Blocks every backend already holds (their bytes need not be kept).
         let everywhere: HashSet<BlockId> = {
             let st = self.snap.lock().unwrap();
-            let mut sets = remotes
+            let sets: Vec<Option<&HashSet<BlockId>>> = remotes
                 .iter()
-                .map(|r| st.backends.get(&r.cfg.id).map(|b| &b.blocks));
-            match sets.next().flatten() {
-                Some(first) => first
+                .map(|r| st.backends.get(&r.cfg.id).map(|b| &b.blocks))
+                .collect();
+            match sets.split_first() {
+                Some((Some(first), rest)) => first
                     .iter()
-                    .filter(|id| {
-                        remotes.iter().all(|r| {
-                            st.backends
-                                .get(&r.cfg.id)
-                                .is_some_and(|b| b.blocks.contains(*id))
-                        })
-                    })
+                    .filter(|id| rest.iter().all(|s| s.is_some_and(|s| s.contains(*id))))
                     .copied()
                     .collect(),
-                None => HashSet::new(),
+                _ => HashSet::new(),
             }
         };
         let mut fb = None;
@@ -716,15 +704,9 @@ impl SyncEngine {
                 entries: Vec::new(),
                 error: None,
             };
-            match r.store.list(snapshot::MANIFEST_PREFIX) {
-                Ok(paths) => {
-                    let mut gens: Vec<u64> = paths
-                        .iter()
-                        .filter(|p| !p.starts_with(snapshot::BLOCK_PREFIX))
-                        .filter_map(|p| snapshot::generation_of(p))
-                        .collect();
-                    gens.sort_unstable_by(|a, b| b.cmp(a));
-                    for g in gens {
+            match snapshot::list_remote(&r.store) {
+                Ok(listing) => {
+                    for g in listing.generations {
                         let obj = r.store.read_all(&snapshot::manifest_path(g));
                         let (m, size) = match (&obj, &setup) {
                             (Ok(o), Some(s)) => (s.crypto.open_manifest(g, o).ok(), o.len() as u64),

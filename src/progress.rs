@@ -1,0 +1,78 @@
+//! Progress for long commands (`sync`, `restore`, `verify`, `gc`): an
+//! indicatif bar on a terminal, a plain line every 5 s (and at the end)
+//! when stderr is not a terminal, nothing with `--quiet`/`--json`.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+type Line = Box<dyn Fn(u64, u64, &str) -> String + Send + Sync>;
+/// When the last plain line was printed, and the current message.
+type LineState = Mutex<(Option<Instant>, String)>;
+
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    /// Plain lines: the text for (done, total, message), and when the last was printed.
+    plain: Option<(Line, LineState)>,
+}
+
+impl Progress {
+    /// `template` styles the bar (indicatif syntax); `line` words a plain
+    /// line from (done, total, the last message).
+    pub fn new(
+        quiet: bool,
+        template: &str,
+        line: impl Fn(u64, u64, &str) -> String + Send + Sync + 'static,
+    ) -> Progress {
+        if quiet {
+            return Progress {
+                bar: None,
+                plain: None,
+            };
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            Progress {
+                bar: Some(bar),
+                plain: None,
+            }
+        } else {
+            Progress {
+                bar: None,
+                plain: Some((Box::new(line), Mutex::new((None, String::new())))),
+            }
+        }
+    }
+
+    /// A message shown next to the bar (`{msg}`) and passed to plain lines.
+    pub fn set_message(&self, msg: String) {
+        if let Some(b) = &self.bar {
+            b.set_message(msg);
+        } else if let Some((_, state)) = &self.plain {
+            state.lock().unwrap().1 = msg;
+        }
+    }
+
+    pub fn update(&self, done: u64, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+        } else if let Some((line, state)) = &self.plain {
+            let mut st = state.lock().unwrap();
+            if st.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || done >= total {
+                eprintln!("{}", line(done, total, &st.1));
+                st.0 = Some(Instant::now());
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
