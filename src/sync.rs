@@ -176,8 +176,6 @@ pub struct SyncEngine {
     /// Serialises snapshot rounds (timer, `sync`, unmount).
     snap_round: Mutex<()>,
     snapshot_cfg: RwLock<backend::SnapshotConfig>,
-    /// Bytes of snapshot blocks and manifests uploaded (all backends).
-    snapshot_bytes: AtomicU64,
     /// A read-only mount (`-o ro`): no lease, no snapshots.
     read_only: AtomicBool,
     /// Authenticates a whole pack object before a refill puts it into the
@@ -228,7 +226,6 @@ impl SyncEngine {
             snap: Mutex::new(snapshots::SnapState::default()),
             snap_round: Mutex::new(()),
             snapshot_cfg: RwLock::new(config.snapshot.clone()),
-            snapshot_bytes: AtomicU64::new(0),
             read_only: AtomicBool::new(false),
             pack_check: Arc::new(std::sync::OnceLock::new()),
             refill_refused: Arc::new(Mutex::new(HashSet::new())),

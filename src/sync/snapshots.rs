@@ -566,7 +566,6 @@ impl SyncEngine {
             "backend {}: index snapshot generation {generation} uploaded ({uploaded} bytes)",
             remote.cfg.name
         );
-        self.snapshot_bytes.fetch_add(uploaded, Ordering::Relaxed);
         // Seen = on a backend (not merely captured: a crash before any
         // upload must not make the previous snapshot look like a rollback).
         snapshot::record_seen(&setup.crypto.vault_id(), generation);
