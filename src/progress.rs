@@ -2,8 +2,8 @@
 //! indicatif bar on a terminal, a plain line every 5 s (and at the end)
 //! when stderr is not a terminal, nothing with `--quiet`/`--json`.
 
+use parking_lot::Mutex;
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 type Line = Box<dyn Fn(u64, u64, &str) -> String + Send + Sync>;
@@ -53,7 +53,7 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.set_message(msg);
         } else if let Some((_, state)) = &self.plain {
-            state.lock().unwrap().1 = msg;
+            state.lock().1 = msg;
         }
     }
 
@@ -62,7 +62,7 @@ impl Progress {
             b.set_length(total);
             b.set_position(done);
         } else if let Some((line, state)) = &self.plain {
-            let mut st = state.lock().unwrap();
+            let mut st = state.lock();
             if st.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || done >= total {
                 eprintln!("{}", line(done, total, &st.1));
                 st.0 = Some(Instant::now());
@@ -74,5 +74,21 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+/// "1.50 MiB (1572864 B)": binary units with the exact count.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {} ({n} B)", UNITS[u])
     }
 }

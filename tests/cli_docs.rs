@@ -228,7 +228,11 @@ fn man_pages_render_without_warnings() {
         assert!(text.contains(want), "tresor(1) lacks {want:?}:\n{text}");
     }
     let mount = fs::read_to_string(out.join("tresor-mount.1")).unwrap();
-    assert!(!mount.contains("ready-stdout") && !mount.contains("passphrase-stdin"));
+    assert!(
+        !mount.contains("ready-stdout")
+            && !mount.contains("passphrase-stdin")
+            && !mount.contains("secret-stdin")
+    );
     // `tresor man` alone prints tresor(1)
     let stdout = tresor(&["man"]).ok().stdout;
     assert_eq!(stdout, fs::read_to_string(out.join("tresor.1")).unwrap());

@@ -264,3 +264,229 @@ fn passwd_uploads_the_key_file_to_backends() {
         "the bucket holds an old key file"
     );
 }
+
+/// One kind of secret, as flags plus environment for the command.
+struct Secret {
+    name: &'static str,
+    flags: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
+}
+
+fn args_of(a: &[std::ffi::OsString]) -> Vec<&OsStr> {
+    a.iter().map(|s| s.as_os_str()).collect()
+}
+
+fn run_with(v: &TestVault, args: &[&OsStr], secret: &Secret) -> Run {
+    let mut c = v.cmd();
+    c.args(args).args(&secret.flags);
+    for (k, val) in &secret.env {
+        c.env(k, val);
+    }
+    run_bounded(&mut c, std::time::Duration::from_secs(120))
+}
+
+/// Regression (issue "One house"): `verify`, `gc`, `restore`, `backend
+/// export` and `overlay` read only a passphrase and silently ignored
+/// `--key-file`, and `key add-keyfile` advised `--passphrase-file`. Every
+/// command that unlocks the vault now goes through one opener; here each
+/// runs with a passphrase file, the recovery key, a key file, the desktop
+/// keyring and `TRESOR_PASSPHRASE`, unmounted and (for the commands the
+/// daemon answers) mounted. The overlay at the end also mounts with a
+/// binary key file, which failed before: the daemon read its secret as one
+/// line of UTF-8 from the pipe.
+#[test]
+fn every_unlocking_command_takes_every_kind_of_secret() {
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    let s3 = S3Server::start("secrets");
+    v.add_s3(&s3, "s3", "DE", "DE").ok();
+    v.mount();
+    let data = random_bytes(21, 2 * MIB as usize);
+    std::fs::write(v.path("kept.bin"), &data).unwrap();
+    v.unmount();
+
+    // The secrets.
+    let rk_file = v.scratch.join("recovery");
+    std::fs::write(&rk_file, format!("{}\n", recovery_key(&v.init_output))).unwrap();
+    let key_file = v.scratch.join("key.bin");
+    std::fs::write(&key_file, random_bytes(22, 256)).unwrap();
+    let r = run(
+        &v,
+        &["key", "add-keyfile", key_file.to_str().unwrap()],
+        &with_file("--passphrase-file", &v.passfile),
+    )
+    .ok();
+    assert!(
+        r.stdout.contains("unlock with --key-file"),
+        "add-keyfile must advise the flag that works: {r}"
+    );
+    let vault_id = v.status_json()["vault_id"].as_str().unwrap().to_string();
+    let fakebin = fake_secret_tool(&v.root_path);
+    std::fs::write(
+        fakebin
+            .join("secrets")
+            .join(format!("service_tresor_vault_{vault_id}")),
+        PASSPHRASE,
+    )
+    .unwrap();
+    let path_with_fake = format!("{}:{}", fakebin.display(), std::env::var("PATH").unwrap());
+    let secrets = [
+        Secret {
+            name: "passphrase file",
+            flags: vec!["--passphrase-file".into(), v.passfile.clone().into()],
+            env: vec![],
+        },
+        Secret {
+            name: "recovery key",
+            flags: vec!["--passphrase-file".into(), rk_file.clone().into()],
+            env: vec![],
+        },
+        Secret {
+            name: "key file",
+            flags: vec!["--key-file".into(), key_file.clone().into()],
+            env: vec![],
+        },
+        Secret {
+            name: "keyring",
+            flags: vec!["--keyring".into()],
+            env: vec![
+                ("PATH".into(), path_with_fake.clone()),
+                (
+                    "DBUS_SESSION_BUS_ADDRESS".into(),
+                    "unix:path=/nonexistent/fake-bus".into(),
+                ),
+            ],
+        },
+        Secret {
+            name: "TRESOR_PASSPHRASE",
+            flags: vec![],
+            env: vec![("TRESOR_PASSPHRASE".into(), PASSPHRASE.into())],
+        },
+    ];
+    let wrong = Secret {
+        name: "a wrong key file",
+        flags: vec!["--key-file".into(), v.passfile.clone().into()],
+        env: vec![],
+    };
+    let export = v.scratch.join("restore.toml");
+    let vault = v.vault.clone();
+    let vault_cmd = |cmd: &[&str], extra: &[&OsStr]| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = cmd.iter().map(|s| s.into()).collect();
+        a.push("--vault".into());
+        a.push(vault.clone().into());
+        a.extend(extra.iter().map(|s| s.to_os_string()));
+        a
+    };
+    let unmounted: Vec<Vec<std::ffi::OsString>> = vec![
+        vault_cmd(&["status", "--json"], &[]),
+        vault_cmd(&["verify", "--quiet"], &[]),
+        vault_cmd(&["gc", "--quiet"], &[]),
+        vault_cmd(&["fsck"], &[]),
+        vault_cmd(&["sync", "--quiet"], &[]),
+        vault_cmd(&["where", "kept.bin"], &[]),
+        vault_cmd(&["cache", "show"], &[]),
+        vault_cmd(&["snapshots"], &[]),
+        vault_cmd(&["lease", "show"], &[]),
+        vault_cmd(&["key", "list"], &[]),
+        vault_cmd(&["backend", "export"], &["-o".as_ref(), export.as_os_str()]),
+    ];
+    let mounted_cmds: Vec<Vec<std::ffi::OsString>> = vec![
+        vault_cmd(&["status", "--json"], &[]),
+        vault_cmd(&["sync", "--quiet"], &[]),
+        vault_cmd(&["gc", "--quiet"], &[]),
+        vault_cmd(&["where", "kept.bin"], &[]),
+        vault_cmd(&["verify", "--quiet"], &[]),
+    ];
+    // `backend export` refuses to overwrite its output.
+    let fresh_export = || {
+        let _ = std::fs::remove_file(&export);
+    };
+    for s in &secrets {
+        for cmd in &unmounted {
+            fresh_export();
+            let r = run_with(&v, &args_of(cmd), s);
+            assert!(r.success(), "{:?} with {}: {r}", cmd, s.name);
+        }
+    }
+    let restore_file = v.scratch.join("restore-kept.toml");
+    std::fs::copy(&export, &restore_file).unwrap();
+    // A wrong secret is refused by every one that unlocks, with exit code 3
+    // (`key list` and `backend export` read no secret: slot kinds and the
+    // backends' credentials are not protected by the vault key).
+    for cmd in unmounted
+        .iter()
+        .filter(|c| c[0] != "key" && c[0] != "backend")
+    {
+        fresh_export();
+        let r = run_with(&v, &args_of(cmd), &wrong);
+        assert_eq!(
+            r.status.code(),
+            Some(3),
+            "{:?} with {}: {r}",
+            cmd,
+            wrong.name
+        );
+    }
+    // Restore on a new machine: the key file came from the backend, the
+    // secret from the user. (The keyring holds secrets by vault id, for a
+    // vault this machine has; a restore has none yet.)
+    for (i, s) in secrets.iter().filter(|s| s.name != "keyring").enumerate() {
+        let target = v.root_path.join(format!("restored-{i}"));
+        let cmd: Vec<std::ffi::OsString> = vec![
+            "restore".into(),
+            "--quiet".into(),
+            "--vault".into(),
+            target.clone().into(),
+            "--backend-config".into(),
+            restore_file.clone().into(),
+        ];
+        let r = run_with(&v, &args_of(&cmd), s);
+        assert!(r.success(), "restore with {}: {r}", s.name);
+        assert!(target.join("tresor.key").exists());
+    }
+
+    // Mounted: the daemon answers, the secret still has to open the vault.
+    v.mount();
+    for s in &secrets {
+        for cmd in &mounted_cmds {
+            let r = run_with(&v, &args_of(cmd), s);
+            assert!(r.success(), "mounted {:?} with {}: {r}", cmd, s.name);
+        }
+    }
+    v.unmount();
+
+    // overlay: a new, empty vault with a key-file slot, opened by the key file.
+    let folder = v.root_path.join("to-encrypt");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("letter.txt"), b"dear tax office").unwrap();
+    let empty = TestVault::new_unchecked();
+    let r = run(
+        &empty,
+        &["key", "add-keyfile", key_file.to_str().unwrap()],
+        &with_file("--passphrase-file", &empty.passfile),
+    );
+    assert!(r.success(), "{r}");
+    let r = run_with(
+        &empty,
+        &[
+            "overlay".as_ref(),
+            "--quiet".as_ref(),
+            "--vault".as_ref(),
+            empty.vault.as_os_str(),
+            folder.as_os_str(),
+        ],
+        &secrets[2],
+    );
+    assert!(r.success(), "overlay with a key file: {r}");
+    assert_eq!(
+        std::fs::read(folder.join("letter.txt")).unwrap(),
+        b"dear tax office"
+    );
+    assert!(
+        is_fuse_mounted(&folder),
+        "the vault is mounted over the folder"
+    );
+    let r = empty.tresor(&["unmount".as_ref(), folder.as_os_str()]);
+    assert!(r.success(), "{r}");
+}

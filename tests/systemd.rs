@@ -256,32 +256,6 @@ fn install_refuses_unsafe_or_wrong_passphrase_sources() {
     assert!(r.stderr.contains("--passphrase-file FILE"), "{r}");
     assert!(!env.unit_dir().exists() || fs::read_dir(env.unit_dir()).unwrap().next().is_none());
 }
-
-/// A `secret-tool` stand-in storing secrets in files; logs its argv.
-fn fake_secret_tool(dir: &Path) -> PathBuf {
-    let bin = dir.join("fakebin");
-    fs::create_dir_all(bin.join("secrets")).unwrap();
-    let script = format!(
-        r#"#!/bin/sh
-echo "$@" >> {log}
-cmd=$1; shift
-[ "$cmd" = store ] && shift   # --label=...
-key=$(echo "$@" | tr ' /' '__')
-case $cmd in
-  store) cat > {db}/"$key" ;;
-  lookup) [ -f {db}/"$key" ] && exec cat {db}/"$key"; exit 1 ;;
-  *) echo "fake secret-tool: $cmd unsupported" >&2; exit 2 ;;
-esac
-"#,
-        log = bin.join("argv.log").display(),
-        db = bin.join("secrets").display()
-    );
-    let tool = bin.join("secret-tool");
-    fs::write(&tool, script).unwrap();
-    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
-    bin
-}
-
 #[test]
 fn keyring_install_stores_once_and_lookup_unlocks() {
     let env = Env::new(TestVault::new_unchecked());

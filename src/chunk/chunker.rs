@@ -23,7 +23,7 @@
 use fastcdc::v2020::{cut_gear, MASKS};
 use zeroize::Zeroize;
 
-use crate::keys::SecretKey;
+use crate::vault::keys::SecretKey;
 
 pub const MIN_CHUNK: usize = 256 * 1024;
 pub const AVG_CHUNK: usize = 1024 * 1024;
@@ -111,7 +111,7 @@ impl Drop for Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::MasterKey;
+    use crate::vault::keys::MasterKey;
     use rand::rngs::StdRng;
     use rand::{RngCore, SeedableRng};
     use std::collections::HashSet;

@@ -30,7 +30,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 
 use super::seal::{padded_len, ChunkId};
-use crate::keys::SecretKey;
+use crate::vault::keys::SecretKey;
 
 /// Target size of a pack; the builder's owner closes a pack once `len()`
 /// reaches it, so packs are 16 MiB plus at most one sealed chunk.
@@ -343,7 +343,7 @@ pub fn read_trailer_tail(
 mod tests {
     use super::*;
     use crate::chunk::seal::ChunkSealer;
-    use crate::keys::MasterKey;
+    use crate::vault::keys::MasterKey;
 
     struct Fixture {
         pack_key: SecretKey,

@@ -44,7 +44,7 @@ use rand::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::keys::{SecretKey, Subkeys};
+use crate::vault::keys::{SecretKey, Subkeys};
 
 /// Keyed BLAKE3 of a chunk's plaintext. Not secret (it is a keyed hash), but
 /// it is bound to the vault: without the chunk-id subkey nobody can compute
@@ -337,7 +337,7 @@ impl ChunkSealer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::MasterKey;
+    use crate::vault::keys::MasterKey;
     use chacha20poly1305::aead::{AeadInPlace, KeyInit};
     use chacha20poly1305::{XChaCha20Poly1305, XNonce};
     use rand::rngs::StdRng;

@@ -2,7 +2,7 @@
 //! values at the FUSE boundary ([`FsError::errno`]).
 
 use crate::index::IndexError;
-use crate::packstore::{ChunkReadError, PackStoreError};
+use crate::store::packstore::{ChunkReadError, PackStoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -38,8 +38,10 @@ pub enum FsError {
     },
     #[error("{path}: the index is inconsistent: {detail}")]
     Inconsistent { path: String, detail: String },
-    #[error("writing file data failed earlier: {0}")]
-    Flush(String),
+    /// A background flush of this file failed; `errno` is the failure's
+    /// own (ENOSPC for a full disk), so the writer sees the real cause.
+    #[error("writing file data failed earlier: {message}")]
+    Flush { message: String, errno: i32 },
     #[error("index: {0}")]
     Index(#[from] IndexError),
     #[error("{0}")]
@@ -47,6 +49,29 @@ pub enum FsError {
 }
 
 impl FsError {
+    /// The variant's name, for logs that report each kind of failure once.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FsError::NotFound => "not-found",
+            FsError::Exists => "exists",
+            FsError::NotDir => "not-dir",
+            FsError::IsDir => "is-dir",
+            FsError::NotEmpty => "not-empty",
+            FsError::NameTooLong => "name-too-long",
+            FsError::Invalid => "invalid",
+            FsError::NotPermitted => "not-permitted",
+            FsError::NoAttr => "no-attr",
+            FsError::Range => "range",
+            FsError::NotSupported => "not-supported",
+            FsError::TooBig => "too-big",
+            FsError::Data { .. } => "data",
+            FsError::Inconsistent { .. } => "inconsistent",
+            FsError::Flush { .. } => "flush",
+            FsError::Index(_) => "index",
+            FsError::Store(_) => "store",
+        }
+    }
+
     /// The errno table. Doubtful choices:
     /// - authentication failures and unreadable packs are EIO (never wrong
     ///   bytes, never a silent hole), as gocryptfs does;
@@ -75,7 +100,7 @@ impl FsError {
             FsError::Index(_) => libc::EIO,
             FsError::Store(PackStoreError::Store(f)) if f.no_space => libc::ENOSPC,
             FsError::Store(_) => libc::EIO,
-            FsError::Flush(_) => libc::EIO,
+            FsError::Flush { errno, .. } => *errno,
             // A missing chunk row or an extent longer than its chunk: a bug
             // or damage; never return made-up bytes.
             FsError::Inconsistent { .. } => libc::EIO,
@@ -84,3 +109,30 @@ impl FsError {
 }
 
 pub type FsResult<T> = Result<T, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::packstore::StoreFailure;
+
+    /// Regression (issue "One house"): a background flush that failed on a
+    /// full disk reached the writer as EIO, because its error was kept as a
+    /// string.
+    #[test]
+    fn a_failed_background_flush_keeps_enospc() {
+        let full = FsError::Store(PackStoreError::Store(StoreFailure {
+            message: "No space left on device".into(),
+            no_space: true,
+        }));
+        let flush = FsError::Flush {
+            message: full.to_string(),
+            errno: full.errno(),
+        };
+        assert_eq!(flush.errno(), libc::ENOSPC);
+        let other = FsError::Store(PackStoreError::Store(StoreFailure {
+            message: "permission denied".into(),
+            no_space: false,
+        }));
+        assert_eq!(other.errno(), libc::EIO);
+    }
+}

@@ -27,16 +27,17 @@ pub mod error;
 #[cfg(test)]
 mod tests;
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::{ChunkId, ChunkSealer};
 use crate::index::{Attr, ChunkLocation, DirEntry, Extent, FileKind, Index, Timestamp, ROOT_INO};
-use crate::packstore::PackStore;
+use crate::store::packstore::PackStore;
 pub use error::{FsError, FsResult};
 
 /// Dirty bytes of one file that trigger a partial flush (measured: 8 MiB keeps
@@ -110,7 +111,9 @@ struct FileState {
     /// keeps flushes of a file in order).
     job_running: bool,
     /// The last background flush failed; reported to the next caller.
-    job_error: Option<String>,
+    /// A failed background flush: its message and errno (ENOSPC stays
+    /// ENOSPC for the writer that meets it).
+    job_error: Option<(String, i32)>,
     /// Authoritative size while `size_dirty` (persisted at flush).
     size: u64,
     size_dirty: bool,
@@ -196,7 +199,7 @@ impl IndexAccess for FsCore {
     }
 
     fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         self.data.packs.seal_and_wait(&idx)?;
         idx.checkpointed(f)?;
         self.data.uncommitted.store(false, Ordering::Relaxed);
@@ -209,12 +212,12 @@ impl IndexAccess for FsCore {
 
 impl IndexAccess for Mutex<Index> {
     fn with_index(&self, f: &mut dyn FnMut(&Index)) {
-        let idx = self.lock().unwrap();
+        let idx = self.lock();
         f(&idx)
     }
 
     fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
-        let idx = self.lock().unwrap();
+        let idx = self.lock();
         idx.checkpointed(f)?;
         Ok(())
     }
@@ -287,14 +290,14 @@ impl FsCore {
     }
 
     fn file_state(&self, ino: u64) -> Option<Arc<FileSlot>> {
-        self.files.lock().unwrap().get(&ino).cloned()
+        self.files.lock().get(&ino).cloned()
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         // Take the file state first (lock order), then the index.
         let fs = self.file_state(ino);
         let guard = fs.as_ref().map(|f| f.state.lock());
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         if let Some(st) = guard {
             if st.size_dirty {
@@ -309,7 +312,7 @@ impl FsCore {
             return Err(FsError::NameTooLong);
         }
         let ino = {
-            let idx = self.data.index.lock().unwrap();
+            let idx = self.data.index.lock();
             let p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
             if p.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
@@ -460,7 +463,7 @@ impl FsCore {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         idx.symlink(ino)?.ok_or(FsError::Invalid)
     }
 
@@ -497,7 +500,7 @@ impl FsCore {
             return Ok(());
         }
         // Not the FileState lock: the index lock is held here (lock order).
-        let open = self.open_handles.lock().unwrap().contains_key(&a.ino);
+        let open = self.open_handles.lock().contains_key(&a.ino);
         if open {
             idx.set_attr(&a)?;
             idx.add_orphan(a.ino)?;
@@ -511,7 +514,7 @@ impl FsCore {
     /// Forgets a deleted file's state. Called under the index lock, so the
     /// state is only try-locked (a flusher holding it finds the inode gone).
     fn discard_file_state(&self, ino: u64) {
-        if let Some(fs) = self.files.lock().unwrap().remove(&ino) {
+        if let Some(fs) = self.files.lock().remove(&ino) {
             if let Some(mut st) = fs.state.try_lock() {
                 self.data
                     .dirty_total
@@ -775,7 +778,7 @@ impl FsCore {
     /// Drops a file's in-memory state once nothing is open, dirty or being
     /// flushed. Takes the map lock first (lock order), then re-checks.
     fn forget_if_idle(&self, ino: u64) {
-        let mut files = self.files.lock().unwrap();
+        let mut files = self.files.lock();
         let idle = match files.get(&ino) {
             Some(slot) => {
                 let st = slot.state.lock();
@@ -793,18 +796,18 @@ impl FsCore {
     }
 
     fn file_state_or_new(&self, ino: u64) -> Arc<FileSlot> {
-        let mut files = self.files.lock().unwrap();
+        let mut files = self.files.lock();
         files.entry(ino).or_default().clone()
     }
 
     fn open_inode(&self, ino: u64) -> u64 {
         // Under the map lock, so `forget_if_idle` cannot drop the slot
         // between lookup and count.
-        let mut files = self.files.lock().unwrap();
+        let mut files = self.files.lock();
         let slot = files.entry(ino).or_default().clone();
         slot.state.lock().open_count += 1;
         drop(files);
-        *self.open_handles.lock().unwrap().entry(ino).or_default() += 1;
+        *self.open_handles.lock().entry(ino).or_default() += 1;
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -826,7 +829,7 @@ impl FsCore {
         let mut st = fs.state.lock();
         st.open_count = st.open_count.saturating_sub(1);
         {
-            let mut handles = self.open_handles.lock().unwrap();
+            let mut handles = self.open_handles.lock();
             if st.open_count == 0 {
                 handles.remove(&ino);
             } else {
@@ -838,7 +841,6 @@ impl FsCore {
                 .data
                 .index
                 .lock()
-                .unwrap()
                 .attr(ino)?
                 .is_none_or(|a| a.nlink == 0);
         if unlinked {
@@ -880,7 +882,7 @@ impl FsCore {
         let fs = self.file_state_or_new(ino);
         let mut st = fs.state.lock();
         if !st.size_dirty {
-            let idx = self.data.index.lock().unwrap();
+            let idx = self.data.index.lock();
             st.size = idx.attr(ino)?.ok_or(FsError::NotFound)?.size;
         }
         let before = st.dirty_bytes;
@@ -917,7 +919,7 @@ impl FsCore {
         let fs = self.file_state(ino);
         let guard = fs.as_ref().map(|f| f.state.lock());
         let (file_size, plan, overlay) = {
-            let idx = self.data.index.lock().unwrap();
+            let idx = self.data.index.lock();
             let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
             let file_size = match guard.as_ref() {
                 Some(st) if st.size_dirty => st.size,
@@ -961,7 +963,7 @@ impl FsCore {
         // 4 KiB random reads of a 1 GiB file: ~150 → ~290 IOPS without it;
         // each still decrypts its whole ~1 MiB chunk).
         let sequential = {
-            let mut m = self.last_read_end.lock().unwrap();
+            let mut m = self.last_read_end.lock();
             if m.len() > 4096 {
                 m.clear();
             }
@@ -1020,7 +1022,7 @@ impl FsCore {
             return;
         }
         let plan: Vec<(ChunkId, ChunkLocation, [u8; 16])> = {
-            let idx = self.data.index.lock().unwrap();
+            let idx = self.data.index.lock();
             let Ok(extents) = idx.extents_in(ino, from, (from + READ_AHEAD).min(file_size)) else {
                 return;
             };
@@ -1051,17 +1053,17 @@ impl FsCore {
     }
 
     fn path_for_log(&self, ino: u64) -> String {
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         match idx.path_of(ino) {
             Ok(p) => String::from_utf8_lossy(&p).into_owned(),
             Err(_) => format!("<inode {ino}>"),
         }
     }
 
-    fn read_failed(&self, ino: u64, source: crate::packstore::ChunkReadError) -> FsError {
+    fn read_failed(&self, ino: u64, source: crate::store::packstore::ChunkReadError) -> FsError {
         let path = self.path_for_log(ino);
         let first = {
-            let mut seen = self.logged_read_errors.lock().unwrap();
+            let mut seen = self.logged_read_errors.lock();
             if seen.len() > 4096 {
                 seen.clear();
             }
@@ -1090,7 +1092,7 @@ impl FsCore {
             slot.job_done.wait(st);
         }
         match st.job_error.take() {
-            Some(e) => Err(FsError::Flush(e)),
+            Some((message, errno)) => Err(FsError::Flush { message, errno }),
             None => Ok(()),
         }
     }
@@ -1181,7 +1183,7 @@ impl FsCore {
                     for (off, run, _) in &runs {
                         data.put_back(&mut st, *off, run);
                     }
-                    st.job_error = Some(e.to_string());
+                    st.job_error = Some((e.to_string(), e.errno()));
                 }
             }
             st.job_running = false;
@@ -1201,7 +1203,7 @@ impl FsCore {
 
     /// Commits the index batch after making every referenced pack durable.
     pub fn commit(&self, durable: bool) -> FsResult<()> {
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         self.data.packs.seal_and_wait(&idx)?;
         idx.commit(durable)?;
         self.data.uncommitted.store(false, Ordering::Relaxed);
@@ -1239,7 +1241,6 @@ impl FsCore {
         let all: Vec<(u64, Arc<FileSlot>)> = self
             .files
             .lock()
-            .unwrap()
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
@@ -1267,7 +1268,7 @@ impl FsCore {
     /// Entries after cursor `after` (0 = from the start), including `.` and
     /// `..` at cursors 1 and 2; stored entries use cursor id + 2.
     pub fn readdir(&self, ino: u64, after: u64, limit: usize) -> FsResult<Vec<DirEntry>> {
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         if a.kind != FileKind::Directory {
             return Err(FsError::NotDir);
@@ -1303,7 +1304,7 @@ impl FsCore {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         idx.attr(ino)?.ok_or(FsError::NotFound)?;
         idx.xattr(ino, name)?.ok_or(FsError::NoAttr)
     }
@@ -1347,7 +1348,7 @@ impl FsCore {
     }
 
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let idx = self.data.index.lock().unwrap();
+        let idx = self.data.index.lock();
         idx.attr(ino)?.ok_or(FsError::NotFound)?;
         let mut out = Vec::new();
         for n in idx.xattr_names(ino)? {
@@ -1393,7 +1394,7 @@ impl FsCore {
     }
 
     pub fn statfs(&self) -> FsResult<FsStats> {
-        let files = self.data.index.lock().unwrap().inode_count()?;
+        let files = self.data.index.lock().inode_count()?;
         let (blocks, bfree, bavail, bsize) = match nix::sys::statvfs::statvfs(&self.statfs_path) {
             Ok(s) => (
                 s.blocks() * s.fragment_size() / 4096,
@@ -1418,7 +1419,7 @@ impl DataPath {
     /// The index, marked as changed (the commit timer will commit it).
     fn mark_changed(&self) -> MutexGuard<'_, Index> {
         self.uncommitted.store(true, Ordering::Relaxed);
-        self.index.lock().unwrap()
+        self.index.lock()
     }
 
     /// Takes every dirty run out of a file's state.
@@ -1484,7 +1485,7 @@ impl DataPath {
 
         // Which chunks are new? (One index lookup each, under the lock.)
         let known: Vec<bool> = {
-            let idx = self.index.lock().unwrap();
+            let idx = self.index.lock();
             let mut v = Vec::with_capacity(pieces.len());
             for (c, _) in &pieces {
                 v.push(match &c.id {

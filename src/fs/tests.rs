@@ -44,9 +44,9 @@ use super::{Caller, FsCore, FsResult, RenameMode, SetAttr, TimeSet, MAX_FILE_SIZ
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::ChunkSealer;
 use crate::index::{FileKind, Index, IndexStats, Timestamp, ROOT_INO};
-use crate::keys::MasterKey;
-use crate::packstore::PackStore;
+use crate::store::packstore::PackStore;
 use crate::store::Store;
+use crate::vault::keys::MasterKey;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;

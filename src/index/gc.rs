@@ -246,7 +246,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::super::{Index, SCHEMA_VERSION};
-    use crate::keys::MasterKey;
+    use crate::vault::keys::MasterKey;
 
     #[test]
     fn schema_2_index_gains_gc_dead_on_open() {

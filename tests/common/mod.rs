@@ -1128,3 +1128,29 @@ pub fn assert_tree_consistent(root: &Path, what: &str) -> usize {
     }
     n
 }
+
+/// A `secret-tool` stand-in storing secrets in files; logs its argv.
+pub fn fake_secret_tool(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fakebin");
+    fs::create_dir_all(bin.join("secrets")).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+echo "$@" >> {log}
+cmd=$1; shift
+[ "$cmd" = store ] && shift   # --label=...
+key=$(echo "$@" | tr ' /' '__')
+case $cmd in
+  store) cat > {db}/"$key" ;;
+  lookup) [ -f {db}/"$key" ] && exec cat {db}/"$key"; exit 1 ;;
+  *) echo "fake secret-tool: $cmd unsupported" >&2; exit 2 ;;
+esac
+"#,
+        log = bin.join("argv.log").display(),
+        db = bin.join("secrets").display()
+    );
+    let tool = bin.join("secret-tool");
+    fs::write(&tool, script).unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}

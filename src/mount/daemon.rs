@@ -1,0 +1,547 @@
+//! Mounting, daemonising and unmounting.
+//!
+//! `tresor mount` checks everything a user can get wrong (vault, passphrase,
+//! mountpoint) in the foreground, then re-executes itself as the daemon with
+//! `--foreground --secret-stdin`, handing the secret over a pipe as raw bytes (never
+//! argv or the environment) and waiting for one line on the child's stdout:
+//! `ready` once the kernel mount exists, or the error. Re-exec instead of
+//! fork(): the daemon starts tokio and rayon threads, and forking a threaded
+//! process is unsound.
+//!
+//! Unmounting: the daemon flushes everything in FUSE `destroy`, which runs
+//! after the kernel mount is gone whether `tresor unmount`, `fusermount3 -u`,
+//! `umount` or SIGTERM/SIGINT started it. `tresor unmount` additionally waits
+//! for the daemon to exit, so when it returns every byte is durable.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::Kind;
+use anyhow::{bail, Context, Result};
+
+use crate::chunk::chunker::Chunker;
+use crate::chunk::seal::ChunkSealer;
+use crate::fs::FsCore;
+use crate::index::Index;
+use crate::mount::control;
+use crate::mount::fuse::TresorFuse;
+use crate::remote::backend::VaultConfig;
+use crate::remote::sync::SyncEngine;
+use crate::store::packstore::PackStore;
+use crate::store::Store;
+use crate::vault::{self, VaultPaths};
+
+/// How often the index is committed (not durably) while mounted.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(2);
+const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(120);
+const FUSE_THREADS: usize = 4;
+/// After unmount, pending uploads get this long before the daemon exits.
+const UPLOAD_GRACE_SECS: u64 = 30;
+
+fn commit_quietly(core: &FsCore) {
+    if let Err(e) = core.commit(true) {
+        log::error!("index commit failed: {e}");
+    }
+}
+
+pub struct MountRequest {
+    pub vault: VaultPaths,
+    pub mountpoint: PathBuf,
+    pub options: Vec<String>,
+    pub foreground: bool,
+}
+
+/// Unescapes the octal escapes of /proc/self/mountinfo (`\040` = space).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (mountpoint, fstype, source) of every mount.
+fn mounts() -> Vec<(PathBuf, String, String)> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            Some((
+                PathBuf::from(unescape_mountinfo(f.get(4)?)),
+                f.get(dash + 1)?.to_string(),
+                unescape_mountinfo(f.get(dash + 2)?),
+            ))
+        })
+        .collect()
+}
+
+/// The tresor mountpoint that contains `path`, if any (deepest first).
+pub fn mountpoint_containing(path: &Path) -> Option<PathBuf> {
+    mounts()
+        .into_iter()
+        .filter(|(m, fstype, source)| {
+            (fstype == "fuse.tresor" || fstype == "fuse" && source.starts_with("tresor:"))
+                && path.starts_with(m)
+        })
+        .map(|(m, _, _)| m)
+        .max_by_key(|m| m.as_os_str().len())
+}
+
+fn is_mounted(p: &Path) -> bool {
+    mounts().iter().any(|(m, _, _)| m == p)
+}
+
+/// Checks the mountpoint; cleans up the dead mount a killed daemon left.
+fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+    match std::fs::metadata(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            log::warn!(
+                "{} is a dead tresor mount (daemon killed?); unmounting it",
+                mp.display()
+            );
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(mp)
+                .status();
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "mountpoint {} does not exist; create it with `mkdir -p {}`",
+                mp.display(),
+                mp.display()
+            )
+        }
+        Err(e) => bail!("cannot use mountpoint {}: {e}", mp.display()),
+        Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", mp.display()),
+        Ok(_) => {}
+    }
+    let canon = std::fs::canonicalize(mp)
+        .with_context(|| format!("cannot resolve mountpoint {}", mp.display()))?;
+    if is_mounted(&canon) {
+        bail!(
+            "{} is already a mountpoint; unmount it first (`tresor unmount {}`)",
+            canon.display(),
+            canon.display()
+        );
+    }
+    Ok(canon)
+}
+
+/// `tresor mount` (foreground part).
+/// The mount refuses a configuration that breaks the placement policy.
+fn check_policy(config: &VaultConfig) -> Result<()> {
+    let broken = config.policy.violations(&config.backends);
+    if !broken.is_empty() {
+        bail!(
+            "refusing to mount: the configuration breaks the placement policy: {} \
+             (fix it with `tresor backend add/remove` or `tresor policy set`)",
+            broken.join("; ")
+        );
+    }
+    Ok(())
+}
+
+pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
+    let mountpoint = check_mountpoint(&req.mountpoint)?;
+    // Check the passphrase here so a typo is reported by this command.
+    vault::unlock(&req.vault, passphrase)?;
+    check_policy(&VaultConfig::load(&req.vault.root)?)?;
+    if vault::is_mounted(&req.vault) {
+        bail!(
+            "the vault {} is already mounted (daemon {})",
+            req.vault.root.display(),
+            vault::daemon_pid(&req.vault)
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "pid unknown".into())
+        );
+    }
+    if req.foreground {
+        return run_daemon(&req.vault, &mountpoint, &req.options, passphrase, None);
+    }
+    let exe = std::env::current_exe().context("cannot find the tresor executable")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(req.vault.log())
+        .with_context(|| format!("cannot open log {}", req.vault.log().display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg("--vault")
+        .arg(&req.vault.root)
+        .arg("--foreground")
+        .arg("--secret-stdin")
+        .arg("--ready-stdout");
+    if !req.options.is_empty() {
+        cmd.arg("-o").arg(req.options.join(","));
+    }
+    cmd.arg(&mountpoint)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .env_remove("TRESOR_PASSPHRASE")
+        .env_remove("NOTIFY_SOCKET");
+    // SAFETY: setsid() is async-signal-safe; it detaches the daemon from the
+    // terminal's session so closing the shell does not kill it.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the tresor daemon")?;
+    {
+        // The secret as raw bytes up to EOF: a key file is arbitrary
+        // binary, not a line of UTF-8 (dropping `stdin` closes the pipe).
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(passphrase)?;
+    }
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(MOUNT_READY_TIMEOUT) {
+        Ok(line) if line.trim() == "ready" => Ok(()),
+        Ok(line) if !line.trim().is_empty() => {
+            let line = line.trim();
+            // "error KIND: message" keeps the error's class (and so its
+            // exit code) across the fork.
+            let typed = line.strip_prefix("error ").and_then(|rest| {
+                let (kind, msg) = rest.split_once(": ")?;
+                let kind: Kind = serde_json::from_value(serde_json::Value::from(kind)).ok()?;
+                Some((kind, msg))
+            });
+            match typed {
+                Some((kind, msg)) => Err(crate::error::Error::new(kind, msg.to_string()).into()),
+                None => bail!("{line}"),
+            }
+        }
+        Ok(_) => {
+            let status = child.wait().ok();
+            bail!(
+                "the tresor daemon exited before the mount was ready ({}); see {}",
+                status.map(|s| s.to_string()).unwrap_or_default(),
+                req.vault.log().display()
+            )
+        }
+        Err(_) => bail!(
+            "the mount did not become ready within {} s; see {}",
+            MOUNT_READY_TIMEOUT.as_secs(),
+            req.vault.log().display()
+        ),
+    }
+}
+
+fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    let mut opts = vec![
+        fuser::MountOption::FSName(format!("tresor:{}", vault.root.display())),
+        fuser::MountOption::Subtype("tresor".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    for o in options {
+        match o.as_str() {
+            "" | "default_permissions" | "rw" => {}
+            "allow_other" => config.acl = fuser::SessionACL::All,
+            "allow_root" => config.acl = fuser::SessionACL::RootAndOwner,
+            "ro" => opts.push(fuser::MountOption::RO),
+            "auto_unmount" => opts.push(fuser::MountOption::AutoUnmount),
+            "dev" => opts.push(fuser::MountOption::Dev),
+            "nodev" => opts.push(fuser::MountOption::NoDev),
+            "suid" => opts.push(fuser::MountOption::Suid),
+            "nosuid" => opts.push(fuser::MountOption::NoSuid),
+            "exec" => opts.push(fuser::MountOption::Exec),
+            "noexec" => opts.push(fuser::MountOption::NoExec),
+            "noatime" => opts.push(fuser::MountOption::NoAtime),
+            "atime" => opts.push(fuser::MountOption::Atime),
+            "sync" => opts.push(fuser::MountOption::Sync),
+            "async" => opts.push(fuser::MountOption::Async),
+            "dirsync" => opts.push(fuser::MountOption::DirSync),
+            other => opts.push(fuser::MountOption::CUSTOM(other.to_string())),
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root fuser calls mount(2) itself, with type "fuse"; the subtype
+        // makes it "fuse.tresor" like fusermount3's mounts, which is what
+        // umount(8) looks up its helper by (umount.fuse.tresor, see fstab.rs).
+        opts.push(fuser::MountOption::CUSTOM("subtype=tresor".into()));
+    }
+    config.mount_options = opts;
+    config.n_threads = Some(FUSE_THREADS);
+    config.clone_fd = true;
+    config
+}
+
+/// The daemon proper: opens the vault, mounts, serves until unmounted.
+/// `ready`: where to print `ready` (the parent's pipe) once mounted.
+pub fn run_daemon(
+    paths: &VaultPaths,
+    mountpoint: &Path,
+    options: &[String],
+    passphrase: &[u8],
+    ready: Option<std::io::Stdout>,
+) -> Result<()> {
+    let report = |msg: &str| {
+        if let Some(out) = &ready {
+            let mut l = out.lock();
+            // One line: the parent reads exactly one.
+            let _ = writeln!(l, "{}", msg.replace('\n', "; "));
+            let _ = l.flush();
+        }
+    };
+    type Opened = (
+        fuser::Session<TresorFuse>,
+        Arc<FsCore>,
+        vault::VaultLock,
+        Arc<SyncEngine>,
+    );
+    let result = (|| -> Result<Opened> {
+        let unlocked = vault::unlock(paths, passphrase)?;
+        let lock = vault::lock_vault(paths)?;
+        let config = VaultConfig::load(&paths.root)?;
+        check_policy(&config)?;
+        let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
+            .context("cannot open the index")?;
+        let store = Arc::new(Store::open_local(&paths.store())?);
+        let engine = SyncEngine::new(&paths.root, &config, store.clone(), paths.key_file())?;
+        let sealer = Arc::new(ChunkSealer::new(&unlocked.subkeys));
+        let chunker = Chunker::new(&unlocked.subkeys.chunker);
+        let packs = PackStore::new(store, sealer.clone(), unlocked.subkeys.pack.clone());
+        engine.set_pack_check(crate::maintenance::verify::refill_check(
+            unlocked.subkeys.pack.clone(),
+            sealer.clone(),
+        ));
+        let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
+        core.packs().set_remote(engine.clone());
+        core.set_sync_hooks(engine.clone());
+        engine.enable_snapshots(&unlocked)?;
+        engine.set_read_only(options.iter().any(|o| o == "ro"));
+        engine.start(core.clone());
+        if let Err(e) = engine.acquire() {
+            engine.stop();
+            return Err(e);
+        }
+        control::serve(&paths.root, core.clone(), engine.clone())?;
+        let config = fuse_config(paths, options);
+        let session = fuser::Session::new(TresorFuse::new(core.clone()), mountpoint, &config)
+            .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+        Ok((session, core, lock, engine))
+    })();
+    let (mut session, core, _lock, engine) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // "error KIND: message": the parent raises the same class of
+            // error (and so exits with the same code).
+            match crate::error::kind_of(&e) {
+                Some(kind) => {
+                    let kind = serde_json::to_value(kind).expect("a unit variant serialises");
+                    report(&format!(
+                        "error {}: {e:#}",
+                        kind.as_str().unwrap_or("other")
+                    ));
+                }
+                None => report(&format!("error other: {e:#}")),
+            }
+            return Err(e);
+        }
+    };
+    log::info!(
+        "mounted vault {} on {}",
+        paths.root.display(),
+        mountpoint.display()
+    );
+    report("ready");
+    // Type=notify units (`tresor systemd install`) start once this arrives.
+    crate::mount::notify::notify(&format!(
+        "READY=1\nSTATUS=mounted on {}",
+        mountpoint.display()
+    ));
+
+    // Signals: unmount cleanly (destroy flushes) on SIGTERM/SIGINT/SIGHUP.
+    // If the mount is busy (a file still open, e.g. at logout), flush and
+    // commit everything now, then detach lazily: the daemon serves the open
+    // files until they are closed and flushes again in destroy.
+    let unmounter = parking_lot::Mutex::new(session.unmount_callable());
+    let mp = mountpoint.to_path_buf();
+    let core_for_signals = core.clone();
+    std::thread::Builder::new()
+        .name("tresor-signals".into())
+        .spawn(move || {
+            let mut set = nix::sys::signal::SigSet::empty();
+            set.add(nix::sys::signal::Signal::SIGTERM);
+            set.add(nix::sys::signal::Signal::SIGINT);
+            set.add(nix::sys::signal::Signal::SIGHUP);
+            if let Ok(sig) = set.wait() {
+                log::info!("{sig:?}: unmounting {}", mp.display());
+                crate::mount::notify::notify("STOPPING=1");
+                // (As non-root, fuser's unmount runs `fusermount -u` and
+                // reports success even when that failed: check the table.)
+                let result = unmounter.lock().unmount();
+                if result.is_err() || is_mounted(&mp) {
+                    log::warn!(
+                        "unmount after {sig:?} failed ({}); flushing everything and detaching lazily",
+                        result.err().map_or("mount busy".into(), |e| e.to_string())
+                    );
+                    if let Err(e) = core_for_signals
+                        .flush_all()
+                        .and_then(|_| core_for_signals.commit(true))
+                    {
+                        log::error!("flush after {sig:?} failed: {e}");
+                    }
+                    let _ = Command::new("fusermount3")
+                        .arg("-u")
+                        .arg("-z")
+                        .arg(&mp)
+                        .status();
+                }
+            }
+        })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let core = core.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tresor-commit".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= COMMIT_INTERVAL && !stop.load(Ordering::Relaxed) {
+                        if let Err(e) = core.commit_if_changed() {
+                            log::error!("periodic index commit failed: {e}");
+                        }
+                        last = Instant::now();
+                    }
+                }
+            })?
+    };
+    let collector =
+        crate::maintenance::gc::spawn_background(core.clone(), paths.root.clone(), stop.clone())?;
+    let run = match session.run() {
+        // After a lazy detach the kernel may abort the connection instead of
+        // ending it cleanly (seen after SIGTERM with a busy mount); destroy
+        // has flushed and committed by then, so this is a normal end.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNABORTED) | Some(libc::ENODEV)
+            ) =>
+        {
+            log::info!("the kernel closed the FUSE connection ({e})");
+            Ok(())
+        }
+        r => r,
+    };
+    stop.store(true, Ordering::Relaxed);
+    let _ = timer.join();
+    let _ = collector.join();
+    // Unmounted and flushed (destroy). Give uploads a bounded grace period
+    // so a short session still reaches the clouds; whatever is left is in
+    // the index's queue for the next mount or `tresor sync`.
+    if !engine.remotes().is_empty() {
+        let grace = Duration::from_secs(UPLOAD_GRACE_SECS);
+        let started = Instant::now();
+        match engine.wait_synced(Some(grace), &|| commit_quietly(&core), &mut |_, _| {}) {
+            Ok(()) => log::info!("every pack is on every backend"),
+            Err(e) => log::warn!("unmounted with uploads pending: {e:#}"),
+        }
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(5));
+        match engine.snapshot_and_wait(Some(left)) {
+            Ok(g) => log::info!("index snapshot generation {g} is on every backend"),
+            Err(e) => {
+                log::warn!("unmounted before the last index snapshot reached every backend: {e:#}")
+            }
+        }
+        engine.release();
+    }
+    engine.stop();
+    commit_quietly(&core);
+    let _ = std::fs::remove_file(control::socket_path(&paths.root));
+    run.context("the FUSE session ended with an error")?;
+    Ok(())
+}
+
+/// Blocks SIGTERM/SIGINT/SIGHUP in this thread (and every thread started
+/// after), so the signal thread receives them with sigwait.
+pub fn block_signals() {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set.add(nix::sys::signal::Signal::SIGHUP);
+    let _ = set.thread_block();
+}
+
+/// `tresor unmount`: unmounts and waits until the daemon has flushed and exited.
+pub fn unmount(mountpoint: &Path) -> Result<()> {
+    let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let Some((_, fstype, source)) = mounts().into_iter().find(|(m, _, _)| *m == canon) else {
+        bail!("{} is not mounted", canon.display());
+    };
+    // As root the kernel mount has type "fuse" (fusermount3 adds the subtype).
+    if !(fstype == "fuse.tresor" || fstype == "fuse" && source.starts_with("tresor:")) {
+        bail!(
+            "{} is a {fstype} mount, not a tresor mount; use umount",
+            canon.display()
+        );
+    }
+    let vault_dir = source.strip_prefix("tresor:").unwrap_or(&source);
+    let pid = vault::daemon_pid(&VaultPaths::new(PathBuf::from(vault_dir)));
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&canon)
+        .status()
+        .context("cannot run fusermount3 (install the fuse3 package)")?;
+    if !status.success() {
+        bail!(
+            "fusermount3 -u {} failed (is a program still using the mount? `fuser -vm {}` shows which)",
+            canon.display(),
+            canon.display()
+        );
+    }
+    if let Some(pid) = pid {
+        let start = Instant::now();
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let mut warned = false;
+        while proc_dir.exists() {
+            // A zombie child of ours does not count; daemons are setsid'd.
+            if let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) {
+                if stat.contains(") Z ") {
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(10) && !warned {
+                eprintln!("waiting for the tresor daemon (pid {pid}) to finish writing…");
+                warned = true;
+            }
+            if start.elapsed() > Duration::from_secs(3600) {
+                bail!("the tresor daemon (pid {pid}) did not exit within an hour");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,622 @@
+//! The FUSE adapter: no logic. Each callback converts fuser's types, calls
+//! the [`FsCore`], and turns its `Result` into a reply; errno values come only
+//! from [`FsError::errno`](crate::fs::FsError::errno).
+//!
+//! Kernel settings and why: 1 MiB `max_write` (8× fewer requests than the
+//! 128 KiB default for streaming writes), `st_blksize` 1 MiB so `cp` writes in
+//! 1 MiB blocks, readdirplus (one round trip for `ls -l`), several request
+//! threads (`n_threads`, `clone_fd`) so reads of different chunks decrypt in
+//! parallel. Attribute and entry TTLs are 1 s: tresor is the only writer, but
+//! hard links and ctime updates on other names must show up promptly.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+};
+
+use crate::fs::{Caller, FsCore, FsError, RenameMode, SetAttr, TimeSet};
+use crate::index::{Attr, FileKind, Timestamp};
+
+const TTL: Duration = Duration::from_secs(1);
+const BLKSIZE: u32 = 1024 * 1024;
+pub const MAX_WRITE: u32 = 1024 * 1024;
+
+pub struct TresorFuse {
+    core: Arc<FsCore>,
+}
+
+impl TresorFuse {
+    pub fn new(core: Arc<FsCore>) -> TresorFuse {
+        TresorFuse { core }
+    }
+}
+
+/// The errno for `e`, from the one table ([`FsError::errno`]). An error
+/// that becomes EIO says nothing to the application, so it is logged here,
+/// once per operation, kind and inode (read errors are logged by the core,
+/// which knows the file's path, and are not repeated here). A failing SQLite
+/// statement is never a silent EIO.
+fn errno(op: &'static str, ino: u64, e: &FsError) -> Errno {
+    let errno = e.errno();
+    if errno == libc::EIO && !matches!(e, FsError::Data { .. }) {
+        if EIO_LOG.first(op, e.kind(), ino) {
+            log::error!("{op} on inode {ino} failed with EIO: {e}");
+        } else {
+            log::debug!("{op} on inode {ino} failed with EIO again: {e}");
+        }
+    }
+    Errno::from_i32(errno)
+}
+
+/// (operation, error kind, inode) triples already logged. Bounded: past
+/// `LIMIT` entries every EIO is logged at debug level only, so a damaged
+/// vault cannot grow the daemon's memory or its log without bound.
+struct OnceLog {
+    seen: parking_lot::Mutex<std::collections::HashSet<(&'static str, &'static str, u64)>>,
+}
+
+impl OnceLog {
+    const LIMIT: usize = 10_000;
+
+    fn first(&self, op: &'static str, kind: &'static str, ino: u64) -> bool {
+        let mut seen = self.seen.lock();
+        seen.len() < Self::LIMIT && seen.insert((op, kind, ino))
+    }
+}
+
+static EIO_LOG: std::sync::LazyLock<OnceLog> = std::sync::LazyLock::new(|| OnceLog {
+    seen: parking_lot::Mutex::new(std::collections::HashSet::new()),
+});
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn to_fuse_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.atime.to_system(),
+        mtime: a.mtime.to_system(),
+        ctime: a.ctime.to_system(),
+        crtime: a.ctime.to_system(),
+        kind: file_type(a.kind),
+        perm: a.perm as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(s) => TimeSet::At(Timestamp::from_system(s)),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, op: &'static str, ino: u64, r: Result<Attr, FsError>) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &to_fuse_attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(op, ino, &e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, op: &'static str, ino: u64, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(op, ino, &e)),
+    }
+}
+
+fn reply_xattr(
+    reply: ReplyXattr,
+    op: &'static str,
+    ino: u64,
+    size: u32,
+    r: Result<Vec<u8>, FsError>,
+) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(errno(op, ino, &FsError::Range)),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(errno(op, ino, &e)),
+    }
+}
+
+impl fuser::Filesystem for TresorFuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS
+                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS
+                | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+        );
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.core.shutdown() {
+            log::error!("final flush at unmount failed: {e}");
+        } else {
+            log::info!("unmounted; everything flushed and committed");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply_entry(
+            reply,
+            "lookup",
+            parent.0,
+            self.core.lookup(parent.0, name.as_bytes()),
+        );
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.core.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &to_fuse_attr(&a)),
+            Err(e) => reply.error(errno("getattr", ino.0, &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let s = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_set),
+            mtime: mtime.map(time_set),
+            ctime: ctime.map(Timestamp::from_system),
+        };
+        match self.core.setattr(ino.0, s) {
+            Ok(a) => reply.attr(&TTL, &to_fuse_attr(&a)),
+            Err(e) => reply.error(errno("setattr", ino.0, &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.core.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno("readlink", ino.0, &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        reply_entry(
+            reply,
+            "mknod",
+            parent.0,
+            self.core
+                .mknod(caller(req), parent.0, name.as_bytes(), mode, rdev),
+        );
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            "mkdir",
+            parent.0,
+            self.core.mkdir(
+                caller(req),
+                parent.0,
+                name.as_bytes(),
+                mode & 0o7777 & !umask,
+            ),
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(
+            reply,
+            "unlink",
+            parent.0,
+            self.core.unlink(parent.0, name.as_bytes()),
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(
+            reply,
+            "rmdir",
+            parent.0,
+            self.core.rmdir(parent.0, name.as_bytes()),
+        );
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            "symlink",
+            parent.0,
+            self.core.symlink(
+                caller(req),
+                parent.0,
+                link_name.as_bytes(),
+                target.as_os_str().as_bytes(),
+            ),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags.contains(fuser::RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(fuser::RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            reply.error(errno("rename", parent.0, &FsError::Invalid));
+            return;
+        };
+        reply_empty(
+            reply,
+            "rename",
+            parent.0,
+            self.core.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                mode,
+            ),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            "link",
+            ino.0,
+            self.core.link(ino.0, newparent.0, newname.as_bytes()),
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        match self.core.open(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno("open", ino.0, &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.core.read(ino.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno("read", ino.0, &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.core.write(ino.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno("write", ino.0, &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, "release", ino.0, self.core.release(ino.0));
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, "fsync", ino.0, self.core.fsync(ino.0));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        match self.core.getattr(ino.0) {
+            Ok(a) if a.kind == FileKind::Directory => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
+            Ok(_) => reply.error(errno("opendir", ino.0, &FsError::NotDir)),
+            Err(e) => reply.error(errno("opendir", ino.0, &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.core.readdir(ino.0, offset, 512) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.cursor,
+                        file_type(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdir", ino.0, &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.core.readdir(ino.0, offset, 256) {
+            Ok(entries) => {
+                for e in entries {
+                    let attr = match self.core.getattr(e.ino) {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    };
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.cursor,
+                        OsStr::from_bytes(&e.name),
+                        &TTL,
+                        &to_fuse_attr(&attr),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdirplus", ino.0, &e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, "fsyncdir", ino.0, self.core.commit(true));
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match self.core.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.bfree,
+                s.bavail,
+                s.files,
+                s.ffree,
+                s.bsize,
+                crate::fs::NAME_MAX as u32,
+                s.bsize,
+            ),
+            Err(e) => reply.error(errno("statfs", ino.0, &e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            "setxattr",
+            ino.0,
+            self.core.setxattr(ino.0, name.as_bytes(), value, flags),
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(
+            reply,
+            "getxattr",
+            ino.0,
+            size,
+            self.core.getxattr(ino.0, name.as_bytes()),
+        );
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, "listxattr", ino.0, size, self.core.listxattr(ino.0));
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(
+            reply,
+            "removexattr",
+            ino.0,
+            self.core.removexattr(ino.0, name.as_bytes()),
+        );
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (`default_permissions`).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.core.create(
+            caller(req),
+            parent.0,
+            name.as_bytes(),
+            mode & 0o7777 & !umask,
+        ) {
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &to_fuse_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno("create", parent.0, &e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            "fallocate",
+            ino.0,
+            self.core.fallocate(ino.0, offset, length, mode),
+        );
+    }
+}

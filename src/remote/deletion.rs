@@ -1,0 +1,96 @@
+//! Remote deletion of collected packs: the one implementation, used by the
+//! sync engine after every snapshot round and by `tresor gc` when mounted.
+//!
+//! gc marks a dead pack in `gc_dead` with the snapshot generation after
+//! which no index snapshot references it. Its `packs/…` object may leave a
+//! backend only once a snapshot at least that new is durable on **every**
+//! backend: until then a restore could pick an older snapshot that still
+//! needs it (`maintenance/gc.rs` has the full argument).
+
+use crate::chunk::pack::PackId;
+use crate::fs::IndexAccess;
+use crate::index::{Index, IndexError};
+use crate::store::Store;
+
+/// What [`delete_collected`] removed from every backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteDeletion {
+    pub packs: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeletionError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("deleting collected packs failed on backend {backend}: {message} (the packs stay queued for deletion; it is retried after the next snapshot)")]
+    Remote { backend: String, message: String },
+}
+
+/// Deletes the remote objects of collected packs that no durable snapshot
+/// needs any more, then forgets them.
+///
+/// `backends`: every configured backend as (name, store). `durable`: the
+/// generation of the newest index snapshot that is durable on every
+/// backend. Packs with `gc_dead.after_generation ≤ durable` have their
+/// object deleted from every backend (an object already gone counts as
+/// deleted, so an interrupted run is simply repeated); a row is dropped
+/// only once every backend succeeded. The drops join the index's open
+/// batch; losing them in a crash only repeats the (idempotent) deletion.
+pub fn delete_collected(
+    index: &dyn IndexAccess,
+    backends: &[(String, &Store)],
+    durable: u64,
+) -> Result<RemoteDeletion, DeletionError> {
+    if durable == 0 || backends.is_empty() {
+        return Ok(RemoteDeletion::default());
+    }
+    let rows = with_index(index, |idx| idx.gc_dead(durable))?;
+    let mut done = RemoteDeletion::default();
+    let mut first_error = None;
+    for row in rows {
+        let path = PackId(row.name).object_path();
+        let mut ok = true;
+        for (name, store) in backends {
+            match store.delete(&path) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    log::warn!("gc: backend {name}: cannot delete {path}: {e}");
+                    ok = false;
+                    first_error.get_or_insert(DeletionError::Remote {
+                        backend: name.clone(),
+                        message: format!("{path}: {e}"),
+                    });
+                }
+            }
+        }
+        if ok {
+            with_index(index, |idx| idx.gc_drop_dead(row.pack))?;
+            done.packs += 1;
+            done.bytes += row.size;
+        }
+    }
+    if done.packs > 0 {
+        log::info!(
+            "gc: {} collected packs ({} bytes) deleted from every backend",
+            done.packs,
+            done.bytes
+        );
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+fn with_index<R>(access: &dyn IndexAccess, f: impl FnOnce(&Index) -> R) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    access.with_index(&mut |idx| {
+        if let Some(f) = f.take() {
+            out = Some(f(idx));
+        }
+    });
+    out.expect("with_index runs the closure")
+}

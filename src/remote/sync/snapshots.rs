@@ -1,0 +1,692 @@
+//! The engine's side of index snapshots and the lease: when to capture,
+//! what each backend still lacks, pruning, and the single-writer lease.
+//!
+//! A *round* (timer, `sync`, unmount) does, serialised by one mutex:
+//! 1. learn each backend's snapshots once (list `index/`, open the kept
+//!    manifests: which blocks each references);
+//! 2. capture: checkpoint the index and hash its file; unchanged since the
+//!    last capture → nothing to do. Otherwise bump the generation in the
+//!    index (meta `snapshot_generation`), checkpoint again and keep the
+//!    bytes of every block some backend lacks;
+//! 3. per backend, once every pack that was unplaced at capture time is on
+//!    it (a snapshot must never reference a pack its backend lacks): upload
+//!    the missing blocks, then the manifest — the manifest is the commit
+//!    point — then delete manifests beyond `keep` and blocks no kept
+//!    manifest references.
+//!
+//! Only the newest capture is kept in memory: a backend that was down
+//! receives the newest state when it returns, not every missed one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::{Remote, SyncEngine};
+use crate::remote::snapshot::{self, BlockId, Lease, Manifest, SnapshotCrypto};
+
+/// How often a mounted vault rewrites its lease.
+pub const LEASE_REFRESH: Duration = Duration::from_secs(60);
+/// A lease not refreshed for this long belongs to a crashed or gone machine.
+pub const LEASE_STALE_S: u64 = 5 * 60;
+
+#[derive(Default)]
+pub(super) struct SnapState {
+    /// Set by `enable_snapshots` (the engine is built before the vault is
+    /// unlocked in some commands).
+    pub(super) setup: Option<Arc<Setup>>,
+    pub(super) backends: HashMap<String, BackendSnaps>,
+    /// Block ids of the last captured file (change detection).
+    last_ids: Option<Vec<BlockId>>,
+    /// The newest capture not yet on every backend.
+    pending: Option<Arc<Capture>>,
+    /// Another machine took the lease: stop writing snapshots.
+    pub(super) lease_lost: Option<String>,
+    last_lease_refresh: Option<Instant>,
+}
+
+pub(super) struct Setup {
+    pub(super) crypto: SnapshotCrypto,
+    pub(super) index_path: PathBuf,
+    pub(super) instance: String,
+    pub(super) hostname: String,
+}
+
+#[derive(Default)]
+pub(super) struct BackendSnaps {
+    loaded: bool,
+    blocks: HashSet<BlockId>,
+    manifests: BTreeMap<u64, Vec<BlockId>>,
+    /// Generations whose manifest exists but does not open.
+    unreadable: Vec<u64>,
+    /// Newest generation uploaded to this backend by this engine or found there.
+    pub(super) durable: u64,
+    /// Writer of the newest manifest found there.
+    newest_holder: Option<(String, String)>,
+}
+
+struct Capture {
+    manifest: Manifest,
+    bytes: BTreeMap<BlockId, Arc<Vec<u8>>>,
+    /// Per backend id: packs stored but not on it at capture time.
+    waits_for: HashMap<String, Vec<u64>>,
+}
+
+/// One backend's snapshot list for `tresor snapshots`.
+pub struct SnapshotListing {
+    pub backend: String,
+    pub entries: Vec<(u64, Option<Manifest>, u64)>,
+    pub error: Option<String>,
+}
+
+impl SyncEngine {
+    /// Turns snapshots and the lease on (the caller has unlocked the vault).
+    pub fn enable_snapshots(&self, unlocked: &crate::vault::UnlockedVault) -> Result<()> {
+        let instance = snapshot::instance_id(&self.vault)?;
+        self.snap.lock().setup = Some(Arc::new(Setup {
+            crypto: SnapshotCrypto::new(&unlocked.subkeys.snapshot, unlocked.key_file.vault_id()),
+            index_path: crate::vault::VaultPaths::new(self.vault.clone()).index(),
+            instance,
+            hostname: snapshot::hostname(),
+        }));
+        Ok(())
+    }
+
+    fn setup(&self) -> Option<Arc<Setup>> {
+        self.snap.lock().setup.clone()
+    }
+
+    /// A read-only mount reads the vault without taking the lease and
+    /// without writing snapshots, so it works next to the writer (or after
+    /// a crash, without breaking its lease).
+    pub fn set_read_only(&self, ro: bool) {
+        self.read_only.store(ro, Ordering::SeqCst);
+    }
+
+    fn writes_snapshots(&self) -> bool {
+        !self.read_only.load(Ordering::SeqCst)
+    }
+
+    /// Lists `index/` on a backend and opens the manifests there.
+    fn load_backend(&self, setup: &Setup, remote: &Remote) -> Result<()> {
+        let id = remote.cfg.id.clone();
+        if self.snap.lock().backends.get(&id).is_some_and(|b| b.loaded) {
+            return Ok(());
+        }
+        let listing = snapshot::list_remote(&remote.store)
+            .with_context(|| format!("listing snapshots on backend {}", remote.cfg.name))?;
+        let mut b = BackendSnaps {
+            blocks: listing.blocks.into_iter().collect(),
+            ..BackendSnaps::default()
+        };
+        for g in listing.generations {
+            let obj = remote.store.read_all(&snapshot::manifest_path(g))?;
+            match setup.crypto.open_manifest(g, &obj) {
+                Ok(m) => {
+                    if g > b.durable {
+                        b.durable = g;
+                        b.newest_holder = Some((m.holder.clone(), m.hostname.clone()));
+                    }
+                    b.manifests.insert(g, m.blocks);
+                }
+                Err(e) => {
+                    log::warn!("backend {}: {e}; ignoring it", remote.cfg.name);
+                    b.unreadable.push(g);
+                }
+            }
+        }
+        b.loaded = true;
+        self.snap.lock().backends.insert(id, b);
+        Ok(())
+    }
+
+    /// Refuses to mount when a backend holds a newer index than this vault
+    /// (another machine wrote the vault since), then takes the lease on
+    /// every reachable backend. Unreachable backends are only warned about:
+    /// writes must keep working offline; the lease is taken when they return.
+    pub fn acquire(&self) -> Result<()> {
+        let Some(setup) = self.setup().filter(|_| self.writes_snapshots()) else {
+            return Ok(());
+        };
+        let local = self
+            .with_index(|idx| idx.meta_u64(snapshot::META_GENERATION))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0);
+        for remote in self.remotes() {
+            if let Err(e) = self.load_backend(&setup, &remote) {
+                log::warn!(
+                    "backend {}: cannot check its snapshots and lease now ({e:#}); mounting anyway, retrying in the background",
+                    remote.cfg.name
+                );
+                remote.failed("checking snapshots", &format!("{e:#}"));
+                continue;
+            }
+            let st = self.snap.lock();
+            let b = &st.backends[&remote.cfg.id];
+            if b.durable > local {
+                let (holder, host) = b.newest_holder.clone().unwrap_or_default();
+                if holder != setup.instance {
+                    return Err(crate::error::in_use(format!(
+                        "backend {} holds index generation {} written on host {host}, newer than this vault's generation {local}: \
+                         another machine has written this vault since. Mounting here would fork it. \
+                         Restore the newest state into a fresh directory with `tresor restore` instead",
+                        remote.cfg.name,
+                        b.durable
+                    )));
+                }
+            }
+            drop(st);
+            self.take_lease(&setup, &remote, false)?;
+        }
+        Ok(())
+    }
+
+    fn lease_of(&self, setup: &Setup, remote: &Remote) -> Result<Option<Lease>> {
+        match remote.store.read_all(snapshot::LEASE_PATH) {
+            Ok(obj) => Ok(Some(setup.crypto.open_lease(&obj).with_context(|| {
+                format!(
+                    "the lease on backend {} is unreadable; if nobody else uses the vault, `tresor lease break` replaces it",
+                    remote.cfg.name
+                )
+            })?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes our lease unless someone else holds it (then: refuse, or
+    /// with `refreshing`, note that the lease was lost).
+    fn take_lease(&self, setup: &Setup, remote: &Remote, refreshing: bool) -> Result<()> {
+        let now = snapshot::now_s();
+        let mut acquired = now;
+        match self.lease_of(setup, remote)? {
+            Some(l) if l.holder != setup.instance => {
+                let stale = now.saturating_sub(l.refreshed_s) > LEASE_STALE_S;
+                let msg = format!(
+                    "the vault is in use on host {} (vault directory {}, pid {}) since {}; its lease on backend {} was last refreshed {}{}",
+                    l.hostname,
+                    l.vault_dir,
+                    l.pid,
+                    snapshot::utc(l.acquired_s),
+                    remote.cfg.name,
+                    snapshot::ago(l.refreshed_s),
+                    if stale {
+                        ". That machine looks crashed or gone: if it is, run `tresor lease break` and mount again"
+                    } else {
+                        ". Unmount it there first (a vault has one writer)"
+                    }
+                );
+                if refreshing {
+                    log::error!("lease lost: {msg}; this mount stops writing snapshots");
+                    self.snap.lock().lease_lost = Some(msg);
+                    return Ok(());
+                }
+                return Err(crate::error::in_use(msg));
+            }
+            Some(l) => acquired = l.acquired_s,
+            None => {}
+        }
+        let lease = Lease {
+            holder: setup.instance.clone(),
+            hostname: setup.hostname.clone(),
+            vault_dir: self.vault.display().to_string(),
+            pid: std::process::id(),
+            acquired_s: acquired,
+            refreshed_s: now,
+        };
+        remote
+            .store
+            .write(snapshot::LEASE_PATH, setup.crypto.seal_lease(&lease).into())?;
+        Ok(())
+    }
+
+    /// Rewrites the lease on every backend (background, once a minute).
+    pub(super) fn refresh_leases(&self) {
+        let Some(setup) = self.setup().filter(|_| self.writes_snapshots()) else {
+            return;
+        };
+        {
+            let mut st = self.snap.lock();
+            if st.lease_lost.is_some()
+                || st
+                    .last_lease_refresh
+                    .is_some_and(|t| t.elapsed() < LEASE_REFRESH)
+            {
+                return;
+            }
+            st.last_lease_refresh = Some(Instant::now());
+        }
+        for remote in self.remotes() {
+            if let Err(e) = self.take_lease(&setup, &remote, true) {
+                remote.failed("refreshing the lease", &format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Removes our lease from every backend (unmount).
+    pub fn release(&self) {
+        let Some(setup) = self.setup().filter(|_| self.writes_snapshots()) else {
+            return;
+        };
+        for remote in self.remotes() {
+            match self.lease_of(&setup, &remote) {
+                Ok(Some(l)) if l.holder == setup.instance => {
+                    if let Err(e) = remote.store.delete(snapshot::LEASE_PATH) {
+                        log::warn!("backend {}: releasing the lease: {e}", remote.cfg.name);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("backend {}: releasing the lease: {e:#}", remote.cfg.name),
+            }
+        }
+    }
+
+    /// The lease on each backend: `(backend name, lease or error)`.
+    pub fn leases(&self) -> Vec<(String, Result<Option<Lease>>)> {
+        let Some(setup) = self.setup() else {
+            return Vec::new();
+        };
+        self.remotes()
+            .iter()
+            .map(|r| (r.cfg.name.clone(), self.lease_of(&setup, r)))
+            .collect()
+    }
+
+    /// Deletes the lease object on every backend (`tresor lease break`).
+    pub fn break_leases(&self) -> Result<()> {
+        for r in self.remotes() {
+            r.store
+                .delete(snapshot::LEASE_PATH)
+                .with_context(|| format!("deleting the lease on backend {}", r.cfg.name))?;
+        }
+        Ok(())
+    }
+
+    /// The newest generation that is on every backend (0: none yet).
+    pub fn durable_generation(&self) -> u64 {
+        let st = self.snap.lock();
+        self.remotes()
+            .iter()
+            .map(|r| st.backends.get(&r.cfg.id).map_or(0, |b| b.durable))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The newest snapshot generation known to be on backend `id`.
+    pub fn backend_generation(&self, id: &str) -> Option<u64> {
+        let st = self.snap.lock();
+        st.backends.get(id).filter(|b| b.loaded).map(|b| b.durable)
+    }
+
+    /// Why this mount stopped writing snapshots, if it did.
+    pub fn lease_lost(&self) -> Option<String> {
+        self.snap.lock().lease_lost.clone()
+    }
+
+    /// Whether the newest capture is on every backend.
+    pub fn snapshot_settled(&self) -> bool {
+        self.snap.lock().pending.is_none()
+    }
+
+    /// One snapshot round (see the module doc). Returns the generation now
+    /// durable on every backend; errors name the backends still behind.
+    pub fn snapshot_round(&self) -> Result<u64> {
+        let Some(setup) = self.setup() else {
+            return Ok(0);
+        };
+        if !self.writes_snapshots() {
+            return Ok(self.durable_generation());
+        }
+        let remotes = self.remotes();
+        if remotes.is_empty() {
+            return Ok(0);
+        }
+        let _round = self.snap_round.lock();
+        if let Some(lost) = self.snap.lock().lease_lost.clone() {
+            bail!("not writing snapshots: {lost}");
+        }
+        let mut problems = Vec::new();
+        for r in &remotes {
+            if let Err(e) = self.load_backend(&setup, r) {
+                problems.push(format!("backend {}: {e:#}", r.cfg.name));
+            }
+        }
+        self.capture(&setup, &remotes)?;
+        let pending = self.snap.lock().pending.clone();
+        if let Some(cap) = pending {
+            for r in &remotes {
+                if let Err(e) = self.upload_snapshot(&setup, r, &cap) {
+                    r.failed("uploading the index snapshot", &format!("{e:#}"));
+                    problems.push(format!("backend {}: {e:#}", r.cfg.name));
+                }
+            }
+            let mut st = self.snap.lock();
+            let all = remotes.iter().all(|r| {
+                st.backends
+                    .get(&r.cfg.id)
+                    .is_some_and(|b| b.durable >= cap.manifest.generation)
+            });
+            if all {
+                st.pending = None;
+            }
+        }
+        let durable = self.durable_generation();
+        if let Err(e) = self.delete_collected(durable) {
+            problems.push(format!("deleting collected packs: {e:#}"));
+        }
+        if problems.is_empty() {
+            Ok(durable)
+        } else {
+            bail!(problems.join("; "))
+        }
+    }
+
+    /// Checkpoints the index and, if it changed since the last capture,
+    /// captures it as a new generation.
+    fn capture(&self, setup: &Setup, remotes: &[Arc<Remote>]) -> Result<()> {
+        let Some(access) = self.index.lock().clone() else {
+            return Ok(());
+        };
+        let mut ids = None;
+        let mut err = None;
+        access.with_checkpoint(&mut || match snapshot::read_blocks(
+            &setup.index_path,
+            &setup.crypto,
+            &|_| false,
+        ) {
+            Ok(fb) => ids = Some(fb.ids),
+            Err(e) => err = Some(e),
+        })?;
+        if let Some(e) = err {
+            return Err(e).context("reading the index for a snapshot");
+        }
+        {
+            let st = self.snap.lock();
+            // Before this engine's first capture, compare with the newest
+            // snapshot on the backends: a mount without changes adds none.
+            let newest = st
+                .backends
+                .values()
+                .filter_map(|b| b.manifests.iter().next_back())
+                .max_by_key(|(g, _)| **g)
+                .map(|(_, blocks)| blocks.clone());
+            let last = st.last_ids.clone().or(newest);
+            if last.is_some() && last == ids {
+                return Ok(());
+            }
+        }
+        // A new generation: above everything this vault and its backends
+        // have seen.
+        let remote_max = {
+            let st = self.snap.lock();
+            st.backends.values().map(|b| b.durable).max().unwrap_or(0)
+        };
+        let mut generation = 0;
+        access.with_index(&mut |idx| {
+            let local = idx
+                .meta_u64(snapshot::META_GENERATION)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            generation = local.max(remote_max) + 1;
+            if let Err(e) = idx.set_meta_u64(snapshot::META_GENERATION, generation) {
+                err = Some(std::io::Error::other(e.to_string()));
+            }
+        });
+        if let Some(e) = err {
+            return Err(e).context("recording the snapshot generation");
+        }
+        // Blocks every backend already holds (their bytes need not be kept).
+        let everywhere: HashSet<BlockId> = {
+            let st = self.snap.lock();
+            let sets: Vec<Option<&HashSet<BlockId>>> = remotes
+                .iter()
+                .map(|r| st.backends.get(&r.cfg.id).map(|b| &b.blocks))
+                .collect();
+            match sets.split_first() {
+                Some((Some(first), rest)) => first
+                    .iter()
+                    .filter(|id| rest.iter().all(|s| s.is_some_and(|s| s.contains(*id))))
+                    .copied()
+                    .collect(),
+                _ => HashSet::new(),
+            }
+        };
+        let mut fb = None;
+        access.with_checkpoint(&mut || match snapshot::read_blocks(
+            &setup.index_path,
+            &setup.crypto,
+            &|id| !everywhere.contains(id),
+        ) {
+            Ok(b) => fb = Some(b),
+            Err(e) => err = Some(e),
+        })?;
+        if let Some(e) = err {
+            return Err(e).context("reading the index for a snapshot");
+        }
+        let fb = fb.expect("set by the closure");
+        let mut waits_for = HashMap::new();
+        for r in remotes {
+            let packs = self
+                .with_index(|idx| idx.unplaced_packs(&r.cfg.id, usize::MAX >> 1))
+                .transpose()?
+                .unwrap_or_default();
+            waits_for.insert(r.cfg.id.clone(), packs.into_iter().map(|p| p.0).collect());
+        }
+        let manifest = Manifest {
+            generation,
+            created_s: snapshot::now_s(),
+            db_len: fb.len,
+            blocks: fb.ids.clone(),
+            holder: setup.instance.clone(),
+            hostname: setup.hostname.clone(),
+        };
+        log::info!(
+            "index snapshot generation {generation}: {} blocks ({} bytes), {} not on every backend",
+            fb.ids.len(),
+            fb.len,
+            fb.bytes.len()
+        );
+        let mut st = self.snap.lock();
+        st.last_ids = Some(fb.ids);
+        st.pending = Some(Arc::new(Capture {
+            manifest,
+            bytes: fb.bytes,
+            waits_for,
+        }));
+        Ok(())
+    }
+
+    /// Puts `cap` on `remote` once the packs it needs are there.
+    fn upload_snapshot(&self, setup: &Setup, remote: &Remote, cap: &Capture) -> Result<()> {
+        let id = &remote.cfg.id;
+        let generation = cap.manifest.generation;
+        let (have, durable) = {
+            let st = self.snap.lock();
+            match st.backends.get(id) {
+                Some(b) if b.loaded => (b.blocks.clone(), b.durable),
+                _ => bail!("its snapshots could not be listed yet"),
+            }
+        };
+        if durable >= generation {
+            return Ok(());
+        }
+        if let Some(waits) = cap.waits_for.get(id) {
+            let mut missing = 0;
+            for &pack in waits {
+                let placed = self
+                    .with_index(|idx| idx.pack_needs_upload(pack, id))
+                    .transpose()?
+                    .unwrap_or(false);
+                if placed {
+                    missing += 1;
+                }
+            }
+            if missing > 0 {
+                bail!("snapshot generation {generation} waits for {missing} pack(s) to be uploaded first");
+            }
+        }
+        let mut uploaded = 0u64;
+        for block in &cap.manifest.blocks {
+            if have.contains(block) {
+                continue;
+            }
+            let Some(raw) = cap.bytes.get(block) else {
+                bail!("internal: the bytes of a block the backend lacks were not captured");
+            };
+            let obj = setup.crypto.seal_block(block, raw);
+            uploaded += obj.len() as u64;
+            remote
+                .store
+                .write(&snapshot::block_path(block), obj.into())?;
+            self.snap
+                .lock()
+                .backends
+                .get_mut(id)
+                .map(|b| b.blocks.insert(*block));
+        }
+        let obj = setup.crypto.seal_manifest(&cap.manifest);
+        uploaded += obj.len() as u64;
+        remote
+            .store
+            .write(&snapshot::manifest_path(generation), obj.into())?;
+        log::info!(
+            "backend {}: index snapshot generation {generation} uploaded ({uploaded} bytes)",
+            remote.cfg.name
+        );
+        // Seen = on a backend (not merely captured: a crash before any
+        // upload must not make the previous snapshot look like a rollback).
+        snapshot::record_seen(&setup.crypto.vault_id(), generation);
+        {
+            let mut st = self.snap.lock();
+            if let Some(b) = st.backends.get_mut(id) {
+                b.durable = generation;
+                b.manifests.insert(generation, cap.manifest.blocks.clone());
+                b.newest_holder = Some((setup.instance.clone(), setup.hostname.clone()));
+            }
+        }
+        remote.succeeded();
+        self.prune(remote);
+        Ok(())
+    }
+
+    /// Deletes manifests beyond `keep` and blocks no kept manifest uses.
+    fn prune(&self, remote: &Remote) {
+        let keep = self.snapshot_cfg.read().keep.max(1);
+        let (old, dead_blocks) = {
+            let mut st = self.snap.lock();
+            let Some(b) = st.backends.get_mut(&remote.cfg.id) else {
+                return;
+            };
+            let gens: Vec<u64> = b.manifests.keys().copied().collect();
+            let cut = gens.len().saturating_sub(keep as usize);
+            let mut old: Vec<u64> = gens[..cut].to_vec();
+            // Unreadable manifests older than the newest are garbage too.
+            old.extend(b.unreadable.iter().copied().filter(|g| *g < b.durable));
+            for g in &old {
+                b.manifests.remove(g);
+            }
+            b.unreadable.retain(|g| *g >= b.durable);
+            let live: HashSet<BlockId> = b.manifests.values().flatten().copied().collect();
+            let dead: Vec<BlockId> = b.blocks.difference(&live).copied().collect();
+            (old, dead)
+        };
+        for g in old {
+            if let Err(e) = remote.store.delete(&snapshot::manifest_path(g)) {
+                log::warn!(
+                    "backend {}: deleting old snapshot {g}: {e}",
+                    remote.cfg.name
+                );
+            }
+        }
+        for id in dead_blocks {
+            match remote.store.delete(&snapshot::block_path(&id)) {
+                Ok(()) => {
+                    if let Some(b) = self.snap.lock().backends.get_mut(&remote.cfg.id) {
+                        b.blocks.remove(&id);
+                    }
+                }
+                Err(e) => log::warn!(
+                    "backend {}: deleting an unused snapshot block: {e}",
+                    remote.cfg.name
+                ),
+            }
+        }
+    }
+
+    /// Deletes from every backend the packs garbage collection retired
+    /// before generation `durable` — the newest snapshot on every backend,
+    /// which no longer references them — then forgets them. Idempotent: an
+    /// object already gone counts as deleted; rows are dropped only when
+    /// every backend succeeded. Returns (packs, bytes) deleted.
+    pub fn delete_collected(&self, durable: u64) -> Result<(u64, u64)> {
+        let remotes = self.remotes();
+        if durable == 0 || remotes.is_empty() || !self.writes_snapshots() {
+            return Ok((0, 0));
+        }
+        let Some(access) = self.index_access() else {
+            return Ok((0, 0));
+        };
+        let backends: Vec<(String, &crate::store::Store)> = remotes
+            .iter()
+            .map(|r| (r.cfg.name.clone(), &r.store))
+            .collect();
+        let done = crate::remote::deletion::delete_collected(access.as_ref(), &backends, durable)?;
+        Ok((done.packs, done.bytes))
+    }
+
+    /// Takes a snapshot now and waits (up to `timeout`) until it is on every
+    /// backend (`tresor sync`, unmount).
+    pub fn snapshot_and_wait(&self, timeout: Option<Duration>) -> Result<u64> {
+        let start = Instant::now();
+        loop {
+            let r = self.snapshot_round();
+            if self.snapshot_settled() {
+                if let Ok(g) = r {
+                    return Ok(g);
+                }
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return match r {
+                    Err(e) => Err(e.context("the index snapshot is not on every backend yet")),
+                    Ok(_) => bail!("the index snapshot is not on every backend yet"),
+                };
+            }
+            self.kick();
+            self.sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Every backend's snapshots, newest first, opened where possible.
+    pub fn list_snapshots(&self) -> Vec<SnapshotListing> {
+        let setup = self.setup();
+        let mut out = Vec::new();
+        for r in self.remotes() {
+            let mut l = SnapshotListing {
+                backend: r.cfg.name.clone(),
+                entries: Vec::new(),
+                error: None,
+            };
+            match snapshot::list_remote(&r.store) {
+                Ok(listing) => {
+                    for g in listing.generations {
+                        let obj = r.store.read_all(&snapshot::manifest_path(g));
+                        let (m, size) = match (&obj, &setup) {
+                            (Ok(o), Some(s)) => (s.crypto.open_manifest(g, o).ok(), o.len() as u64),
+                            (Ok(o), None) => (None, o.len() as u64),
+                            _ => (None, 0),
+                        };
+                        l.entries.push((g, m, size));
+                    }
+                }
+                Err(e) => l.error = Some(e.to_string()),
+            }
+            out.push(l);
+        }
+        out
+    }
+}

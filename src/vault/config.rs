@@ -1,0 +1,369 @@
+//! `VAULT/config.toml` and `VAULT/credentials.toml`: the data types and
+//! their loading and saving. A leaf: every layer reads the config, so it
+//! depends on nothing else in the crate (the logic over it lives with its
+//! user: `remote::policy` evaluates [`Policy`], `maintenance::gc` runs with
+//! [`GcConfig`], `remote::backend` builds operators from [`BackendConfig`]).
+//!
+//! Neither file says anything about the vault's contents, and the local
+//! machine is trusted (docs/SECURITY.md), so they are plain TOML a user can
+//! read and diff. Credentials are created 0600 and never printed or logged.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Default uploads in flight per backend.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default local cache budget: not-yet-uploaded packs plus cached packs.
+pub const DEFAULT_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Index snapshots kept on each backend (older ones and the blocks only
+/// they use are deleted).
+pub const KEEP_GENERATIONS: u64 = 10;
+/// gc repacks packs whose live bytes are below this share (%) of their size.
+pub const REPACK_THRESHOLD_PERCENT: u8 = 50;
+
+/// The placement policy (`[policy]`); evaluated by `remote::policy`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Policy {
+    pub copies: u32,
+    #[serde(default)]
+    pub require_location: Vec<String>,
+    #[serde(default)]
+    pub allow_location: Vec<String>,
+    #[serde(default)]
+    pub deny_operator_country: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            copies: 1,
+            require_location: Vec::new(),
+            allow_location: Vec::new(),
+            deny_operator_country: Vec::new(),
+        }
+    }
+}
+
+/// `[gc]` in `VAULT/config.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GcConfig {
+    /// Seconds between background passes while mounted (0 = off).
+    pub interval: u64,
+    /// A background pass runs when at least this many bytes are dead…
+    pub min_dead_bytes: u64,
+    /// …or at least this share (%) of the stored bytes.
+    pub min_dead_percent: u8,
+    /// Repack packs whose live bytes are below this share (%) of their size.
+    pub repack_threshold: u8,
+    /// Pack bytes a background pass deletes or rewrites at most.
+    pub max_pass_bytes: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: 600,
+            min_dead_bytes: 64 * 1024 * 1024,
+            min_dead_percent: 10,
+            repack_threshold: REPACK_THRESHOLD_PERCENT,
+            max_pass_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl GcConfig {
+    pub fn is_default(&self) -> bool {
+        *self == GcConfig::default()
+    }
+}
+
+/// One remote backend, as recorded in `config.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BackendConfig {
+    pub name: String,
+    /// Random id fixed at `backend add`: placements in the index are keyed
+    /// by it, so a backend removed and added again under the same name
+    /// starts empty instead of inheriting stale placements.
+    pub id: String,
+    pub service: ServiceName,
+    /// Preset this was made from, if any (for display).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// s3: endpoint URL; webdav: base URL; sftp: `ssh://user@host:port`.
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bucket: String,
+    /// Directory (key prefix) inside the bucket/server that holds this vault.
+    pub root: String,
+    /// webdav/sftp user name (not a secret).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    /// sftp: path to the private key file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_path: String,
+    /// sftp: `strict` (default), `accept` or `add`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub known_hosts_strategy: String,
+    /// ISO 3166-1 alpha-2 country where the data is stored (or `EU`).
+    pub location: String,
+    /// The operating company.
+    pub operator: String,
+    /// ISO country of the operator's legal seat.
+    pub operator_country: String,
+    /// ISO country of the operator's ultimate parent (same as
+    /// `operator_country` when there is none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent_country: String,
+    #[serde(default)]
+    pub max_concurrency: usize,
+    /// Extra OpenDAL configuration keys (from the preset or `--option k=v`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    S3,
+    Webdav,
+    Sftp,
+    /// A directory (another disk, a NAS mount): OpenDAL's fs service.
+    Fs,
+}
+
+impl ServiceName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::S3 => "s3",
+            ServiceName::Webdav => "webdav",
+            ServiceName::Sftp => "sftp",
+            ServiceName::Fs => "fs",
+        }
+    }
+}
+
+impl BackendConfig {
+    /// Countries whose law applies to the operator.
+    pub fn jurisdictions(&self) -> Vec<String> {
+        let mut v = vec![self.operator_country.clone()];
+        if !self.parent_country.is_empty() && self.parent_country != self.operator_country {
+            v.push(self.parent_country.clone());
+        }
+        v
+    }
+
+    pub fn concurrency(&self) -> usize {
+        if self.max_concurrency > 0 {
+            self.max_concurrency
+        } else {
+            DEFAULT_CONCURRENCY
+        }
+    }
+
+    /// "DE, operator Hetzner Online GmbH (DE)" for messages and tables.
+    pub fn describe_law(&self) -> String {
+        let mut s = format!("{} ({}", self.operator, self.operator_country);
+        if !self.parent_country.is_empty() && self.parent_country != self.operator_country {
+            s.push_str(&format!(", parent {}", self.parent_country));
+        }
+        s.push(')');
+        s
+    }
+}
+
+/// `VAULT/config.toml`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VaultConfig {
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+    /// `[gc]`: garbage collection (`maintenance/gc.rs`).
+    #[serde(default, skip_serializing_if = "GcConfig::is_default")]
+    pub gc: GcConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CacheConfig {
+    /// Local store budget in bytes: packs not yet on every backend always
+    /// stay; uploaded packs beyond this are evicted oldest first.
+    pub size: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            size: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// `[snapshot]`: index snapshots to every backend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotConfig {
+    /// Seconds between snapshots while mounted (only when the index changed).
+    #[serde(default = "default_snapshot_interval")]
+    pub interval: u64,
+    /// Snapshots kept on each backend.
+    #[serde(default = "default_snapshot_keep")]
+    pub keep: u64,
+}
+
+fn default_snapshot_interval() -> u64 {
+    300
+}
+
+fn default_snapshot_keep() -> u64 {
+    KEEP_GENERATIONS
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            interval: default_snapshot_interval(),
+            keep: default_snapshot_keep(),
+        }
+    }
+}
+
+impl VaultConfig {
+    pub fn path(vault: &Path) -> PathBuf {
+        vault.join("config.toml")
+    }
+
+    /// The vault's config; the default (local store only) when absent.
+    pub fn load(vault: &Path) -> Result<VaultConfig> {
+        let p = Self::path(vault);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => toml::from_str(&s).with_context(|| format!("cannot parse {}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VaultConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+
+    /// Atomically replaces `config.toml` (write temp, fsync, rename).
+    pub fn save(&self, vault: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).context("cannot serialise the config")?;
+        let header = "# tresor vault configuration: backends and placement policy.\n\
+                      # Credentials are not here: see credentials.toml (mode 0600).\n\n";
+        write_atomic(
+            &Self::path(vault),
+            format!("{header}{text}").as_bytes(),
+            0o600,
+        )
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Secrets for one backend. No `Debug`: it must never be printed.
+#[derive(Clone, Default, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct Secret {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_key_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_access_key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password: String,
+}
+
+/// `VAULT/credentials.toml` (0600): backend name → secrets.
+///
+/// For each backend, variables in the environment override the file:
+/// `TRESOR_<NAME>_ACCESS_KEY_ID`, `TRESOR_<NAME>_SECRET_ACCESS_KEY`,
+/// `TRESOR_<NAME>_PASSWORD` (`NAME` upper-cased, `-` as `_`).
+#[derive(Default, Serialize, Deserialize)]
+pub struct Credentials {
+    #[serde(flatten)]
+    pub backends: BTreeMap<String, Secret>,
+}
+
+impl Credentials {
+    pub fn path(vault: &Path) -> PathBuf {
+        vault.join("credentials.toml")
+    }
+
+    pub fn load(vault: &Path) -> Result<Credentials> {
+        let p = Self::path(vault);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => {
+                let s = Zeroizing::new(s);
+                let mode = std::fs::metadata(&p)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    bail!(
+                        "{} is readable by others (mode {:o}); run `chmod 600 {}`",
+                        p.display(),
+                        mode & 0o777,
+                        p.display()
+                    );
+                }
+                // Parse errors from toml quote the offending line: don't
+                // let a secret reach a terminal that way.
+                toml::from_str(&s)
+                    .map_err(|_| anyhow::anyhow!("cannot parse {} (not valid TOML)", p.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Credentials::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+
+    pub fn save(&self, vault: &Path) -> Result<()> {
+        let text = Zeroizing::new(
+            toml::to_string_pretty(self).context("cannot serialise the credentials")?,
+        );
+        write_atomic(&Self::path(vault), text.as_bytes(), 0o600)
+    }
+
+    /// The secrets for `name`, with environment overrides applied.
+    pub fn for_backend(&self, name: &str) -> Secret {
+        let mut s = self.backends.get(name).cloned().unwrap_or_default();
+        let prefix = format!("TRESOR_{}_", name.to_uppercase().replace('-', "_"));
+        let env = |k: &str| std::env::var(format!("{prefix}{k}")).ok();
+        if let Some(v) = env("ACCESS_KEY_ID") {
+            s.access_key_id = v;
+        }
+        if let Some(v) = env("SECRET_ACCESS_KEY") {
+            s.secret_access_key = v;
+        }
+        if let Some(v) = env("PASSWORD") {
+            s.password = v;
+        }
+        s
+    }
+}
