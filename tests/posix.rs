@@ -202,8 +202,8 @@ fn truncate_grow_and_shrink() {
     drop(f);
     // truncate(2) by path as well
     fs::write(v.path("g"), b"0123456789").unwrap();
-    // SAFETY: valid path.
     check(
+        // SAFETY: valid path.
         unsafe { libc::truncate(cpath(&v.path("g")).as_ptr(), 4) },
         "truncate",
     )
@@ -763,6 +763,7 @@ fn statfs_numbers() {
     let c = cpath(&v.mnt);
     // SAFETY: zeroed statvfs is a valid out-buffer; c is a valid path.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: s is a valid out-buffer that lives for the call; c is a valid path.
     check(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, "statvfs").unwrap();
     let shown = format!(
         "bsize={} frsize={} blocks={} bfree={} bavail={} files={} ffree={} namemax={}",
@@ -795,8 +796,8 @@ fn fallocate_extends_size() {
         .open(v.path("f"))
         .unwrap();
     f.write_all_at(b"abc", 0).unwrap();
-    // SAFETY: valid fd owned by `f`.
     check(
+        // SAFETY: valid fd owned by `f`.
         unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 10 * MIB as libc::off_t) },
         "fallocate",
     )

@@ -479,3 +479,114 @@ fn unit_commands_notify_ready_and_stop_cleanly() {
     drop(sock);
     let _ = fs::remove_file(&sock_path);
 }
+
+/// The template unit the Debian package installs (`tresor systemd
+/// template`): systemd accepts an instance of it, and its commands, with
+/// `%h` and `%i` expanded as systemd expands them, mount the vault
+/// `~/.local/share/tresor/NAME` on `~/NAME` with the keyring's passphrase
+/// and unmount it with everything written kept.
+#[test]
+fn packaged_template_unit_verifies_and_its_commands_mount() {
+    require_tool("systemd-analyze", "systemd");
+    let Some(v) = TestVault::new() else {
+        return;
+    };
+    let env = Env::new(v);
+    let bin = tresor_bin();
+    let r = env
+        .tresor(&["systemd", "template", "--exe", bin.to_str().unwrap()])
+        .ok();
+    let text = r.stdout;
+    assert!(text.contains("Type=notify\n"), "{text}");
+    // systemd-analyze checks an instance; its file is the template's text.
+    let dir = env.unit_dir();
+    fs::create_dir_all(&dir).unwrap();
+    let instance = dir.join("tresor@demo.service");
+    fs::write(&instance, &text).unwrap();
+    let r = verify(&env, &instance, None);
+    assert!(r.success() && r.stderr.trim().is_empty(), "{r}");
+
+    // The commands, expanded: a vault named demo in the test's HOME.
+    let home = env.home.to_str().unwrap().to_string();
+    let expand = |words: Vec<String>| -> Vec<String> {
+        words
+            .into_iter()
+            .map(|w| w.replace("%h", &home).replace("%i", "demo"))
+            .collect()
+    };
+    let vault = env.home.join(".local/share/tresor/demo");
+    let r = env.tresor(&[
+        "init",
+        "--vault",
+        vault.to_str().unwrap(),
+        "--passphrase-file",
+        env.v.passfile.to_str().unwrap(),
+    ]);
+    assert!(r.success(), "{r}");
+    let fakebin = fake_secret_tool(&env.v.root_path);
+    let id = {
+        let r = env
+            .tresor(&[
+                "status",
+                "--json",
+                "--vault",
+                vault.to_str().unwrap(),
+                "--passphrase-file",
+                env.v.passfile.to_str().unwrap(),
+            ])
+            .ok();
+        let j: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        j["vault_id"].as_str().unwrap().to_string()
+    };
+    fs::write(
+        fakebin
+            .join("secrets")
+            .join(format!("service_tresor_vault_{id}")),
+        PASSPHRASE,
+    )
+    .unwrap();
+    let path = format!("{}:{}", fakebin.display(), std::env::var("PATH").unwrap());
+    let pre = expand(unit_words(&text, "ExecStartPre"));
+    let start = expand(unit_words(&text, "ExecStart"));
+    let stop = expand(unit_words(&text, "ExecStop"));
+    let r = run_bounded(Command::new(&pre[0]).args(&pre[1..]), STEP);
+    assert!(r.success(), "ExecStartPre: {r}");
+    let mnt = env.home.join("demo");
+    assert!(mnt.is_dir());
+    let mut main = Command::new(&start[0])
+        .args(&start[1..])
+        .env("HOME", &env.home)
+        .env("PATH", &path)
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/fake-bus",
+        )
+        .env_remove("TRESOR_PASSPHRASE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(env.v.root_path.join("template.err")).unwrap())
+        .spawn()
+        .expect("run ExecStart");
+    wait_until("the template's mount", Duration::from_secs(120), || {
+        is_fuse_mounted(&mnt) || main.try_wait().unwrap().is_some()
+    });
+    assert!(
+        is_fuse_mounted(&mnt),
+        "ExecStart ended without mounting: {}",
+        fs::read_to_string(env.v.root_path.join("template.err")).unwrap()
+    );
+    fs::write(mnt.join("from-the-template"), b"mounted at login").unwrap();
+    let r = run_bounded(Command::new(&stop[0]).args(&stop[1..]), STEP);
+    assert!(r.success(), "ExecStop: {r}");
+    let st = main.wait().unwrap();
+    assert!(st.success(), "main process exited with {st}");
+    assert!(!is_fuse_mounted(&mnt));
+    let r = env.tresor(&[
+        "fsck",
+        "--vault",
+        vault.to_str().unwrap(),
+        "--passphrase-file",
+        env.v.passfile.to_str().unwrap(),
+    ]);
+    assert!(r.success(), "fsck after the template's mount: {r}");
+}

@@ -28,6 +28,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::rngs::OsRng;
 use rand::RngCore;
+use rayon::prelude::*;
 
 use super::seal::{padded_len, ChunkId};
 use crate::vault::keys::SecretKey;
@@ -337,6 +338,40 @@ pub fn read_trailer_tail(
         return Err(malformed("entries do not cover the chunk region"));
     }
     Ok(entries)
+}
+
+/// Authenticates a whole pack object on its own (no index): the trailer
+/// must open under the name in `path` and every chunk it lists must open.
+/// Used before a refill puts a downloaded pack into the local cache.
+pub fn check_pack_object(
+    path: &str,
+    object: &[u8],
+    pack_key: &SecretKey,
+    sealer: &super::seal::ChunkSealer,
+) -> Result<(), String> {
+    let name = path
+        .rsplit('/')
+        .next()
+        .and_then(|f| PackId::from_hex(f.trim_end_matches(".pack")))
+        .ok_or_else(|| format!("{path} is not a pack object name"))?;
+    let entries = read_trailer(name, object, pack_key).map_err(|e| e.to_string())?;
+    let bad = entries
+        .par_iter()
+        .filter(|e| {
+            let r = e.range();
+            match object.get(r.start as usize..r.end as usize) {
+                Some(sealed) => sealer.open(&e.id, sealed).is_err(),
+                None => true,
+            }
+        })
+        .count();
+    if bad > 0 {
+        return Err(format!(
+            "{bad} of {} chunk(s) fail authentication",
+            entries.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! when the vault is not mounted — unlock the vault and do the work
 //! themselves, printing the same output.
 
+use crate::maintenance::offline::{Backends, OfflineVault};
 use crate::mount::control::Request;
-use parking_lot::Mutex;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,15 +20,14 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use crate::cli::VaultArgs;
-use crate::fs::SyncHooks;
-use crate::index::Index;
+
 use crate::mount::control;
 use crate::progress::Progress;
 use crate::remote::backend::{self, BackendConfig, Credentials, ServiceName, VaultConfig};
 use crate::remote::presets;
-use crate::remote::sync::{self, SyncEngine};
+use crate::remote::sync;
 use crate::store::Store;
-use crate::vault::{self, VaultPaths};
+use crate::vault::VaultPaths;
 
 #[derive(Subcommand)]
 pub enum BackendCmd {
@@ -585,8 +584,8 @@ fn remove(vault: &VaultArgs, name: &str) -> Result<()> {
     )? {
         Some(v) => v["packs_only_there"].as_u64().unwrap_or(0),
         None => {
-            let off = Offline::open(vault, &paths, false)?;
-            let idx = off.index.lock();
+            let off = open_offline(vault, Backends::Ignore)?;
+            let idx = off.index();
             idx.packs_only_on(&b.id, &others)?
         }
     };
@@ -684,68 +683,33 @@ pub fn policy(cmd: PolicyCmd) -> Result<()> {
     }
 }
 
-/// A vault opened by a command while it is not mounted.
-pub struct Offline {
-    pub index: Arc<Mutex<Index>>,
-    pub engine: Arc<SyncEngine>,
-    _lock: vault::VaultLock,
-}
-
-impl Offline {
-    pub fn open(args: &VaultArgs, paths: &VaultPaths, remotes: bool) -> Result<Offline> {
-        let unlocked = args.open()?.unlocked;
-        let lock = vault::lock_vault(paths)?;
-        let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
-            .context("cannot open the index")?;
-        let config = VaultConfig::load(&paths.root)?;
-        let local = Arc::new(Store::open_local(&paths.store())?);
-        let config = if remotes {
-            config
-        } else {
-            VaultConfig {
-                backends: Vec::new(),
-                ..config
-            }
-        };
-        let engine = SyncEngine::new(&paths.root, &config, local, paths.key_file())?;
-        engine.enable_snapshots(&unlocked)?;
-        Ok(Offline {
-            index: Arc::new(Mutex::new(index)),
-            engine,
-            _lock: lock,
-        })
-    }
-
-    fn commit(&self) {
-        let idx = self.index.lock();
-        match idx.commit(true) {
-            Ok(()) => self.engine.committed(&idx),
-            Err(e) => log::error!("index commit failed: {e}"),
-        }
-    }
+/// Opens the vault here (it is not mounted).
+fn open_offline(args: &VaultArgs, backends: Backends) -> Result<Arc<OfflineVault>> {
+    let session = args.open()?;
+    OfflineVault::open(&session.paths, &session.unlocked, backends)
 }
 
 /// Asks the daemon, else runs `offline` on a vault opened here.
 fn daemon_or_offline(
     vault: &VaultArgs,
     req: Request,
-    offline: impl FnOnce(&Offline, &VaultConfig) -> Result<Value>,
+    offline: impl FnOnce(&OfflineVault, &VaultConfig) -> Result<Value>,
 ) -> Result<Value> {
     let paths = paths_of(vault)?;
     if let Some(v) = control::request(&paths.root, &req, &mut |_| {})? {
         return Ok(v);
     }
-    let off = Offline::open(vault, &paths, false)?;
+    let off = open_offline(vault, Backends::Ignore)?;
     let config = VaultConfig::load(&paths.root)?;
     let v = offline(&off, &config)?;
-    off.commit();
+    off.close()?;
     Ok(v)
 }
 
 pub fn where_cmd(vault: &VaultArgs, path: &Path, json_out: bool) -> Result<()> {
     let rel = vault_relative(path)?;
     let v = daemon_or_offline(vault, Request::Where { path: rel.clone() }, |off, cfg| {
-        let idx = off.index.lock();
+        let idx = off.index();
         sync::where_status(cfg, &idx, rel.as_bytes())
     })?;
     if json_out {
@@ -810,8 +774,8 @@ pub fn cache(cmd: CacheCmd) -> Result<()> {
     match cmd {
         CacheCmd::Show { vault, json } => {
             let v = daemon_or_offline(&vault, Request::CacheShow, |off, cfg| {
-                let idx = off.index.lock();
-                sync::cache_status(Some(&off.engine), cfg, &idx)
+                let idx = off.index();
+                sync::cache_status(Some(off.engine()), cfg, &idx)
             })?;
             if json {
                 println!("{v}");
@@ -824,12 +788,12 @@ pub fn cache(cmd: CacheCmd) -> Result<()> {
             let v = match control::request(&paths.root, &Request::CacheClear, &mut |_| {})? {
                 Some(v) => v,
                 None => {
-                    let off = Offline::open(&vault, &paths, true)?;
-                    off.engine.request_clear();
-                    off.commit();
+                    let off = open_offline(&vault, Backends::Use)?;
+                    off.engine().request_clear();
+                    off.commit()?;
                     let cfg = VaultConfig::load(&paths.root)?;
-                    let idx = off.index.lock();
-                    sync::cache_status(Some(&off.engine), &cfg, &idx)?
+                    let idx = off.index();
+                    sync::cache_status(Some(off.engine()), &cfg, &idx)?
                 }
             };
             print(&v);
@@ -892,7 +856,7 @@ pub fn sync_cmd(
     let result = match answered {
         Ok(Some(_)) => Ok(()),
         Ok(None) => {
-            let off = Offline::open(vault, &paths, true)?;
+            let off = open_offline(vault, Backends::Use)?;
             let config = VaultConfig::load(&paths.root)?;
             let v = config.policy.violations(&config.backends);
             if !v.is_empty() {
@@ -901,23 +865,26 @@ pub fn sync_cmd(
                     v.join("\n  ")
                 );
             }
-            off.engine.start(off.index.clone());
-            let r = off.engine.acquire().and_then(|_| {
-                off.engine.wait_synced(
+            off.engine().start(off.clone());
+            let r = off.engine().acquire().and_then(|_| {
+                off.engine().wait_synced(
                     timeout.map(Duration::from_secs_f64),
-                    &|| off.commit(),
+                    &|| {
+                        if let Err(e) = off.commit() {
+                            log::error!("index commit failed: {e}");
+                        }
+                    },
                     &mut |left, total| progress(left, total),
                 )
             });
             let r = r.and_then(|_| {
-                off.engine
+                off.engine()
                     .snapshot_and_wait(timeout.map(Duration::from_secs_f64))
                     .map(|_| ())
             });
-            off.engine.release();
-            off.engine.stop();
-            off.commit();
-            r
+            off.engine().release();
+            let closed = off.close();
+            r.and(closed)
         }
         Err(e) => Err(e),
     };

@@ -1,5 +1,5 @@
 //! `tresor gc`: asks the daemon of a mounted vault, else opens the vault
-//! itself and collects (see `src/gc.rs`). Progress: a bar on a terminal,
+//! itself and collects (see `maintenance/gc.rs`). Progress: a bar on a terminal,
 //! plain lines otherwise, nothing with `--quiet`/`--json`.
 
 use crate::mount::control::Request;
@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::cli::VaultArgs;
 use crate::maintenance::gc::{self, GcOptions, GcReport};
+use crate::maintenance::offline::{Backends, OfflineVault};
 use crate::mount::control;
 use crate::progress::Progress;
 
@@ -28,17 +29,15 @@ pub fn gc_cmd(vault: &VaultArgs, dry_run: bool, quiet: bool, json_out: bool) -> 
     let result: Result<Value> = match answered {
         Ok(Some(v)) => Ok(v),
         Ok(None) => (|| {
-            let pass = vault.secret(false)?;
-            let (off, _lock, has_backends) = gc::open_offline(&paths, &pass)?;
+            let session = vault.open()?;
+            let off = OfflineVault::open(&session.paths, &session.unlocked, Backends::Use)?;
             let config = crate::remote::backend::VaultConfig::load(&paths.root)?;
             let opts = GcOptions {
                 dry_run,
-                ..GcOptions::from_config(&config.gc, has_backends)
+                ..GcOptions::from_config(&config.gc, off.has_backends())
             };
-            let r = gc::run_pass(&off, &opts, &mut |d, t| bar.update(d, t));
-            off.packs.shutdown();
-            let index = off.index.into_inner();
-            index.close()?;
+            let r = gc::run_pass(off.as_ref(), &opts, &mut |d, t| bar.update(d, t));
+            off.close()?;
             Ok(serde_json::to_value(r?)?)
         })(),
         Err(e) => Err(e),

@@ -19,7 +19,6 @@
 
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::CString;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -298,37 +297,15 @@ fn scan(dir: &Path) -> Result<(u64, u64)> {
     Ok((files, bytes))
 }
 
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).context("path contains a NUL byte")
-}
-
 /// Sets atime and mtime (nanoseconds) without following symlinks.
 fn set_times(p: &Path, m: &std::fs::Metadata) -> Result<()> {
-    let c = cpath(p)?;
-    let ts = [
-        libc::timespec {
-            tv_sec: m.atime(),
-            tv_nsec: m.atime_nsec(),
-        },
-        libc::timespec {
-            tv_sec: m.mtime(),
-            tv_nsec: m.mtime_nsec(),
-        },
-    ];
-    // SAFETY: valid C string and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot set the times of {}", p.display()));
-    }
-    Ok(())
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let atime = TimeSpec::new(m.atime(), m.atime_nsec());
+    let mtime = TimeSpec::new(m.mtime(), m.mtime_nsec());
+    utimensat(None, p, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot set the times of {}", p.display()))
 }
 
 fn same_file_meta(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {

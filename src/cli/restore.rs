@@ -85,9 +85,8 @@ fn open_remotes(args: &VaultArgs) -> Result<Remotes> {
         );
     }
     let local = Arc::new(Store::open_local(&paths.store())?);
-    let engine = SyncEngine::new(&paths.root, &config, local, paths.key_file())?;
+    let engine = SyncEngine::open(&paths, &config, local, &unlocked, false)?;
     let vault_id = unlocked.key_file.vault_id();
-    engine.enable_snapshots(&unlocked)?;
     Ok(Remotes {
         engine,
         vault_id,

@@ -382,7 +382,10 @@ impl Index {
                 params![SCHEMA_VERSION],
             )?;
             let now = Timestamp::now();
-            let (uid, gid) = (unsafe_getuid(), unsafe_getgid());
+            let (uid, gid) = (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
             conn.execute(
                 "INSERT INTO inodes (ino, mode, uid, gid, size, nlink, rdev, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns) \
                  VALUES (?1, ?2, ?3, ?4, 0, 2, 0, ?5, ?6, ?5, ?6, ?5, ?6)",
@@ -1269,13 +1272,4 @@ fn apply_key(conn: &Connection, key: &SecretKey) -> Result<(), IndexError> {
     let pragma = zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex.as_str()));
     conn.execute_batch(&pragma)?;
     Ok(())
-}
-
-fn unsafe_getuid() -> u32 {
-    // SAFETY: getuid/getgid cannot fail and touch no memory.
-    unsafe { libc::getuid() }
-}
-fn unsafe_getgid() -> u32 {
-    // SAFETY: as above.
-    unsafe { libc::getgid() }
 }

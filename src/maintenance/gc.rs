@@ -65,8 +65,8 @@ use crate::chunk::pack::{PackId, PACK_TARGET};
 use crate::chunk::seal::ChunkId;
 use crate::fs::{FsCore, FsError, IndexAccess};
 use crate::index::{Index, IndexError, PackChunk, PackLiveness};
-use crate::store::packstore::{PackStore, PackStoreError};
-use crate::store::{Store, StoreError};
+use crate::store::packstore::PackStoreError;
+use crate::store::StoreError;
 
 pub use crate::vault::config::REPACK_THRESHOLD_PERCENT;
 /// Dead packs marked per committed step.
@@ -89,64 +89,21 @@ pub enum GcError {
     Abandoned,
 }
 
-/// What garbage collection needs from a vault: the index under its lock,
-/// a durable commit, and the pack store. Mounted, this is the [`FsCore`];
-/// unmounted, an [`OfflineVault`].
-pub trait GcVault: Send + Sync {
-    /// Runs `f` under the index lock (no commit).
-    fn locked(&self, f: &mut dyn FnMut(&Index));
-    /// Runs `f` under the index lock and commits durably before releasing it
-    /// (packs the batch references are made durable first).
-    fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> Result<(), GcError>;
-    fn pack_store(&self) -> &PackStore;
-}
-
-impl GcVault for FsCore {
-    fn locked(&self, f: &mut dyn FnMut(&Index)) {
-        self.with_index(f)
-    }
-    fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> Result<(), GcError> {
-        Ok(self.commit_with(|idx| f(idx))?)
-    }
-    fn pack_store(&self) -> &PackStore {
-        self.packs()
-    }
-}
-
-/// An unmounted vault opened for garbage collection.
-pub struct OfflineVault {
-    pub index: Mutex<Index>,
-    pub packs: PackStore,
-}
-
-impl GcVault for OfflineVault {
-    fn locked(&self, f: &mut dyn FnMut(&Index)) {
-        f(&self.index.lock())
-    }
-    fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> Result<(), GcError> {
-        let idx = self.index.lock();
-        f(&idx);
-        self.packs.seal_and_wait(&idx)?;
-        idx.commit(true)?;
-        Ok(())
-    }
-    fn pack_store(&self) -> &PackStore {
-        &self.packs
-    }
-}
-
-fn read<R>(v: &dyn GcVault, f: impl FnOnce(&Index) -> R) -> R {
+fn read<R>(v: &dyn IndexAccess, f: impl FnOnce(&Index) -> R) -> R {
     let mut f = Some(f);
     let mut out = None;
-    v.locked(&mut |idx| {
+    v.with_index(&mut |idx| {
         if let Some(f) = f.take() {
             out = Some(f(idx));
         }
     });
-    out.expect("locked runs the closure")
+    out.expect("with_index runs the closure")
 }
 
-fn commit<R>(v: &dyn GcVault, f: impl FnOnce(&Index) -> Result<R, GcError>) -> Result<R, GcError> {
+fn commit<R>(
+    v: &dyn IndexAccess,
+    f: impl FnOnce(&Index) -> Result<R, GcError>,
+) -> Result<R, GcError> {
     let mut f = Some(f);
     let mut out = None;
     v.locked_commit(&mut |idx| {
@@ -203,7 +160,7 @@ pub struct GcReport {
 }
 
 /// Dead bytes (pack size minus live bytes) and stored bytes of the vault.
-pub fn dead_bytes(v: &dyn GcVault) -> Result<(u64, u64), GcError> {
+pub fn dead_bytes(v: &dyn IndexAccess) -> Result<(u64, u64), GcError> {
     let packs = read(v, |idx| idx.gc_liveness())?;
     let stored: u64 = packs.iter().map(|p| p.size).sum();
     let dead: u64 = packs
@@ -219,7 +176,7 @@ static PASS: Mutex<()> = Mutex::new(());
 
 /// One garbage collection pass. `progress(done, total)` counts packs.
 pub fn run_pass(
-    v: &dyn GcVault,
+    v: &dyn IndexAccess,
     opts: &GcOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<GcReport, GcError> {
@@ -355,7 +312,7 @@ pub fn run_pass(
 
 /// Pack files in the local store that no `packs` row names. The listing
 /// comes first: a pack gets its row before its file is written.
-fn leftover_files(v: &dyn GcVault) -> Result<Vec<([u8; 16], u64)>, GcError> {
+fn leftover_files(v: &dyn IndexAccess) -> Result<Vec<([u8; 16], u64)>, GcError> {
     let files = v.pack_store().local_pack_files()?;
     let known = read(v, |idx| idx.gc_known_pack_names())?;
     Ok(files
@@ -374,7 +331,7 @@ struct Source {
 /// Copies the live chunks of `group` into one new pack and retires the old
 /// packs, in one committed step.
 fn repack_group(
-    v: &dyn GcVault,
+    v: &dyn IndexAccess,
     group: &[PackLiveness],
     report: &mut GcReport,
 ) -> Result<(), GcError> {
@@ -539,37 +496,6 @@ fn background_pass(core: &FsCore, cfg: &GcConfig, has_backends: bool) -> Result<
     };
     run_pass(core, &opts, &mut |_, _| {})?;
     Ok(())
-}
-
-/// Opens an unmounted vault for `tresor gc`: the index, the local store and
-/// (for evicted packs) the remote backends.
-pub fn open_offline(
-    paths: &crate::vault::VaultPaths,
-    passphrase: &[u8],
-) -> anyhow::Result<(OfflineVault, crate::vault::VaultLock, bool)> {
-    use anyhow::Context;
-    let unlocked = crate::vault::unlock(paths, passphrase)?;
-    let lock = crate::vault::lock_vault(paths)?;
-    let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
-        .context("cannot open the index")?;
-    let config = crate::remote::backend::VaultConfig::load(&paths.root)?;
-    let local = Arc::new(Store::open_local(&paths.store())?);
-    let sealer = Arc::new(crate::chunk::seal::ChunkSealer::new(&unlocked.subkeys));
-    let packs = PackStore::new(local.clone(), sealer, unlocked.subkeys.pack.clone());
-    let has_backends = !config.backends.is_empty();
-    if has_backends {
-        let engine =
-            crate::remote::sync::SyncEngine::new(&paths.root, &config, local, paths.key_file())?;
-        packs.set_remote(engine);
-    }
-    Ok((
-        OfflineVault {
-            index: Mutex::new(index),
-            packs,
-        },
-        lock,
-        has_backends,
-    ))
 }
 
 /// The answer to the control socket's `gc` request.

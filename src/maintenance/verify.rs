@@ -175,48 +175,6 @@ fn check_object(
     f
 }
 
-/// Authenticates a whole pack object on its own (no index): the trailer
-/// must open under the name in `path` and every chunk it lists must open.
-/// Used before a refill puts a downloaded pack into the local cache.
-pub fn check_pack_object(
-    path: &str,
-    object: &[u8],
-    pack_key: &SecretKey,
-    sealer: &ChunkSealer,
-) -> Result<(), String> {
-    let name = path
-        .rsplit('/')
-        .next()
-        .and_then(|f| PackId::from_hex(f.trim_end_matches(".pack")))
-        .ok_or_else(|| format!("{path} is not a pack object name"))?;
-    let entries = read_trailer(name, object, pack_key).map_err(|e| e.to_string())?;
-    let bad = entries
-        .par_iter()
-        .filter(|e| {
-            let r = e.range();
-            match object.get(r.start as usize..r.end as usize) {
-                Some(sealed) => sealer.open(&e.id, sealed).is_err(),
-                None => true,
-            }
-        })
-        .count();
-    if bad > 0 {
-        return Err(format!(
-            "{bad} of {} chunk(s) fail authentication",
-            entries.len()
-        ));
-    }
-    Ok(())
-}
-
-/// The check the sync engine runs before a refill enters the cache.
-pub fn refill_check(
-    pack_key: SecretKey,
-    sealer: Arc<ChunkSealer>,
-) -> crate::remote::sync::PackCheck {
-    Arc::new(move |path: &str, object: &[u8]| check_pack_object(path, object, &pack_key, &sealer))
-}
-
 /// Checks every pack copy of an unlocked vault, prints the report and
 /// raises `Error::Damaged` when a copy is missing or damaged.
 pub fn run(paths: &VaultPaths, unlocked: &UnlockedVault, opts: VerifyOpts) -> Result<()> {
@@ -573,7 +531,7 @@ fn print_human(reports: &[LocationReport], data: bool, files: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::pack::PackBuilder;
+    use crate::chunk::pack::{check_pack_object, PackBuilder};
     use crate::vault::keys::MasterKey;
 
     struct Fixture {

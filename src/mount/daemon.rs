@@ -280,8 +280,7 @@ fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
             other => opts.push(fuser::MountOption::CUSTOM(other.to_string())),
         }
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         // As root fuser calls mount(2) itself, with type "fuse"; the subtype
         // makes it "fuse.tresor" like fusermount3's mounts, which is what
         // umount(8) looks up its helper by (umount.fuse.tresor, see fstab.rs).
@@ -324,20 +323,13 @@ pub fn run_daemon(
         let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
             .context("cannot open the index")?;
         let store = Arc::new(Store::open_local(&paths.store())?);
-        let engine = SyncEngine::new(&paths.root, &config, store.clone(), paths.key_file())?;
         let sealer = Arc::new(ChunkSealer::new(&unlocked.subkeys));
         let chunker = Chunker::new(&unlocked.subkeys.chunker);
-        let packs = PackStore::new(store, sealer.clone(), unlocked.subkeys.pack.clone());
-        engine.set_pack_check(crate::maintenance::verify::refill_check(
-            unlocked.subkeys.pack.clone(),
-            sealer.clone(),
-        ));
+        let packs = PackStore::new(store.clone(), sealer.clone(), unlocked.subkeys.pack.clone());
         let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
-        core.packs().set_remote(engine.clone());
-        core.set_sync_hooks(engine.clone());
-        engine.enable_snapshots(&unlocked)?;
-        engine.set_read_only(options.iter().any(|o| o == "ro"));
-        engine.start(core.clone());
+        let read_only = options.iter().any(|o| o == "ro");
+        let engine = SyncEngine::open(paths, &config, store, &unlocked, read_only)?;
+        engine.attach(&core);
         if let Err(e) = engine.acquire() {
             engine.stop();
             return Err(e);

@@ -256,8 +256,7 @@ fn mount_helper(args: &[OsString]) -> Result<()> {
             "mount.fuse3's drop_privileges option passes a pre-opened /dev/fuse, which tresor does not support; remove drop_privileges from the mount options",
         ));
     }
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     let opts = parse_options(&a.options, root)?;
     let vault = VaultPaths::new(
         std::path::absolute(&a.source)

@@ -41,6 +41,15 @@ pub enum Action {
         /// The mountpoint the unit was installed for
         mountpoint: PathBuf,
     },
+    /// Print the template unit `tresor@.service` that the Debian package
+    /// installs: `systemctl --user enable --now tresor@NAME` mounts the vault
+    /// ~/.local/share/tresor/NAME on ~/NAME with its passphrase from the
+    /// desktop keyring
+    Template {
+        /// The tresor binary the unit runs [default: this one]
+        #[arg(long, value_name = "PATH")]
+        exe: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -75,7 +84,53 @@ pub fn run(action: Action) -> Result<()> {
     match action {
         Action::Install(a) => install(a),
         Action::Uninstall { mountpoint } => uninstall(&mountpoint),
+        Action::Template { exe } => {
+            let exe = match exe {
+                Some(e) => e,
+                None => std::env::current_exe().context("cannot find the tresor binary")?,
+            };
+            print!("{}", template_unit(&exe)?);
+            Ok(())
+        }
     }
+}
+
+/// The packaged template unit. The instance name is the vault's name under
+/// `~/.local/share/tresor/` and the mountpoint's under `~`; the passphrase
+/// comes from the keyring (stored there once by `tresor systemd install
+/// --keyring --print MOUNTPOINT`, which stores it and writes no unit).
+pub fn template_unit(exe: &Path) -> Result<String> {
+    let exe = exe
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", exe.display()))?;
+    let exe = quote_arg(exe)?;
+    Ok(format!(
+        "# tresor@NAME.service mounts the vault ~/.local/share/tresor/NAME on ~/NAME\n\
+         # at login and unmounts it at logout. The passphrase comes from the desktop\n\
+         # keyring; store it there once with\n\
+         #   tresor systemd install --keyring --print --vault ~/.local/share/tresor/NAME ~/NAME\n\
+         # then: systemctl --user enable --now tresor@NAME\n\
+         [Unit]\n\
+         Description=tresor vault %i on %h/%i\n\
+         Documentation=man:tresor-systemd(1)\n\
+         StartLimitIntervalSec=10min\n\
+         StartLimitBurst=5\n\
+         \n\
+         [Service]\n\
+         Type=notify\n\
+         ExecStartPre=/bin/mkdir -p %h/%i\n\
+         ExecStart={exe} mount --foreground --vault %h/.local/share/tresor/%i --keyring %h/%i\n\
+         ExecStop={exe} unmount %h/%i\n\
+         # 2 = usage error, 3 = wrong passphrase: retrying cannot help.\n\
+         Restart=on-failure\n\
+         RestartSec=30s\n\
+         RestartPreventExitStatus=2 3\n\
+         TimeoutStartSec=5min\n\
+         TimeoutStopSec=10min\n\
+         \n\
+         [Install]\n\
+         WantedBy=default.target\n"
+    ))
 }
 
 /// `systemd-escape --path`: `/home/a/My Tresor` → `home-a-My\x20Tresor`.

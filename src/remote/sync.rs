@@ -191,9 +191,42 @@ pub struct SyncEngine {
 pub type PackCheck = Arc<dyn Fn(&str, &[u8]) -> Result<(), String> + Send + Sync>;
 
 impl SyncEngine {
-    /// An engine for the vault's configured backends (none: a local vault,
-    /// the engine then does nothing).
-    pub fn new(
+    /// The engine of an unlocked vault, ready to [`start`](Self::start):
+    /// the configured backends (none: a local vault, the engine then does
+    /// nothing), index snapshots and the lease keyed from `unlocked`, and
+    /// refilled packs authenticated before they enter the local cache.
+    /// `read_only` (a `-o ro` mount): no lease, no snapshots. This is the one
+    /// way to build an engine; mounted, [`attach`](Self::attach) then plugs
+    /// it into the core.
+    pub fn open(
+        paths: &crate::vault::VaultPaths,
+        config: &VaultConfig,
+        local: Arc<Store>,
+        unlocked: &crate::vault::UnlockedVault,
+        read_only: bool,
+    ) -> Result<Arc<SyncEngine>> {
+        let engine = SyncEngine::new(&paths.root, config, local, paths.key_file())?;
+        let pack_key = unlocked.subkeys.pack.clone();
+        let sealer = crate::chunk::seal::ChunkSealer::new(&unlocked.subkeys);
+        let check: PackCheck = Arc::new(move |path: &str, object: &[u8]| {
+            crate::chunk::pack::check_pack_object(path, object, &pack_key, &sealer)
+        });
+        let _ = engine.pack_check.set(check);
+        engine.enable_snapshots(unlocked)?;
+        engine.set_read_only(read_only);
+        Ok(engine)
+    }
+
+    /// Plugs the engine into a mounted core and starts its workers: reads
+    /// of evicted packs fetch through it, writers are throttled by its cache
+    /// budget, and every commit reports durable placements to it.
+    pub fn attach(self: &Arc<Self>, core: &Arc<crate::fs::FsCore>) {
+        core.packs().set_remote(self.clone());
+        core.set_sync_hooks(self.clone());
+        self.start(core.clone());
+    }
+
+    fn new(
         vault: &std::path::Path,
         config: &VaultConfig,
         local: Arc<Store>,
@@ -230,12 +263,6 @@ impl SyncEngine {
             pack_check: Arc::new(std::sync::OnceLock::new()),
             refill_refused: Arc::new(Mutex::new(HashSet::new())),
         }))
-    }
-
-    /// Sets how refilled packs are authenticated (once, at mount). Without
-    /// it, refills are not written to the cache at all.
-    pub fn set_pack_check(&self, check: PackCheck) {
-        let _ = self.pack_check.set(check);
     }
 
     pub fn remotes(&self) -> Vec<Arc<Remote>> {

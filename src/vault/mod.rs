@@ -152,11 +152,11 @@ pub fn unlock(paths: &VaultPaths, passphrase: &[u8]) -> Result<UnlockedVault> {
 /// The daemon's exclusive lock on the vault; released when dropped (or when
 /// the process dies, so a killed daemon never leaves a stale lock).
 pub struct VaultLock {
-    _file: std::fs::File,
+    _file: nix::fcntl::Flock<std::fs::File>,
 }
 
 pub fn lock_vault(paths: &VaultPaths) -> Result<VaultLock> {
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -164,21 +164,14 @@ pub fn lock_vault(paths: &VaultPaths) -> Result<VaultLock> {
         .mode(0o600)
         .open(paths.lock())
         .context("cannot open the vault lock file")?;
-    // SAFETY: flock on a valid, owned fd.
-    let r = unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    };
-    if r != 0 {
+    let Ok(mut f) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) else {
         let holder = std::fs::read_to_string(paths.lock()).unwrap_or_default();
         bail!(
             "the vault {} is already mounted by another tresor process ({})",
             paths.root.display(),
             holder.trim()
         );
-    }
+    };
     f.set_len(0)?;
     writeln!(f, "pid {}", std::process::id())?;
     Ok(VaultLock { _file: f })
@@ -190,14 +183,8 @@ pub fn is_mounted(paths: &VaultPaths) -> bool {
     let Ok(f) = std::fs::File::open(paths.lock()) else {
         return false;
     };
-    // SAFETY: flock on a valid, owned fd; released when `f` is dropped.
-    let r = unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            libc::LOCK_SH | libc::LOCK_NB,
-        )
-    };
-    r != 0
+    // A shared lock we get is released when the guard is dropped at once.
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
 }
 
 /// Pid of the daemon holding the vault, if any.

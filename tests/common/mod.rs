@@ -930,6 +930,7 @@ pub fn lstat(p: &Path) -> io::Result<libc::stat> {
     let c = cpath(p);
     // SAFETY: zeroed stat is a valid out-buffer; c is a valid NUL-terminated path.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; st lives for the call.
     check(unsafe { libc::lstat(c.as_ptr(), &mut st) }, "lstat")?;
     Ok(st)
 }
@@ -937,8 +938,8 @@ pub fn lstat(p: &Path) -> io::Result<libc::stat> {
 pub fn setxattr(p: &Path, name: &str, value: &[u8], flags: libc::c_int) -> io::Result<()> {
     let c = cpath(p);
     let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings and a value buffer of the given length.
     check(
+        // SAFETY: valid C strings and a value buffer of the given length.
         unsafe {
             libc::setxattr(
                 c.as_ptr(),
@@ -962,6 +963,7 @@ pub fn getxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
         return Err(io::Error::last_os_error());
     }
     let mut buf = vec![0u8; size as usize];
+    // SAFETY: buf is writable for buf.len() bytes.
     let got = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if got < 0 {
         return Err(io::Error::last_os_error());
@@ -978,6 +980,7 @@ pub fn listxattr(p: &Path) -> io::Result<Vec<String>> {
         return Err(io::Error::last_os_error());
     }
     let mut buf = vec![0u8; size as usize];
+    // SAFETY: buf is writable for buf.len() bytes.
     let got = unsafe { libc::listxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if got < 0 {
         return Err(io::Error::last_os_error());
@@ -993,8 +996,8 @@ pub fn listxattr(p: &Path) -> io::Result<Vec<String>> {
 pub fn removexattr(p: &Path, name: &str) -> io::Result<()> {
     let c = cpath(p);
     let n = CString::new(name).unwrap();
-    // SAFETY: valid C strings.
     check(
+        // SAFETY: valid C strings.
         unsafe { libc::removexattr(c.as_ptr(), n.as_ptr()) },
         "removexattr",
     )?;
@@ -1019,8 +1022,8 @@ pub fn utimensat(
             tv_nsec: mtime.1,
         },
     ];
-    // SAFETY: valid path and a two-element timespec array.
     check(
+        // SAFETY: valid path and a two-element timespec array.
         unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) },
         "utimensat",
     )?;
@@ -1036,8 +1039,8 @@ pub fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
 
 pub fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     let (a, b) = (cpath(from), cpath(to));
-    // SAFETY: valid paths relative to the cwd fd (they are absolute anyway).
     check(
+        // SAFETY: valid paths relative to the cwd fd (they are absolute anyway).
         unsafe {
             libc::renameat2(
                 libc::AT_FDCWD,

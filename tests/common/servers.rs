@@ -1468,6 +1468,7 @@ impl SftpServer {
             );
         }
         // sshd's privilege separation directory (absent until sshd ran once).
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             let _ = fs::create_dir_all("/run/sshd");
             let _ = fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755));

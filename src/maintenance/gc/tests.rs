@@ -7,8 +7,10 @@ use std::sync::Arc;
 use super::*;
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::ChunkSealer;
-use crate::fs::Caller;
+use crate::fs::{Caller, FsResult};
 use crate::index::ROOT_INO;
+use crate::store::packstore::PackStore;
+use crate::store::Store;
 use crate::vault::keys::MasterKey;
 
 const MIB: usize = 1024 * 1024;
@@ -141,7 +143,7 @@ fn local_opts() -> GcOptions {
     GcOptions::from_config(&GcConfig::default(), false)
 }
 
-fn pass(v: &dyn GcVault, opts: &GcOptions) -> GcReport {
+fn pass(v: &dyn IndexAccess, opts: &GcOptions) -> GcReport {
     run_pass(v, opts, &mut |_, _| {}).expect("gc pass")
 }
 
@@ -280,15 +282,18 @@ enum Crash {
     AfterCommit,
 }
 
-fn simulated_crash() -> GcError {
-    GcError::Index(IndexError::NotAnIndex("simulated crash".into()))
+fn simulated_crash() -> FsError {
+    FsError::from(IndexError::NotAnIndex("simulated crash".into()))
 }
 
-impl GcVault for Injecting<'_> {
-    fn locked(&self, f: &mut dyn FnMut(&Index)) {
-        self.core.locked(f)
+impl IndexAccess for Injecting<'_> {
+    fn with_index(&self, f: &mut dyn FnMut(&Index)) {
+        self.core.with_index(f)
     }
-    fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> Result<(), GcError> {
+    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
+        self.core.with_checkpoint(f)
+    }
+    fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()> {
         let n = self.step.fetch_add(1, Ordering::SeqCst);
         if n != self.at {
             return self.core.locked_commit(f);

@@ -35,8 +35,7 @@ pub const LEASE_STALE_S: u64 = 5 * 60;
 
 #[derive(Default)]
 pub(super) struct SnapState {
-    /// Set by `enable_snapshots` (the engine is built before the vault is
-    /// unlocked in some commands).
+    /// Set by `enable_snapshots`, from `SyncEngine::open`.
     pub(super) setup: Option<Arc<Setup>>,
     pub(super) backends: HashMap<String, BackendSnaps>,
     /// Block ids of the last captured file (change detection).
@@ -84,7 +83,7 @@ pub struct SnapshotListing {
 
 impl SyncEngine {
     /// Turns snapshots and the lease on (the caller has unlocked the vault).
-    pub fn enable_snapshots(&self, unlocked: &crate::vault::UnlockedVault) -> Result<()> {
+    pub(super) fn enable_snapshots(&self, unlocked: &crate::vault::UnlockedVault) -> Result<()> {
         let instance = snapshot::instance_id(&self.vault)?;
         self.snap.lock().setup = Some(Arc::new(Setup {
             crypto: SnapshotCrypto::new(&unlocked.subkeys.snapshot, unlocked.key_file.vault_id()),
@@ -102,7 +101,7 @@ impl SyncEngine {
     /// A read-only mount reads the vault without taking the lease and
     /// without writing snapshots, so it works next to the writer (or after
     /// a crash, without breaking its lease).
-    pub fn set_read_only(&self, ro: bool) {
+    pub(super) fn set_read_only(&self, ro: bool) {
         self.read_only.store(ro, Ordering::SeqCst);
     }
 
