@@ -4,16 +4,20 @@
 //! `maintenance/`, `remote/` and the core.
 
 pub mod backend;
+pub mod cache;
 pub mod docs;
 pub mod exit;
 pub mod fsck;
 pub mod gc;
 pub mod key;
 pub mod overlay;
+pub mod policy;
 pub mod restore;
 pub mod session;
 pub mod status;
+pub mod sync;
 pub mod verify;
+pub mod where_cmd;
 
 pub use session::{Session, VaultArgs};
 
@@ -79,7 +83,7 @@ enum Command {
     Backend(backend::BackendCmd),
     /// The placement policy: copies, required/allowed locations, denied operator countries
     #[command(subcommand)]
-    Policy(backend::PolicyCmd),
+    Policy(policy::PolicyCmd),
     /// Reclaim the space of deleted and overwritten data: delete dead packs,
     /// repack mostly dead ones (works mounted and unmounted)
     Gc {
@@ -132,7 +136,7 @@ enum Command {
     Lease(restore::LeaseCmd),
     /// The local cache of remote data: show, clear, set-size
     #[command(subcommand)]
-    Cache(backend::CacheCmd),
+    Cache(cache::CacheCmd),
     /// Mount a vault at login with a systemd user unit (install, uninstall)
     Systemd {
         #[command(subcommand)]
@@ -321,7 +325,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Unmount { mountpoint } => daemon::unmount(&mountpoint),
         Command::Status { vault, json } => status::run(&vault, json),
         Command::Backend(cmd) => backend::backend(cmd),
-        Command::Policy(cmd) => backend::policy(cmd),
+        Command::Policy(cmd) => policy::policy(cmd),
         Command::Restore(args) => restore::restore_cmd(*args),
         Command::Snapshots { vault, json } => restore::snapshots_cmd(&vault, json),
         Command::Lease(cmd) => restore::lease_cmd(cmd),
@@ -330,15 +334,15 @@ fn run(cli: Cli) -> Result<()> {
             timeout,
             quiet,
             json,
-        } => backend::sync_cmd(&vault, timeout, quiet, json),
+        } => sync::sync_cmd(&vault, timeout, quiet, json),
         Command::Gc {
             vault,
             dry_run,
             quiet,
             json,
         } => gc::gc_cmd(&vault, dry_run, quiet, json),
-        Command::Where { vault, json, path } => backend::where_cmd(&vault, &path, json),
-        Command::Cache(cmd) => backend::cache(cmd),
+        Command::Where { vault, json, path } => where_cmd::where_cmd(&vault, &path, json),
+        Command::Cache(cmd) => cache::cache(cmd),
         Command::Systemd { action } => systemd::run(action),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(out.as_deref()),

@@ -751,7 +751,7 @@ fn advance(ctx: &Ctx, mut j: Journal, started: Instant) -> Result<()> {
                 if !VaultConfig::load(&ctx.paths.root)?.backends.is_empty() {
                     mount_on(&ctx.paths, &ctx.tmp, &ctx.pass)?;
                     ctx.say("uploading to the vault's backends");
-                    crate::cli::backend::sync_cmd(&ctx.vault_args, None, ctx.quiet || ctx.json, false)
+                    crate::cli::sync::sync_cmd(&ctx.vault_args, None, ctx.quiet || ctx.json, false)
                         .context("upload to the backends failed; the originals are untouched (retry with --resume)")?;
                 }
                 set_state(&mut j, "synced")?;

@@ -4,8 +4,9 @@
 
 use crate::mount::control::Request;
 use anyhow::Result;
+use serde_json::Value;
 
-use crate::cli::backend;
+use crate::cli::backend::laws;
 use crate::cli::session::{ask_daemon, Session, VaultArgs};
 use crate::index::Index;
 use crate::progress::human;
@@ -62,7 +63,77 @@ pub fn run(args: &VaultArgs, json: bool) -> Result<()> {
             s.chunks, s.live_chunks
         );
         println!("packs:          {}", s.packs);
-        backend::print_status_sync(&sync_status);
+        print_status_sync(&sync_status);
     }
     Ok(())
+}
+
+/// The per-backend part of `status`: location, operator, objects, bytes,
+/// pending, last error; the policy and the cache.
+fn print_status_sync(v: &Value) {
+    let backends = v["backends"].as_array().cloned().unwrap_or_default();
+    if backends.is_empty() {
+        println!("backends:       none (local store only)");
+    } else {
+        println!("backends:");
+        for b in backends {
+            println!(
+                "  {:<14} {:<6} in {:<3} by {} [{}]",
+                b["name"].as_str().unwrap_or(""),
+                b["service"].as_str().unwrap_or(""),
+                b["location"].as_str().unwrap_or(""),
+                b["operator"].as_str().unwrap_or(""),
+                laws(&b),
+            );
+            println!(
+                "                 {} objects, {} stored, {} pending ({} packs)",
+                b["objects"],
+                crate::progress::human(b["bytes_stored"].as_u64().unwrap_or(0)),
+                crate::progress::human(b["bytes_pending"].as_u64().unwrap_or(0)),
+                b["packs_pending"]
+            );
+            if let Some(g) = b["snapshot_generation"].as_u64() {
+                println!("                 index snapshot: generation {g} is there");
+            }
+            if let Some(e) = b["last_error"].as_str() {
+                println!("                 last error: {e}");
+            }
+        }
+        println!(
+            "index:          generation {} (the last snapshot taken)",
+            v["index_generation"]
+        );
+        if let Some(l) = v["lease_lost"].as_str() {
+            println!("LEASE LOST:     {l}");
+        }
+    }
+    let p = &v["policy"];
+    println!(
+        "policy:         {}",
+        if p["compliant"].as_bool() == Some(true) {
+            "satisfied by the configuration"
+        } else {
+            "NOT satisfied"
+        }
+    );
+    for r in p["rules"].as_array().cloned().unwrap_or_default() {
+        println!("                {}", r.as_str().unwrap_or(""));
+    }
+    for r in p["violations"].as_array().cloned().unwrap_or_default() {
+        println!("  violation:    {}", r.as_str().unwrap_or(""));
+    }
+    let below = p["bytes_below_required_copies"].as_u64().unwrap_or(0);
+    if below > 0 {
+        println!(
+            "                {} not yet on every backend (uploads pending)",
+            crate::progress::human(below)
+        );
+    }
+    let c = &v["cache"];
+    println!(
+        "cache:          {} local of {} budget ({} not yet uploaded)",
+        crate::progress::human(c["local_bytes"].as_u64().unwrap_or(0)),
+        crate::progress::human(c["budget_bytes"].as_u64().unwrap_or(0)),
+        crate::progress::human(c["not_yet_uploaded_bytes"].as_u64().unwrap_or(0)),
+    );
 }

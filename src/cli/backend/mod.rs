@@ -1,0 +1,138 @@
+//! `tresor backend`: the remote backends of a vault. This file holds the
+//! subcommands' parse tree and dispatch (one file per subcommand beside it)
+//! and the helpers the cloud commands share (`backend`, `policy`, `sync`,
+//! `where`, `cache`, and the per-backend part of `status`).
+//!
+//! Commands that only read or change `config.toml` / `credentials.toml`
+//! (`backend presets|add|list|test`, `policy`) need no passphrase. Commands
+//! that read the index ask the mounted daemon over the control socket, or —
+//! when the vault is not mounted — unlock the vault and do the work
+//! themselves, printing the same output ([`daemon_or_offline`]).
+
+mod add;
+mod export;
+mod list;
+mod presets;
+mod remove;
+mod test;
+
+use crate::maintenance::offline::{Backends, OfflineVault};
+use crate::mount::control::Request;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::cli::VaultArgs;
+
+use crate::mount::control;
+use crate::remote::backend::VaultConfig;
+use crate::vault::VaultPaths;
+
+pub use add::AddArgs;
+
+#[derive(Subcommand)]
+pub enum BackendCmd {
+    /// List the provider presets: service, data location, operator and legal seat, notes
+    Presets {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a remote backend (checked against the placement policy, then tested)
+    Add(Box<AddArgs>),
+    /// List the vault's backends
+    List {
+        #[command(flatten)]
+        vault: VaultArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write, read, list and delete a probe object; print latencies
+    Test {
+        #[command(flatten)]
+        vault: VaultArgs,
+        name: String,
+    },
+    /// Remove a backend from the vault (its remote objects are left alone)
+    Remove {
+        #[command(flatten)]
+        vault: VaultArgs,
+        name: String,
+    },
+    /// Write the backends and their credentials as one file for `tresor restore` on another machine
+    Export {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Write to FILE (created with mode 0600; must not exist) instead of standard output
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn backend(cmd: BackendCmd) -> Result<()> {
+    match cmd {
+        BackendCmd::Presets { json } => presets::presets_table(json),
+        BackendCmd::Add(a) => add::add(*a),
+        BackendCmd::List { vault, json } => list::list(&vault, json),
+        BackendCmd::Test { vault, name } => test::test(&vault, &name),
+        BackendCmd::Remove { vault, name } => remove::remove(&vault, &name),
+        BackendCmd::Export { vault, output } => export::export_cmd(&vault, output.as_deref()),
+    }
+}
+
+/// The vault's paths; an error if there is no vault (no `tresor.key`).
+pub(super) fn paths_of(v: &VaultArgs) -> Result<VaultPaths> {
+    let p = v.paths()?;
+    if !p.key_file().exists() {
+        bail!(
+            "no vault at {} (no tresor.key); create one with `tresor init`",
+            p.root.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Tells a running daemon to re-read the configuration.
+pub(super) fn notify_daemon(paths: &VaultPaths) -> Result<()> {
+    if control::request(&paths.root, &Request::Reload, &mut |_| {})?.is_some() {
+        println!("the mounted vault now uses the new configuration");
+    }
+    Ok(())
+}
+
+/// Opens the vault here (it is not mounted).
+pub(super) fn open_offline(args: &VaultArgs, backends: Backends) -> Result<Arc<OfflineVault>> {
+    let session = args.open()?;
+    OfflineVault::open(&session.paths, &session.unlocked, backends)
+}
+
+/// Asks the daemon, else runs `offline` on a vault opened here.
+pub(super) fn daemon_or_offline(
+    vault: &VaultArgs,
+    req: Request,
+    offline: impl FnOnce(&OfflineVault, &VaultConfig) -> Result<Value>,
+) -> Result<Value> {
+    let paths = paths_of(vault)?;
+    if let Some(v) = control::request(&paths.root, &req, &mut |_| {})? {
+        return Ok(v);
+    }
+    let off = open_offline(vault, Backends::Ignore)?;
+    let config = VaultConfig::load(&paths.root)?;
+    let v = offline(&off, &config)?;
+    off.close()?;
+    Ok(v)
+}
+
+/// "DE" or "DE+US": the jurisdictions of a backend in a JSON answer.
+pub(super) fn laws(b: &Value) -> String {
+    b["jurisdictions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,64 @@
+//! `tresor backend test NAME`: writes, reads, lists and deletes a probe
+//! object on one backend and prints the latencies. `backend add` runs the
+//! same probe before it saves a backend. Needs no passphrase.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::VaultArgs;
+
+use crate::remote::backend::{self, BackendConfig, Credentials, VaultConfig};
+use crate::store::Store;
+
+use super::paths_of;
+
+pub(super) fn test(vault: &VaultArgs, name: &str) -> Result<()> {
+    let paths = paths_of(vault)?;
+    let cfg = VaultConfig::load(&paths.root)?;
+    let b = cfg
+        .backend(name)
+        .with_context(|| format!("no backend named {name}; see `tresor backend list`"))?;
+    let creds = Credentials::load(&paths.root)?;
+    probe(b, &creds, true)
+}
+
+/// Writes, reads, lists and deletes a probe object.
+pub(super) fn probe(cfg: &BackendConfig, creds: &Credentials, verbose: bool) -> Result<()> {
+    let runtime = Arc::new(crate::store::new_runtime("tresor-probe")?);
+    let op = backend::build_operator(cfg, &creds.for_backend(&cfg.name))?;
+    let store = Store::remote(op, runtime);
+    let mut nonce = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let path = format!("probe/{}", hex::encode(nonce));
+    let mut body = vec![0u8; 64 * 1024];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut body);
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    store.write(&path, body.clone().into())?;
+    let w = ms(t);
+    let t = Instant::now();
+    let back = store.read_all(&path)?;
+    let r = ms(t);
+    if back.as_ref() != body.as_slice() {
+        bail!("the probe object read back differs from what was written");
+    }
+    let t = Instant::now();
+    let listed = store.list("probe/")?;
+    let l = ms(t);
+    if !listed.iter().any(|p| p.ends_with(&hex::encode(nonce))) {
+        bail!("the probe object was written but does not show up in a listing");
+    }
+    let t = Instant::now();
+    store.delete(&path)?;
+    let d = ms(t);
+    if verbose || std::io::stdout().is_terminal() {
+        println!(
+            "backend {}: write 64 KiB {w:.0} ms, read {r:.0} ms, list {l:.0} ms, delete {d:.0} ms: OK",
+            cfg.name
+        );
+    }
+    Ok(())
+}
