@@ -28,6 +28,7 @@ use crate::vault::keys::SecretKey;
 /// Garbage collection's queries (`src/index/gc.rs`).
 mod gc;
 pub use gc::{PackChunk, PackLiveness};
+pub mod fsck;
 
 /// Schema version stored in `meta.schema`; bump on incompatible changes.
 pub const SCHEMA_VERSION: i64 = 3;
