@@ -21,7 +21,8 @@
 //! Files, one per table group: `schema.rs` (the DDL and its migrations),
 //! `inodes.rs` (inodes, dirents, symlinks, xattrs, orphans), `extents.rs`
 //! (extents, chunks, reference counts), `packs.rs` (packs, placements,
-//! eviction) and `gc.rs` (garbage collection's queries); this file opens,
+//! eviction), `gc.rs` (garbage collection's queries) and `fsck.rs` (fsck's
+//! whole-table reads and repairs); this file opens,
 //! keys, commits and checkpoints the database.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -35,6 +36,8 @@ use crate::vault::keys::SecretKey;
 mod gc;
 pub use gc::{PackChunk, PackLiveness};
 mod extents;
+/// fsck's whole-table reads and its repair statements.
+pub mod fsck;
 mod inodes;
 mod packs;
 mod schema;
@@ -485,8 +488,8 @@ impl Index {
         Ok(())
     }
 
-    /// The connection, for `fsck`'s whole-table checks and repairs: raw SQL
-    /// inside the open batch (the caller commits).
+    /// The connection, for the child modules' queries (`fsck.rs` runs
+    /// whole-table reads and repairs inside the open batch; the caller commits).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }

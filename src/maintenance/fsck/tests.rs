@@ -3,15 +3,17 @@
 //! check must name it, `repair` must fix what is repairable, a second check
 //! must be clean, and the files must still read back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::params;
 
+use super::analyse::pack_path;
 use super::*;
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::ChunkSealer;
 use crate::fs::{Caller, FsCore};
+use crate::index::ROOT_INO;
 use crate::store::packstore::PackStore;
 use crate::store::Store;
 use crate::vault::keys::MasterKey;
