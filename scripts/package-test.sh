@@ -66,15 +66,16 @@ cp "$root/sample" "$mnt/sample"
 timeout 120 umount "$mnt" || fail "umount $mnt"
 ! grep -q " $mnt " /proc/mounts || fail "$mnt still mounted after umount"
 # umount.fuse.tresor waits for the daemon; a root umount(8) may skip the
-# helper (no utab entry), so give the daemon's final commit a bounded wait.
-for _ in $(seq 300); do
-    pgrep -f -- "--vault $vault" >/dev/null || break
-    sleep 0.2
-done
-! pgrep -f -- "--vault $vault" >/dev/null || fail "the daemon did not exit after umount"
+# helper (no utab entry), so give the daemon's final commit a bounded wait:
+# the daemon holds an exclusive flock on daemon.lock until it has exited.
+wait_daemon_exit() {
+    timeout 60 flock --shared "$vault/daemon.lock" true || fail "the daemon did not exit after umount"
+}
+wait_daemon_exit
 [[ ! -e "$mnt/sample" ]] || fail "the file is visible in the plain directory"
 timeout 120 mount "$mnt" || fail "mount $mnt again"
 cmp "$root/sample" "$mnt/sample" || fail "the file read back differs"
 timeout 120 umount "$mnt" || fail "umount $mnt again"
+wait_daemon_exit
 /usr/bin/tresor fsck --vault "$vault" --passphrase-file "$pass" >/dev/null || fail "fsck after the fstab mounts"
 step "ok: the package installs, documents itself and mounts from /etc/fstab"
