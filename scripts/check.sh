@@ -16,8 +16,8 @@ step() { printf '\n==== %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --all-targets --profile ci -- -D warnings"
+cargo clippy --all-targets --profile ci -- -D warnings
 step "cargo test --profile ci --no-fail-fast -- --show-output"
 cargo test --profile ci --no-fail-fast -- --show-output
 step "scripts/pjdfstest.sh"
