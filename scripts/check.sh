@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # check.sh - everything CI runs, in order; stops at the first failure.
 #   1. cargo fmt --check
-#   2. cargo clippy --all-targets -- -D warnings
+#   2. cargo clippy --all-targets --profile ci -- -D warnings
 #   3. cargo test --profile ci   (optimised like release, because the dedup
 #      tests push 256 MiB through the filesystem, but without LTO: see
 #      Cargo.toml; mounted tests need root and /dev/fuse, see tests/common)

@@ -310,6 +310,52 @@ fn utimensat_nanoseconds_now_omit() {
     });
 }
 
+/// Regression: fuser 0.18 turned the kernel's pre-1970 `(sec, nsec)` into a
+/// time one second early whenever nsec > 0 (1960-06-01 12:00:00.5 read back
+/// as 11:59:59.5, `os.utime(ns=-1)` as -1999999999), and every copy shifted
+/// it again. Exact now, also across a remount and a copy within the mount.
+#[test]
+fn pre_1970_times_with_fractions_are_exact() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    let cases: [(i64, i64); 5] = [
+        (-302_356_800, 500_000_000), // 1960-06-01 12:00:00.5 UTC
+        (-1, 999_999_999),           // os.utime(ns=-1)
+        (-1, 0),
+        (-2_000_000_000, 1),
+        (1_500_000_000, 5),
+    ];
+    let mtime = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    for (i, &(sec, nsec)) in cases.iter().enumerate() {
+        let p = v.path(format!("t{i}"));
+        fs::write(&p, b"x").unwrap();
+        utimensat(&p, (sec, nsec), (sec, nsec), 0).unwrap();
+        assert_eq!(mtime(&p), (sec, nsec), "mtime of t{i} as set");
+        let copy = v.path(format!("t{i}.copy"));
+        let st = std::process::Command::new("cp")
+            .arg("-p")
+            .arg(&p)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cp -p");
+        assert_eq!(mtime(&copy), (sec, nsec), "mtime of t{i} after cp -p");
+    }
+    v.unmount();
+    v.mount();
+    for (i, &(sec, nsec)) in cases.iter().enumerate() {
+        assert_eq!(
+            mtime(&v.path(format!("t{i}"))),
+            (sec, nsec),
+            "t{i} after remount"
+        );
+    }
+}
+
 #[test]
 fn rename_over_existing_and_dirs() {
     let Some(mut v) = TestVault::mounted() else {

@@ -46,7 +46,8 @@ use rayon::prelude::*;
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::{ChunkId, ChunkSealer};
 use crate::index::{Attr, ChunkLocation, DirEntry, Extent, FileKind, Index, Timestamp, ROOT_INO};
-use crate::store::packstore::PackStore;
+use crate::store::packstore::{PackStore, PackStoreError};
+use crate::store::reserve::SpaceReserve;
 pub use error::{FsError, FsResult};
 use file_state::{insert_dirty, insert_dirty_under, FileSlot, FileState, Run, StateGuard};
 
@@ -136,6 +137,15 @@ pub struct FsCore {
     /// read again and again logs one line, not one per read (later ones go
     /// to debug). Bounded; a leaf lock.
     logged_read_errors: Mutex<std::collections::HashSet<(u64, String)>>,
+    /// Why the final flush at unmount failed, if it did: the daemon reports
+    /// it to `tresor unmount`, which then exits non-zero.
+    shutdown_error: Mutex<Option<String>>,
+    /// Disk held back for a full disk (set by the daemon, see
+    /// `store/reserve.rs`).
+    reserve: std::sync::OnceLock<SpaceReserve>,
+    /// Set when a commit met a full disk: garbage collection then deletes
+    /// dead packs at once instead of waiting for its interval.
+    space_pressure: std::sync::atomic::AtomicBool,
 }
 
 /// What the sync engine plugs into the core (set once, at mount).
@@ -230,6 +240,9 @@ impl FsCore {
             hooks: std::sync::OnceLock::new(),
             last_read_end: Mutex::new(HashMap::new()),
             logged_read_errors: Mutex::new(std::collections::HashSet::new()),
+            shutdown_error: Mutex::new(None),
+            reserve: std::sync::OnceLock::new(),
+            space_pressure: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -272,8 +285,11 @@ impl FsCore {
         idx: &Index,
         commit: impl FnOnce(&Index) -> FsResult<()>,
     ) -> FsResult<()> {
-        self.data.packs.seal_and_wait(idx)?;
+        self.seal_for_commit(idx)?;
         commit(idx)?;
+        if let Some(r) = self.reserve.get() {
+            r.ensure();
+        }
         self.data.uncommitted.store(false, Ordering::Relaxed);
         if let Some(h) = self.hooks.get() {
             h.committed(idx);
@@ -293,7 +309,50 @@ impl FsCore {
     pub fn shutdown(&self) -> FsResult<()> {
         let r = self.flush_all().and_then(|_| self.commit(true));
         self.data.packs.shutdown();
+        if let Err(e) = &r {
+            *self.shutdown_error.lock() = Some(e.to_string());
+        }
         r
+    }
+
+    /// Makes every pack the batch references durable. On a full disk it
+    /// drops the queued packs whose data was deleted meanwhile and releases
+    /// the space reserve, so the commit that records the deletion fits,
+    /// then tries once more; what is still refused stays queued and the
+    /// writers get ENOSPC until space returns.
+    fn seal_for_commit(&self, idx: &Index) -> FsResult<()> {
+        match self.data.packs.seal_and_wait(idx) {
+            Err(PackStoreError::Store(f)) if f.no_space => {
+                self.space_pressure.store(true, Ordering::SeqCst);
+                let dropped = self.data.packs.drop_dead_queued(idx)?;
+                if dropped > 0 {
+                    log::warn!(
+                        "the disk is full: dropped {dropped} bytes of queued packs whose data was deleted before it reached the disk"
+                    );
+                }
+                if let Some(r) = self.reserve.get() {
+                    r.release();
+                }
+                Ok(self.data.packs.seal_and_wait(idx)?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Keeps a space reserve at `path` (the daemon, at mount).
+    pub fn keep_space_reserve(&self, path: std::path::PathBuf) {
+        let r = self.reserve.get_or_init(|| SpaceReserve::new(path));
+        r.ensure();
+    }
+
+    /// True once after a commit met a full disk (garbage collection asks).
+    pub fn take_space_pressure(&self) -> bool {
+        self.space_pressure.swap(false, Ordering::SeqCst)
+    }
+
+    /// The error of the final flush ([`FsCore::shutdown`]), if it failed.
+    pub fn shutdown_error(&self) -> Option<String> {
+        self.shutdown_error.lock().clone()
     }
 }
 

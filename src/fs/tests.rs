@@ -1672,8 +1672,15 @@ fn op() -> impl Strategy<Value = Op> {
                 Just(0o644u32), Just(0o2755), Just(0o7777), Just(0), any::<u32>()
             ])
             .prop_map(|(node, mode)| Op::Chmod { node, mode }),
-        2 => (sel(), -1_000_000_000i64..4_000_000_000, 0u32..1_000_000_000)
-            .prop_map(|(node, sec, nsec)| Op::SetMtime { node, sec, nsec }),
+        2 => (sel(), prop_oneof![
+                (-1_000_000_000i64..4_000_000_000, 0u32..1_000_000_000),
+                // Edges: just before the epoch, with and without a fraction.
+                Just((-1i64, 999_999_999u32)),
+                Just((-1, 0)),
+                Just((-302_356_800, 500_000_000)),
+                Just((0, 0)),
+            ])
+            .prop_map(|(node, (sec, nsec))| Op::SetMtime { node, sec, nsec }),
         4 => (
             sel(),
             xattr_name(),

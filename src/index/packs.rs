@@ -276,4 +276,26 @@ impl Index {
         }
         Ok(out)
     }
+
+    /// Whether any chunk of `pack` is still referenced by an extent.
+    pub fn pack_has_live_chunks(&self, pack: u64) -> Result<bool, IndexError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1 AND refcount > 0)",
+            params![pack as i64],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Forgets a pack that never reached the store, with its chunk rows
+    /// (none of them referenced): the disk was full and its data was
+    /// deleted before it could be written.
+    pub fn forget_unstored_pack(&self, pack: u64) -> Result<(), IndexError> {
+        self.conn
+            .execute("DELETE FROM chunks WHERE pack = ?1", params![pack as i64])?;
+        self.conn.execute(
+            "DELETE FROM packs WHERE id = ?1 AND state != ?2",
+            params![pack as i64, PACK_STORED],
+        )?;
+        Ok(())
+    }
 }

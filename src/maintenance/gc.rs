@@ -312,13 +312,21 @@ pub fn run_pass(
 
 /// Pack files in the local store that no `packs` row names. The listing
 /// comes first: a pack gets its row before its file is written.
+/// Pack files no index row names. Listed under the index lock and
+/// committed durably before the lock is released: a row that only an
+/// uncommitted batch removed (say, one whose commit failed on a full disk)
+/// would come back with a crash, so its file must not count as a leftover
+/// unless that removal is durable. If the commit fails, nothing is listed.
 fn leftover_files(v: &dyn IndexAccess) -> Result<Vec<([u8; 16], u64)>, GcError> {
-    let files = v.pack_store().local_pack_files()?;
-    let known = read(v, |idx| idx.gc_known_pack_names())?;
-    Ok(files
-        .into_iter()
-        .filter(|(name, _)| !known.contains(name))
-        .collect())
+    let store = v.pack_store();
+    commit(v, |idx| {
+        let files = store.local_pack_files()?;
+        let known = idx.gc_known_pack_names()?;
+        Ok(files
+            .into_iter()
+            .filter(|(name, _)| !known.contains(name))
+            .collect())
+    })
 }
 
 /// A source pack of a repack and the live chunks copied from it.
@@ -472,6 +480,23 @@ pub fn spawn_background(
                 if loaded.elapsed() >= Duration::from_secs(1) {
                     (cfg, has_backends) = load();
                     loaded = Instant::now();
+                }
+                if core.take_space_pressure() {
+                    // The disk is full: delete dead packs now, and rewrite
+                    // nothing (a repack needs space before it frees any).
+                    let opts = GcOptions {
+                        repack_threshold: 0,
+                        ..GcOptions::from_config(&cfg, has_backends)
+                    };
+                    match run_pass(core.as_ref(), &opts, &mut |_, _| {}) {
+                        Ok(r) => log::info!(
+                            "the disk was full: deleted {} dead packs ({} bytes)",
+                            r.dead_packs,
+                            r.bytes_reclaimed_local
+                        ),
+                        Err(e) => log::warn!("garbage collection on a full disk failed: {e}"),
+                    }
+                    continue;
                 }
                 if cfg.interval == 0 || last.elapsed() < Duration::from_secs(cfg.interval) {
                     continue;

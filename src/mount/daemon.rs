@@ -318,6 +318,8 @@ pub fn run_daemon(
     let result = (|| -> Result<Opened> {
         let unlocked = vault::unlock(paths, passphrase)?;
         let lock = vault::lock_vault(paths)?;
+        // A status left by an earlier daemon does not describe this mount.
+        let _ = std::fs::remove_file(paths.unmount_status());
         let config = VaultConfig::load(&paths.root)?;
         check_policy(&config)?;
         let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
@@ -330,6 +332,9 @@ pub fn run_daemon(
         let read_only = options.iter().any(|o| o == "ro");
         let engine = SyncEngine::open(paths, &config, store, &unlocked, read_only)?;
         engine.attach(&core);
+        if !read_only {
+            core.keep_space_reserve(paths.store().join("space-reserve"));
+        }
         if let Err(e) = engine.acquire() {
             engine.stop();
             return Err(e);
@@ -471,9 +476,30 @@ pub fn run_daemon(
         engine.release();
     }
     engine.stop();
-    commit_quietly(&core);
+    let final_commit = core.commit(true);
     let _ = std::fs::remove_file(control::socket_path(&paths.root));
+    // What was not saved, for `tresor unmount` (it waits for this process
+    // and then reads the file) and for this process's exit code.
+    let unsaved = match (core.shutdown_error(), final_commit) {
+        (Some(e), _) => Some(e),
+        (None, Err(e)) => Some(e.to_string()),
+        (None, Ok(())) => None,
+    };
+    let status = match &unsaved {
+        Some(e) => format!("failed: {e}\n"),
+        None => "ok\n".to_string(),
+    };
+    if let Err(e) = vault::write_private(&paths.unmount_status(), status.as_bytes()) {
+        log::warn!("cannot record the unmount status: {e}");
+    }
     run.context("the FUSE session ended with an error")?;
+    if let Some(e) = unsaved {
+        log::error!("unmounted, but not everything was saved: {e}");
+        bail!(
+            "unmounted, but not everything written since the last commit was saved: {e} \
+             (the vault holds the state of the last commit; see tresor.log)"
+        );
+    }
     Ok(())
 }
 
@@ -514,6 +540,7 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
             canon.display()
         );
     }
+    let status_file = VaultPaths::new(PathBuf::from(vault_dir)).unmount_status();
     if let Some(pid) = pid {
         let start = Instant::now();
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -533,6 +560,16 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
                 bail!("the tresor daemon (pid {pid}) did not exit within an hour");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // The daemon records whether its final flush and commit succeeded.
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(e) = status.trim_end().strip_prefix("failed: ") {
+                bail!(
+                    "{} is unmounted, but the final flush failed: {e}; \
+                     what was written since the last commit is not saved (see tresor.log)",
+                    canon.display()
+                );
+            }
         }
     }
     Ok(())

@@ -12,7 +12,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
@@ -116,7 +116,34 @@ fn caller(req: &Request) -> Caller {
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(s) => TimeSet::At(Timestamp::from_system(s)),
+        TimeOrNow::SpecificTime(s) => TimeSet::At(kernel_time(s)),
+    }
+}
+
+/// A time the kernel sent in a setattr request, as fuser hands it over.
+///
+/// The kernel sends `(sec, nsec)` with `nsec` in `0..1e9` counted forward
+/// from `sec`, so 1960-06-01 12:00:00.5 is `sec = -302_356_800, nsec =
+/// 500_000_000`. fuser 0.18 (`src/time.rs`, `system_time_from_time`, marked
+/// TODO there) builds `UNIX_EPOCH - Duration::new(-sec, nsec)` for negative
+/// `sec`: it subtracts the fraction instead of adding it, so every pre-1970
+/// time with a fraction arrived one second early, and each copy shifted it
+/// again. That mapping is one-to-one, so it is undone exactly here: the
+/// duration before the epoch holds `-sec` in its seconds and `nsec` in its
+/// nanoseconds. Times at or after 1970 pass unchanged. fuser is pinned to
+/// `=0.18.0` in Cargo.toml because a fixed fuser would make this wrong; the
+/// mounted test `tests/posix.rs::pre_1970_times_with_fractions_are_exact`
+/// fails if either side changes.
+fn kernel_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(_) => Timestamp::from_system(t),
+        Err(before) => {
+            let d = before.duration();
+            Timestamp {
+                sec: -(d.as_secs() as i64),
+                nsec: d.subsec_nanos(),
+            }
+        }
     }
 }
 
@@ -211,7 +238,7 @@ impl fuser::Filesystem for TresorFuse {
             size,
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
-            ctime: ctime.map(Timestamp::from_system),
+            ctime: ctime.map(kernel_time),
         };
         match self.core.setattr(ino.0, s) {
             Ok(a) => reply.attr(&TTL, &to_fuse_attr(&a)),
@@ -618,5 +645,38 @@ impl fuser::Filesystem for TresorFuse {
             ino.0,
             self.core.fallocate(ino.0, offset, length, mode),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What fuser 0.18 makes of the kernel's `(sec, nsec)` (its
+    /// `system_time_from_time`, copied here to pin the behaviour undone).
+    fn as_fuser_delivers(sec: i64, nsec: u32) -> SystemTime {
+        if sec >= 0 {
+            UNIX_EPOCH + Duration::new(sec as u64, nsec)
+        } else {
+            UNIX_EPOCH - Duration::new((-sec) as u64, nsec)
+        }
+    }
+
+    #[test]
+    fn kernel_times_round_trip_before_and_after_1970() {
+        for (sec, nsec) in [
+            (-302_356_800, 500_000_000), // 1960-06-01 12:00:00.5 UTC
+            (-2, 999_999_999),           // os.utime(ns=-1_000_000_001)
+            (-1, 999_999_999),           // os.utime(ns=-1)
+            (-1, 0),
+            (-1, 1),
+            (0, 0),
+            (0, 1),
+            (1_700_000_000, 123_456_789),
+            (i64::MIN / 2, 7),
+        ] {
+            let t = kernel_time(as_fuser_delivers(sec, nsec));
+            assert_eq!((t.sec, t.nsec), (sec, nsec), "kernel time ({sec}, {nsec})");
+        }
     }
 }

@@ -18,6 +18,7 @@
 //! filesystem without `O_DIRECT` (tmpfs) falls back to OpenDAL's writer.
 
 pub mod packstore;
+pub mod reserve;
 
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
@@ -154,30 +155,14 @@ impl Store {
     /// Writes a whole object; durable when this returns.
     pub fn write(&self, path: &str, bytes: bytes::Bytes) -> Result<(), StoreError> {
         if let Some(root) = &self.local_root {
-            let io_err = |source| StoreError::Io {
+            return direct::write(root, path, &bytes).map_err(|source| StoreError::Io {
                 path: path.to_string(),
                 source,
-            };
-            if direct::write(root, path, &bytes).map_err(io_err)? {
-                return Ok(());
-            }
+            });
         }
         self.runtime
             .block_on(self.operator.write(path, bytes))
             .map_err(Self::backend_err(path))?;
-        if let Some(root) = &self.local_root {
-            let full = root.join(path);
-            if let Some(dir) = full.parent() {
-                let d = std::fs::File::open(dir).map_err(|source| StoreError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-                d.sync_all().map_err(|source| StoreError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-            }
-        }
         Ok(())
     }
 
@@ -254,7 +239,7 @@ impl StoreError {
     }
 }
 
-/// Whole-object writes with `O_DIRECT` for the local store.
+/// Whole-object writes for the local store (`O_DIRECT` where possible).
 mod direct {
     use std::cell::RefCell;
     use std::io::Write;
@@ -273,10 +258,12 @@ mod direct {
 
     static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-    /// Writes `bytes` as `root/path` durably (temp file, fsync, rename,
-    /// fsync of the directory). `Ok(false)`: this filesystem refuses
-    /// `O_DIRECT`; nothing was written.
-    pub fn write(root: &Path, path: &str, bytes: &[u8]) -> std::io::Result<bool> {
+    /// Writes `bytes` as `root/path` durably: a temp file (`O_DIRECT`
+    /// where the filesystem takes it, buffered elsewhere, e.g. tmpfs),
+    /// fsync, rename, fsync of the directory. A failed write (a full disk)
+    /// removes its temp file, so it leaves neither a partial pack nor
+    /// occupied space behind.
+    pub fn write(root: &Path, path: &str, bytes: &[u8]) -> std::io::Result<()> {
         let full = root.join(path);
         let dir = full.parent().unwrap_or(root);
         std::fs::create_dir_all(dir)?;
@@ -284,23 +271,47 @@ mod direct {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut file = match std::fs::OpenOptions::new()
+        let temp_name = || {
+            dir.join(format!(
+                ".{name}.{}.{}.tmp",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ))
+        };
+        let tmp = temp_name();
+        let result = match write_direct(&tmp, bytes) {
+            // The filesystem refuses O_DIRECT (at open or at the first
+            // write; tmpfs may create the file before refusing).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = std::fs::remove_file(&tmp);
+                let tmp = temp_name();
+                write_buffered(&tmp, bytes).map(|()| tmp)
+            }
+            r => r.map(|()| tmp.clone()),
+        };
+        let tmp = match result {
+            Ok(tmp) => tmp,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, &full) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    fn write_direct(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_DIRECT)
-            .open(&tmp)
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let result = BUFFER.with(|cell| -> std::io::Result<()> {
+            .open(tmp)?;
+        BUFFER.with(|cell| -> std::io::Result<()> {
             let mut buf = cell.borrow_mut();
             let padded = bytes.len().div_ceil(ALIGN) * ALIGN;
             if buf.len() < padded + ALIGN {
@@ -315,18 +326,23 @@ mod direct {
             // Cut the zero padding of the last block.
             file.set_len(bytes.len() as u64)?;
             file.sync_all()
-        });
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            // Some filesystems accept the O_DIRECT open but not the write.
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                return Ok(false);
-            }
-            return Err(e);
+        })
+    }
+
+    fn write_buffered(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let result = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(tmp);
         }
-        std::fs::rename(&tmp, &full)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(true)
+        result
     }
 
     #[cfg(test)]
@@ -337,10 +353,10 @@ mod direct {
             for len in [0usize, 1, 4095, 4096, 4097, 1 << 20, (1 << 20) + 13] {
                 let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
                 let path = format!("packs/ab/{len}.pack");
-                let wrote = super::write(dir.path(), &path, &data).unwrap();
+                super::write(dir.path(), &path, &data).unwrap();
                 let back = std::fs::read(dir.path().join(&path)).unwrap();
-                assert_eq!(back.len(), len, "length of {path} (direct: {wrote})");
-                assert!(back == data, "content of {path} differs (direct: {wrote})");
+                assert_eq!(back.len(), len, "length of {path}");
+                assert!(back == data, "content of {path} differs");
             }
             // no temp files left behind
             let left: Vec<_> = std::fs::read_dir(dir.path().join("packs/ab"))

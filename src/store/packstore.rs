@@ -273,8 +273,12 @@ impl PackStore {
             while (!q.waiting.is_empty() || !q.in_flight.is_empty()) && q.last_error.is_none() {
                 self.shared.changed.wait(&mut q);
             }
-            if let Some(f) = &q.last_error {
-                return Err(PackStoreError::Store(f.clone()));
+            // An error matters only while packs still wait: once every pack
+            // is stored or dropped (`drop_dead_queued`), the commit may go on.
+            if !q.waiting.is_empty() || !q.in_flight.is_empty() {
+                if let Some(f) = &q.last_error {
+                    return Err(PackStoreError::Store(f.clone()));
+                }
             }
             std::mem::take(&mut q.stored)
         };
@@ -282,6 +286,30 @@ impl PackStore {
             index.mark_pack_stored(number, size)?;
         }
         Ok(())
+    }
+
+    /// After the store refused packs for lack of space, under the index
+    /// lock: drops the queued packs none of whose chunks is referenced any
+    /// more (their file was deleted or overwritten before the pack reached
+    /// the disk), with their index rows, so the commit that records the
+    /// deletion no longer waits for bytes nobody needs. A pack being written
+    /// right now is left to its writer. Returns the bytes dropped.
+    pub fn drop_dead_queued(&self, index: &Index) -> Result<u64, PackStoreError> {
+        let mut q = self.shared.queue.lock();
+        let waiting: Vec<u64> = q.waiting.iter().map(|p| p.number).collect();
+        let mut dropped = 0u64;
+        for number in waiting {
+            if index.pack_has_live_chunks(number)? {
+                continue;
+            }
+            index.forget_unstored_pack(number)?;
+            if let Some(at) = q.waiting.iter().position(|p| p.number == number) {
+                dropped += q.waiting.remove(at).bytes.len() as u64;
+            }
+            q.in_flight.remove(&number);
+        }
+        self.shared.changed.notify_all();
+        Ok(dropped)
     }
 
     /// The plaintext of a chunk, authenticated against its id.

@@ -271,21 +271,36 @@ impl VaultConfig {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
+/// Replaces `path` with `bytes` atomically (a fresh temp file in the same
+/// directory, fsynced, renamed over it, directory fsynced). The temp name
+/// carries 64 random bits and is created with `O_EXCL`, so nobody can
+/// predict it or plant a symlink there; a failed write removes it.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let written = (|| -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+    }
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }

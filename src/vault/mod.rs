@@ -56,6 +56,16 @@ impl VaultPaths {
     pub fn lock(&self) -> PathBuf {
         self.root.join("daemon.lock")
     }
+    /// Written by the daemon as it exits: `ok`, or `failed: WHY` when the
+    /// final flush or commit failed (`tresor unmount` reports it).
+    pub fn unmount_status(&self) -> PathBuf {
+        self.root.join("unmount-status")
+    }
+}
+
+/// Replaces `path` atomically with `bytes`, readable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    config::write_atomic(path, bytes, 0o600)
 }
 
 /// `$XDG_DATA_HOME/tresor/default`, else `~/.local/share/tresor/default`.
