@@ -104,7 +104,7 @@ enum Command {
         #[command(flatten)]
         vault: VaultArgs,
         /// Give up after S seconds (exit status 1, naming what is pending)
-        #[arg(long, value_name = "S")]
+        #[arg(long, value_name = "S", value_parser = parse_seconds)]
         timeout: Option<f64>,
         /// No progress output
         #[arg(long, short)]
@@ -243,7 +243,11 @@ pub fn main() -> ExitCode {
     };
     // OpenDAL logs every retried attempt; the sync engine logs one line per
     // failed upload with its backoff, which is what a user needs.
-    let default_level = format!("{default_level},opendal=error");
+    // fuser's session, when dropped, unmounts again although the kernel has
+    // already done so (`tresor unmount`, `fusermount3 -u`, `umount` end the
+    // session by unmounting): its "Failed to umount filesystem: Invalid
+    // argument" then followed every clean unmount. Errors still show.
+    let default_level = format!("{default_level},opendal=error,fuser::session=error");
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_millis()
         .init();
@@ -287,6 +291,12 @@ fn run(cli: Cli) -> Result<()> {
             if !creating {
                 vault::require_exists(&paths)?;
             }
+            if creating && !ready_stdout {
+                // Before the vault and its one-time recovery key exist: a
+                // missing mountpoint must not leave a created vault behind
+                // an error exit.
+                daemon::check_mountpoint(&mountpoint)?;
+            }
             let pass = vault.secret(creating)?;
             if creating {
                 let recovery = vault::init(&paths, &pass)?;
@@ -312,15 +322,25 @@ fn run(cli: Cli) -> Result<()> {
             if foreground {
                 daemon::block_signals();
             }
+            let announce = (creating && !foreground).then(|| paths.root.clone());
             daemon::mount(
                 daemon::MountRequest {
                     vault: paths,
-                    mountpoint,
+                    mountpoint: mountpoint.clone(),
                     options,
                     foreground,
                 },
                 &pass,
-            )
+            )?;
+            if let Some(root) = announce {
+                println!(
+                    "Mounted {} on {}; unmount with `tresor unmount {}`",
+                    root.display(),
+                    mountpoint.display(),
+                    mountpoint.display()
+                );
+            }
+            Ok(())
         }
         Command::Unmount { mountpoint } => daemon::unmount(&mountpoint),
         Command::Status { vault, json } => status::run(&vault, json),
@@ -398,4 +418,13 @@ fn print_created(paths: &VaultPaths, recovery: &crate::vault::keys::RecoveryKey)
     println!();
     println!("    {}", recovery.to_display_string());
     println!();
+}
+
+/// A duration in seconds for `--timeout`: finite and not negative.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err("must be a number of seconds ≥ 0".into());
+    }
+    Ok(v)
 }

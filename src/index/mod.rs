@@ -306,6 +306,7 @@ impl Index {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
         };
         let conn = Connection::open_with_flags(path, flags)?;
+        make_private(path);
         // Raw key: SQLCipher skips its own PBKDF2 for an `x'..'` key; ours is
         // already a uniformly random subkey.
         apply_key(&conn, key)?;
@@ -492,6 +493,18 @@ impl Index {
     /// whole-table reads and repairs inside the open batch; the caller commits).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// The index (and so its WAL and shared-memory files, which SQLite creates
+/// with the main file's mode) readable by the owner only: it is encrypted,
+/// but its size and timing still say how much the vault holds.
+fn make_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
     }
 }
 

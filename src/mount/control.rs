@@ -100,12 +100,29 @@ pub fn serve(vault: &Path, core: Arc<FsCore>, engine: Arc<SyncEngine>) -> Result
     Ok(())
 }
 
+/// Only the daemon's own user (or root) may talk to it: the socket is
+/// 0600 already, and this holds even if its mode or directory were changed.
+fn check_peer(conn: &UnixStream) -> Result<()> {
+    let cred = nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+        .context("cannot read the control peer's credentials")?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() != me && cred.uid() != 0 {
+        anyhow::bail!(
+            "refused a control connection from uid {} (pid {}): not the vault's owner",
+            cred.uid(),
+            cred.pid()
+        );
+    }
+    Ok(())
+}
+
 fn handle(
     conn: UnixStream,
     vault: &Path,
     core: &Arc<FsCore>,
     engine: &Arc<SyncEngine>,
 ) -> Result<()> {
+    check_peer(&conn)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
@@ -166,7 +183,12 @@ fn run(
             Ok(json!({ "index": stats.to_json(), "sync": backends }))
         }
         Request::Sync { timeout } => {
-            let timeout = timeout.map(Duration::from_secs_f64);
+            let timeout = timeout
+                .map(Duration::try_from_secs_f64)
+                .transpose()
+                .map_err(|_| {
+                    crate::error::usage("the sync timeout must be a number of seconds ≥ 0")
+                })?;
             core.flush_all()?;
             core.commit(true)?;
             engine.wait_synced(

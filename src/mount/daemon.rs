@@ -14,6 +14,7 @@
 //! for the daemon to exit, so when it returns every byte is durable.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +110,9 @@ fn is_mounted(p: &Path) -> bool {
 }
 
 /// Checks the mountpoint; cleans up the dead mount a killed daemon left.
-fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+/// The mountpoint exists, is a directory and is not mounted yet (a dead
+/// mount left by a killed daemon is cleaned up); its canonical path.
+pub fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
     match std::fs::metadata(mp) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             log::warn!(
@@ -147,6 +150,62 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
 
 /// `tresor mount` (foreground part).
 /// The mount refuses a configuration that breaks the placement policy.
+/// FUSE mount options are comma-separated and the vault path goes into one
+/// (`fsname=tresor:PATH`): a comma there would inject options.
+fn check_vault_path(paths: &VaultPaths) -> Result<()> {
+    let text = paths.root.to_string_lossy();
+    if text.contains(',') || text.contains('\\') {
+        return Err(crate::error::usage(format!(
+            "cannot mount the vault at {}: its path contains a comma or backslash, \
+             which FUSE mount options cannot carry; move or rename the vault directory",
+            paths.root.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The daemon keeps its files private whatever the caller's umask, cannot
+/// be ptrace'd or core-dumped by other processes of the same user (the
+/// keys are in its memory), drops `TRESOR_PASSPHRASE` from its environment,
+/// and makes the vault directory owner-only.
+fn harden_daemon(paths: &VaultPaths) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument and touches only
+    // this process's dumpable flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    // Edition 2021: safe; called before the daemon starts its threads.
+    std::env::remove_var("TRESOR_PASSPHRASE");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if let Ok(m) = std::fs::metadata(&paths.root) {
+        if m.mode() & 0o077 != 0 {
+            if m.uid() == nix::unistd::geteuid().as_raw() {
+                match std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o700))
+                {
+                    Ok(()) => log::info!(
+                        "made the vault directory {} private (mode 0700; it was {:o})",
+                        paths.root.display(),
+                        m.mode() & 0o777
+                    ),
+                    Err(e) => log::warn!("cannot make {} private: {e}", paths.root.display()),
+                }
+            } else {
+                log::warn!(
+                    "the vault directory {} is mode {:o} and owned by someone else",
+                    paths.root.display(),
+                    m.mode() & 0o777
+                );
+            }
+        }
+    }
+    if let Ok(log) = std::fs::metadata(paths.log()) {
+        if log.mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(paths.log(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 fn check_policy(config: &VaultConfig) -> Result<()> {
     let broken = config.policy.violations(&config.backends);
     if !broken.is_empty() {
@@ -161,6 +220,7 @@ fn check_policy(config: &VaultConfig) -> Result<()> {
 
 pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
     let mountpoint = check_mountpoint(&req.mountpoint)?;
+    check_vault_path(&req.vault)?;
     // Check the passphrase here so a typo is reported by this command.
     vault::unlock(&req.vault, passphrase)?;
     check_policy(&VaultConfig::load(&req.vault.root)?)?;
@@ -180,6 +240,7 @@ pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(req.vault.log())
         .with_context(|| format!("cannot open log {}", req.vault.log().display()))?;
     let mut cmd = Command::new(exe);
@@ -280,6 +341,15 @@ fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
             other => opts.push(fuser::MountOption::CUSTOM(other.to_string())),
         }
     }
+    // A vault written on another machine may hold setuid binaries and
+    // device nodes; they take no effect here unless asked for (fusermount3
+    // forces this for users; root mounts need it said).
+    if !options.iter().any(|o| o == "suid") {
+        opts.push(fuser::MountOption::NoSuid);
+    }
+    if !options.iter().any(|o| o == "dev") {
+        opts.push(fuser::MountOption::NoDev);
+    }
     if nix::unistd::geteuid().is_root() {
         // As root fuser calls mount(2) itself, with type "fuse"; the subtype
         // makes it "fuse.tresor" like fusermount3's mounts, which is what
@@ -301,6 +371,7 @@ pub fn run_daemon(
     passphrase: &[u8],
     ready: Option<std::io::Stdout>,
 ) -> Result<()> {
+    harden_daemon(paths);
     let report = |msg: &str| {
         if let Some(out) = &ready {
             let mut l = out.lock();
