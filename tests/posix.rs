@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
@@ -867,6 +867,248 @@ fn fallocate_extends_size() {
             "data before fallocate",
         );
         assert_zeros(&f, 3, (10 * MIB - 3) as usize, "fallocated range");
+    });
+}
+
+fn lseek(f: &File, offset: u64, whence: libc::c_int) -> Result<u64, i32> {
+    // SAFETY: valid fd owned by `f`.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(r as u64)
+    }
+}
+
+fn fallocate(f: &File, mode: libc::c_int, offset: u64, len: u64) -> Result<(), i32> {
+    // SAFETY: valid fd owned by `f`.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    check(r, "fallocate")
+        .map(|_| ())
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+/// `du --block-size=1` of one file: what st_blocks says it occupies.
+fn du_bytes(path: &Path) -> u64 {
+    let out = run_tool("du", &[OsStr::new("--block-size=1"), path.as_os_str()]).ok();
+    out.stdout
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("du output: {out}"))
+}
+
+/// Regression (bug report "du of a sparse file"): a 5 GiB file holding
+/// 2 MiB of data reported 5.0G in `du`; holes now cost no blocks, and
+/// `cp --sparse=always` (SEEK_DATA/SEEK_HOLE) keeps the copy sparse.
+#[test]
+fn sparse_file_occupies_only_its_data() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    let at = 5 * GIB;
+    let data = random_bytes(51, 2 * MIB as usize);
+    let size = at + data.len() as u64;
+    {
+        let f = File::create(v.path("sparse")).unwrap();
+        f.write_all_at(&data, at).unwrap();
+        let m = f.metadata().unwrap();
+        assert_eq!(m.len(), size);
+        assert!(
+            m.blocks() * 512 <= 3 * MIB,
+            "while dirty: {} blocks for 2 MiB of data",
+            m.blocks()
+        );
+    }
+    let started = std::time::Instant::now();
+    run_tool(
+        "cp",
+        &[
+            OsStr::new("--sparse=always"),
+            v.path("sparse").as_os_str(),
+            v.path("copy").as_os_str(),
+        ],
+    )
+    .ok();
+    eprintln!("cp --sparse=always took {:?}", started.elapsed());
+    check_twice(&mut v, |v| {
+        for name in ["sparse", "copy"] {
+            let path = v.path(name);
+            let m = fs::metadata(&path).unwrap();
+            let du = du_bytes(&path);
+            eprintln!(
+                "{name}: size {} bytes, st_blocks {}, du {du} bytes",
+                m.len(),
+                m.blocks()
+            );
+            assert_eq!(m.len(), size, "{name}: size");
+            assert!(
+                (2 * MIB..=3 * MIB).contains(&du),
+                "{name}: du says {du} bytes for 2 MiB of data in a {size}-byte file"
+            );
+            let f = File::open(&path).unwrap();
+            assert_eq!(lseek(&f, 0, libc::SEEK_DATA), Ok(at), "{name}: SEEK_DATA");
+            assert_eq!(lseek(&f, 0, libc::SEEK_HOLE), Ok(0), "{name}: SEEK_HOLE");
+            assert_eq!(
+                lseek(&f, at, libc::SEEK_HOLE),
+                Ok(size),
+                "{name}: SEEK_HOLE"
+            );
+            assert_bytes_eq(
+                &pread_exact(&f, at, data.len()).unwrap(),
+                &data,
+                &format!("{name}: data"),
+            );
+            assert_zeros(&f, at - MIB, MIB as usize, &format!("{name}: hole"));
+        }
+    });
+}
+
+#[test]
+fn seek_data_and_seek_hole() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(v.path("f"))
+        .unwrap();
+    f.write_all_at(&random_bytes(52, MIB as usize), 0).unwrap();
+    f.write_all_at(&random_bytes(53, MIB as usize), 8 * MIB)
+        .unwrap();
+    f.set_len(16 * MIB).unwrap();
+    let expect = |f: &File, when: &str| {
+        let cases = [
+            (0, libc::SEEK_DATA, Ok(0)),
+            (0, libc::SEEK_HOLE, Ok(MIB)),
+            (MIB - 1, libc::SEEK_HOLE, Ok(MIB)),
+            (MIB, libc::SEEK_DATA, Ok(8 * MIB)),
+            (3 * MIB, libc::SEEK_HOLE, Ok(3 * MIB)),
+            (8 * MIB, libc::SEEK_HOLE, Ok(9 * MIB)),
+            (8 * MIB + 7, libc::SEEK_DATA, Ok(8 * MIB + 7)),
+            (9 * MIB, libc::SEEK_DATA, Err(libc::ENXIO)),
+            (9 * MIB, libc::SEEK_HOLE, Ok(9 * MIB)),
+            (16 * MIB, libc::SEEK_HOLE, Err(libc::ENXIO)),
+            (16 * MIB + 5, libc::SEEK_DATA, Err(libc::ENXIO)),
+        ];
+        for (off, whence, want) in cases {
+            let name = if whence == libc::SEEK_DATA {
+                "SEEK_DATA"
+            } else {
+                "SEEK_HOLE"
+            };
+            assert_eq!(lseek(f, off, whence), want, "{when}: {name} from {off}");
+        }
+    };
+    expect(&f, "dirty");
+    drop(f);
+    check_twice(&mut v, |v| {
+        expect(&File::open(v.path("f")).unwrap(), "stored");
+    });
+}
+
+/// fallocate keep-size (a no-op), punch-hole (zeros, blocks freed, size
+/// kept) and zero-range (zeros; grows the file without keep-size), through
+/// libc and fallocate(1).
+#[test]
+fn fallocate_keep_size_punch_hole_zero_range() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    require_tool("fallocate", "util-linux");
+    let mut want = random_bytes(54, 8 * MIB as usize);
+    fs::write(v.path("f"), &want).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(v.path("f"))
+        .unwrap();
+    let blocks = |f: &File| f.metadata().unwrap().blocks();
+    assert_eq!(blocks(&f), 8 * MIB / 512, "blocks of 8 MiB of data");
+
+    fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 4 * MIB, 8 * MIB).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 8 * MIB, "size after keep-size");
+    assert_eq!(blocks(&f), 8 * MIB / 512, "blocks after keep-size");
+
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    let (off, len) = (MIB + 100, 2 * MIB - 100);
+    fallocate(&f, punch, off, len).unwrap();
+    want[off as usize..(off + len) as usize].fill(0);
+    assert_eq!(f.metadata().unwrap().len(), 8 * MIB, "size after punch");
+    assert_eq!(
+        blocks(&f),
+        (8 * MIB - len).div_ceil(512),
+        "blocks after punch"
+    );
+    assert_eq!(lseek(&f, 0, libc::SEEK_HOLE), Ok(off), "hole after punch");
+    assert_eq!(
+        fallocate(&f, libc::FALLOC_FL_COLLAPSE_RANGE, 0, MIB),
+        Err(libc::EOPNOTSUPP),
+        "collapse range"
+    );
+
+    // fallocate(1): punch the last MiB but one.
+    run_tool(
+        "fallocate",
+        &[
+            OsStr::new("--punch-hole"),
+            OsStr::new("--offset"),
+            OsStr::new(&(6 * MIB).to_string()),
+            OsStr::new("--length"),
+            OsStr::new(&MIB.to_string()),
+            v.path("f").as_os_str(),
+        ],
+    )
+    .ok();
+    want[6 * MIB as usize..7 * MIB as usize].fill(0);
+    assert_eq!(
+        fs::metadata(v.path("f")).unwrap().blocks(),
+        (7 * MIB - len).div_ceil(512),
+        "blocks after fallocate --punch-hole"
+    );
+
+    let zero_keep = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+    fallocate(&f, zero_keep, 4 * MIB, MIB / 2).unwrap();
+    want[4 * MIB as usize..(4 * MIB + MIB / 2) as usize].fill(0);
+    assert_eq!(
+        f.metadata().unwrap().len(),
+        8 * MIB,
+        "size after zero-range keep-size"
+    );
+    fallocate(&f, libc::FALLOC_FL_ZERO_RANGE, 7 * MIB + 3, 3 * MIB).unwrap();
+    want.truncate((7 * MIB + 3) as usize);
+    want.resize((10 * MIB + 3) as usize, 0);
+    assert_eq!(
+        f.metadata().unwrap().len(),
+        10 * MIB + 3,
+        "size after zero-range"
+    );
+    assert_bytes_eq(
+        &pread_exact(&f, 0, want.len()).unwrap(),
+        &want,
+        "content (live)",
+    );
+    drop(f);
+    check_twice(&mut v, |v| {
+        let f = File::open(v.path("f")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 10 * MIB + 3);
+        let data = want.iter().filter(|&&b| b != 0).count() as u64;
+        let b = f.metadata().unwrap().blocks();
+        assert!(
+            b * 512 >= data && b * 512 <= 8 * MIB - len - MIB - MIB / 2 - MIB + 3 + 512,
+            "{b} blocks for {data} non-zero bytes"
+        );
+        assert_bytes_eq(&pread_exact(&f, 0, want.len()).unwrap(), &want, "content");
     });
 }
 

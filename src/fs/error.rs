@@ -30,6 +30,9 @@ pub enum FsError {
     NotSupported,
     #[error("file too large")]
     TooBig,
+    /// SEEK_DATA/SEEK_HOLE at or past the end, or no data after the offset.
+    #[error("no such offset")]
+    NoSuchOffset,
     #[error("{path}: {source}")]
     Data {
         path: String,
@@ -64,6 +67,7 @@ impl FsError {
             FsError::Range => "range",
             FsError::NotSupported => "not-supported",
             FsError::TooBig => "too-big",
+            FsError::NoSuchOffset => "no-such-offset",
             FsError::Data { .. } => "data",
             FsError::Inconsistent { .. } => "inconsistent",
             FsError::Flush { .. } => "flush",
@@ -91,6 +95,7 @@ impl FsError {
             FsError::Range => libc::ERANGE,
             FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::TooBig => libc::EFBIG,
+            FsError::NoSuchOffset => libc::ENXIO,
             FsError::Data { .. } => libc::EIO,
             FsError::Index(IndexError::Sql(rusqlite::Error::SqliteFailure(e, _)))
                 if e.code == rusqlite::ErrorCode::DiskFull =>

@@ -24,14 +24,16 @@
 //!
 //! Files: `namespace.rs` (lookups, create, link, rename, attributes,
 //! readdir, xattrs), `file_state.rs` (open files and their dirty bytes),
-//! `write.rs` (flushes, chunking, sealing, extents), `read.rs` (reads and
-//! read-ahead); this file holds the core's state and the one commit sequence.
+//! `write.rs` (flushes, chunking, sealing, extents, fallocate incl. punching
+//! holes), `read.rs` (reads and read-ahead), `sparse.rs` (`st_blocks` from
+//! the stored extents, SEEK_DATA/SEEK_HOLE); this file holds the core's state and the one commit sequence.
 
 pub mod acl;
 pub mod error;
 mod file_state;
 mod namespace;
 mod read;
+mod sparse;
 #[cfg(test)]
 mod tests;
 mod write;

@@ -11,10 +11,13 @@ impl FsCore {
         let guard = fs.as_ref().map(|f| f.state.lock());
         let idx = self.data.index.lock();
         let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
-        if let Some(st) = guard {
+        if let Some(st) = guard.as_ref() {
             if st.size_dirty {
                 a.size = st.size;
             }
+        }
+        if a.kind == FileKind::Regular {
+            a.blocks = Self::data_blocks(&idx, ino, guard.as_deref())?;
         }
         Ok(a)
     }
@@ -60,6 +63,7 @@ impl FsCore {
             uid: caller.uid,
             gid,
             size: 0,
+            blocks: 0,
             nlink: if kind == FileKind::Directory { 2 } else { 1 },
             rdev: 0,
             atime: now,
@@ -422,6 +426,9 @@ impl FsCore {
         }
         a.ctime = s.ctime.unwrap_or(now);
         idx.set_attr(&a)?;
+        if a.kind == FileKind::Regular {
+            a.blocks = Self::data_blocks(&idx, ino, guard.as_deref())?;
+        }
         Ok(a)
     }
 

@@ -4,7 +4,9 @@
 //! [`FsCore`] is driven directly (no FUSE) by random sequences of operations:
 //! create/mknod/mkdir/symlink, link, unlink, rmdir, rename in all three modes,
 //! writes (tiny to several MiB, into holes far past EOF, sequential streams
-//! that cross the 8 MiB partial-flush threshold), truncate, fallocate, reads,
+//! that cross the 8 MiB partial-flush threshold), truncate, fallocate (mode
+//! 0, keep-size, punch-hole, zero-range with and without keep-size),
+//! SEEK_DATA/SEEK_HOLE, reads,
 //! open/release of handles, fsync, chmod/mtime, xattrs and remounts. The same
 //! operation is applied to [`Model`], a plain in-memory tree keyed by inode
 //! number (so hard links share content and xattrs), and
@@ -14,7 +16,9 @@
 //!   listxattr;
 //! - after every operation the whole tree must match: every directory's
 //!   entries (paged `readdir`, `.`/`..`, `lookup`), every inode's kind, size,
-//!   nlink, permissions, explicitly set mtime, symlink target and xattrs, and
+//!   nlink, permissions, explicitly set mtime, symlink target and xattrs,
+//!   `st_blocks` of files (never more than the size; with content checks,
+//!   never less than the file's non-zero bytes), and
 //!   inodes the model has forgotten must be gone (`getattr` → ENOENT);
 //! - often (always after fsync and remount) the full content of every file,
 //!   including unlinked-but-open ones, must match byte for byte.
@@ -647,6 +651,22 @@ enum WriteAt {
     TooFar,
 }
 
+/// fallocate modes.
+#[derive(Clone, Copy, Debug)]
+enum Falloc {
+    /// Mode 0: extends the size.
+    Alloc,
+    KeepSize,
+    /// PUNCH_HOLE | KEEP_SIZE.
+    Punch,
+    /// ZERO_RANGE, extending the size.
+    Zero,
+    /// ZERO_RANGE | KEEP_SIZE.
+    ZeroKeep,
+    /// COLLAPSE_RANGE: EOPNOTSUPP.
+    Collapse,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum NewSize {
     Zero,
@@ -719,7 +739,14 @@ enum Op {
         file: Sel,
         at: u16,
         len: u32,
-        keep_size: bool,
+        mode: Falloc,
+    },
+    /// SEEK_DATA (`data`) or SEEK_HOLE from a fraction of the size.
+    Seek {
+        file: Sel,
+        at: u16,
+        past_eof: bool,
+        data: bool,
     },
     Read {
         file: Sel,
@@ -1135,7 +1162,7 @@ impl Harness {
                 file,
                 at,
                 len,
-                keep_size,
+                mode,
             } => {
                 let Some(ino) = file.pick(&self.model.files()) else {
                     return Ok(false);
@@ -1143,20 +1170,88 @@ impl Harness {
                 let size = self.model.size(ino);
                 let offset = (size * at as u64 / 65536).min((MODEL_FILE_MAX as u64) - len as u64);
                 let end = offset + len as u64;
-                let mode = if keep_size {
-                    libc::FALLOC_FL_KEEP_SIZE
-                } else {
-                    0
+                let (flags, want) = match mode {
+                    Falloc::Alloc => (0, Ok(())),
+                    Falloc::KeepSize => (libc::FALLOC_FL_KEEP_SIZE, Ok(())),
+                    Falloc::Punch => (
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        Ok(()),
+                    ),
+                    Falloc::Zero => (libc::FALLOC_FL_ZERO_RANGE, Ok(())),
+                    Falloc::ZeroKeep => (
+                        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                        Ok(()),
+                    ),
+                    Falloc::Collapse => (libc::FALLOC_FL_COLLAPSE_RANGE, Err(libc::EOPNOTSUPP)),
                 };
-                let want = if keep_size {
-                    Err(libc::EOPNOTSUPP)
-                } else {
-                    Ok(())
+                let got = self.core().fallocate(ino, offset, len as u64, flags);
+                if outcome("fallocate", got, want)?.is_some() {
+                    let grow = matches!(mode, Falloc::Alloc | Falloc::Zero);
+                    let clear = matches!(mode, Falloc::Punch | Falloc::Zero | Falloc::ZeroKeep);
+                    let c = self.model.content_mut(ino);
+                    if clear {
+                        let stop = (end as usize).min(c.len());
+                        if (offset as usize) < stop {
+                            c[offset as usize..stop].fill(0);
+                        }
+                    }
+                    if grow && end > size {
+                        c.resize(end as usize, 0);
+                    }
+                    if clear || (grow && end > size) {
+                        self.model.node_mut(ino).mtime = None;
+                    }
+                    content_check |= clear;
+                }
+            }
+            Op::Seek {
+                file,
+                at,
+                past_eof,
+                data,
+            } => {
+                let Some(ino) = file.pick(&self.model.files()) else {
+                    return Ok(false);
                 };
-                let got = self.core().fallocate(ino, offset, len as u64, mode);
-                if outcome("fallocate", got, want)?.is_some() && end > size {
-                    self.model.content_mut(ino).resize(end as usize, 0);
-                    self.model.node_mut(ino).mtime = None;
+                let size = self.model.size(ino) as usize;
+                let offset = size * at as usize / 65536 + if past_eof { size } else { 0 };
+                let whence = if data {
+                    libc::SEEK_DATA
+                } else {
+                    libc::SEEK_HOLE
+                };
+                let what = if data { "SEEK_DATA" } else { "SEEK_HOLE" };
+                let got = self.core().seek_data_hole(ino, offset as u64, whence);
+                let Body::File(c) = &self.model.node(ino).body else {
+                    unreachable!("files() holds files");
+                };
+                let nonzero = |from: usize, to: usize| c[from..to].iter().position(|&b| b != 0);
+                let bad =
+                    |why: String| Err(format!("{what} from {offset} in a {size}-byte file: {why}"));
+                match got {
+                    _ if offset >= size => outcome(what, got, Err(libc::ENXIO)).map(|_| ())?,
+                    Ok(r) => {
+                        let r = r as usize;
+                        if r < offset || r > size || (data && r == size) {
+                            return bad(format!("returned {r}"));
+                        }
+                        if data {
+                            if let Some(i) = nonzero(offset, r) {
+                                return bad(format!(
+                                    "returned {r}, skipping data at {}",
+                                    offset + i
+                                ));
+                            }
+                        } else if r < size && c[r] != 0 {
+                            return bad(format!("returned {r}, where byte is {}", c[r]));
+                        }
+                    }
+                    Err(e) if data && e.errno() == libc::ENXIO => {
+                        if let Some(i) = nonzero(offset, size) {
+                            return bad(format!("ENXIO, but data at {}", offset + i));
+                        }
+                    }
+                    Err(e) => return bad(format!("failed: {e}")),
                 }
             }
             Op::Read {
@@ -1481,6 +1576,25 @@ impl Harness {
                     node.kind(), want_size, self.model.nlink(ino), node.perm, node.mtime
                 ));
             }
+            if let Body::File(c) = &node.body {
+                if a.blocks > want_size.div_ceil(512) {
+                    return Err(format!(
+                        "{path} (inode {ino}): {} blocks for a {want_size}-byte file",
+                        a.blocks
+                    ));
+                }
+                let data = if content {
+                    c.iter().filter(|&&b| b != 0).count() as u64
+                } else {
+                    0
+                };
+                if a.blocks * 512 < data {
+                    return Err(format!(
+                        "{path} (inode {ino}): {} blocks, but {data} non-zero bytes",
+                        a.blocks
+                    ));
+                }
+            }
             match &node.body {
                 Body::Dir { .. } => self.check_dir(ino, &path)?,
                 Body::Symlink(t) => {
@@ -1659,8 +1773,22 @@ fn op() -> impl Strategy<Value = Op> {
             ]
         )
             .prop_map(|(node, to)| Op::Truncate { node, to }),
-        2 => (sel(), any::<u16>(), 1..4 * MIB as u32, prop::bool::weighted(0.2)).prop_map(
-            |(file, at, len, keep_size)| Op::Fallocate { file, at, len, keep_size }
+        5 => (
+            sel(),
+            any::<u16>(),
+            prop_oneof![4 => 1..4 * MIB as u32, 1 => 1..8 * KIB as u32],
+            prop_oneof![
+                2 => Just(Falloc::Alloc),
+                1 => Just(Falloc::KeepSize),
+                4 => Just(Falloc::Punch),
+                2 => Just(Falloc::Zero),
+                2 => Just(Falloc::ZeroKeep),
+                1 => Just(Falloc::Collapse),
+            ]
+        )
+            .prop_map(|(file, at, len, mode)| Op::Fallocate { file, at, len, mode }),
+        3 => (sel(), any::<u16>(), prop::bool::weighted(0.1), any::<bool>()).prop_map(
+            |(file, at, past_eof, data)| Op::Seek { file, at, past_eof, data }
         ),
         6 => (sel(), any::<u16>(), prop::bool::weighted(0.1), 1..3 * MIB as u32).prop_map(
             |(file, at, past_eof, len)| Op::Read { file, at, past_eof, len }
@@ -1770,6 +1898,136 @@ fn sparse_file_reads_zeros_in_the_hole() {
     );
     v.remount().unwrap();
     assert_same("sparse file after remount", &read_all(v.core(), ino), &want);
+}
+
+/// st_blocks counts data, not holes; SEEK_DATA/SEEK_HOLE find the data
+/// both while it is dirty and once it is stored.
+#[test]
+fn sparse_file_blocks_and_seek() {
+    let mut v = Vault::new();
+    let ino = new_file(v.core(), "sparse");
+    let at = 64 * MIB as u64;
+    let data = pseudo_random(2 * MIB, 41);
+    v.core().write(ino, at, &data).unwrap();
+    let blocks = |v: &Vault| v.core().getattr(ino).unwrap().blocks;
+    let seek = |v: &Vault, off: u64, whence: i32| {
+        v.core()
+            .seek_data_hole(ino, off, whence)
+            .map_err(|e| e.errno())
+    };
+    for round in ["dirty", "stored", "remounted"] {
+        match round {
+            "stored" => v.core().release(ino).unwrap(),
+            "remounted" => v.remount().unwrap(),
+            _ => {}
+        }
+        assert_eq!(blocks(&v), 2 * MIB as u64 / 512, "{round}: st_blocks");
+        assert_eq!(seek(&v, 0, libc::SEEK_DATA), Ok(at), "{round}");
+        assert_eq!(seek(&v, 0, libc::SEEK_HOLE), Ok(0), "{round}");
+        assert_eq!(seek(&v, at + 5, libc::SEEK_DATA), Ok(at + 5), "{round}");
+        assert_eq!(
+            seek(&v, at, libc::SEEK_HOLE),
+            Ok(at + 2 * MIB as u64),
+            "{round}"
+        );
+        assert_eq!(
+            seek(&v, at + 2 * MIB as u64, libc::SEEK_DATA),
+            Err(libc::ENXIO),
+            "{round}: SEEK_DATA at EOF"
+        );
+        assert_eq!(seek(&v, at - 1, libc::SEEK_HOLE), Ok(at - 1), "{round}");
+    }
+    // Grow with a hole after the data: SEEK_HOLE stops there, SEEK_DATA
+    // past the data finds nothing.
+    let size = at + 10 * MIB as u64;
+    v.core()
+        .setattr(
+            ino,
+            SetAttr {
+                size: Some(size),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        seek(&v, at + 3 * MIB as u64, libc::SEEK_DATA),
+        Err(libc::ENXIO)
+    );
+    assert_eq!(seek(&v, at, libc::SEEK_HOLE), Ok(at + 2 * MIB as u64));
+    assert_eq!(seek(&v, size, libc::SEEK_HOLE), Err(libc::ENXIO));
+    assert_eq!(seek(&v, 0, 99), Err(libc::EINVAL));
+}
+
+/// Punching a hole frees its blocks (extents removed, edge extents trimmed),
+/// reads zeros, keeps the size, and drops dirty bytes in the range.
+#[test]
+fn punch_hole_and_zero_range() {
+    let mut v = Vault::new();
+    let ino = new_file(v.core(), "punch");
+    let mut want = pseudo_random(6 * MIB, 43);
+    v.core().write(ino, 0, &want).unwrap();
+    v.core().release(ino).unwrap();
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // Not chunk-aligned on either side.
+    let (s, len) = (MIB + 123, 3 * MIB + 7);
+    v.core()
+        .fallocate(ino, s as u64, len as u64, punch)
+        .unwrap();
+    want[s..s + len].fill(0);
+    let a = v.core().getattr(ino).unwrap();
+    assert_eq!(a.size, 6 * MIB as u64, "punch changed the size");
+    assert_eq!(
+        a.blocks,
+        ((6 * MIB - len) as u64).div_ceil(512),
+        "blocks after punch"
+    );
+    assert_same("after punch", &read_all(v.core(), ino), &want);
+    assert_eq!(
+        v.core()
+            .seek_data_hole(ino, MIB as u64, libc::SEEK_HOLE)
+            .unwrap(),
+        s as u64
+    );
+    assert_eq!(
+        v.core()
+            .seek_data_hole(ino, s as u64, libc::SEEK_DATA)
+            .unwrap(),
+        (s + len) as u64
+    );
+    // Dirty bytes in the range are dropped, not flushed later.
+    v.core().open(ino).unwrap();
+    v.core().write(ino, 100, &[7u8; 5000]).unwrap();
+    v.core().fallocate(ino, 1000, 2000, punch).unwrap();
+    want[100..5100].fill(7);
+    want[1000..3000].fill(0);
+    assert_same("dirty punch", &read_all(v.core(), ino), &want);
+    v.core().release(ino).unwrap();
+    assert_same("dirty punch, flushed", &read_all(v.core(), ino), &want);
+    // Zero range past the end grows the file; with KEEP_SIZE it does not.
+    let zr = libc::FALLOC_FL_ZERO_RANGE;
+    v.core()
+        .fallocate(
+            ino,
+            5 * MIB as u64,
+            2 * MIB as u64,
+            zr | libc::FALLOC_FL_KEEP_SIZE,
+        )
+        .unwrap();
+    want[5 * MIB..].fill(0);
+    assert_eq!(v.core().getattr(ino).unwrap().size, 6 * MIB as u64);
+    v.core()
+        .fallocate(ino, 5 * MIB as u64, 2 * MIB as u64, zr)
+        .unwrap();
+    want.resize(7 * MIB, 0);
+    assert_eq!(v.core().getattr(ino).unwrap().size, 7 * MIB as u64);
+    assert_same("after zero range", &read_all(v.core(), ino), &want);
+    // Punch without KEEP_SIZE and other modes are not supported.
+    for mode in [libc::FALLOC_FL_PUNCH_HOLE, libc::FALLOC_FL_COLLAPSE_RANGE] {
+        let e = v.core().fallocate(ino, 0, 10, mode).unwrap_err();
+        assert_eq!(e.errno(), libc::EOPNOTSUPP, "mode {mode:#x}");
+    }
+    v.remount().unwrap();
+    assert_same("after remount", &read_all(v.core(), ino), &want);
 }
 
 #[test]

@@ -243,11 +243,25 @@ impl FsCore {
         }
     }
 
-    /// fallocate mode 0: reserve by extending the size (tresor allocates
-    /// nothing ahead: a hole reads as zeros and costs no storage).
+    /// fallocate. Mode 0 reserves by extending the size and
+    /// `FALLOC_FL_KEEP_SIZE` alone does nothing: tresor allocates nothing
+    /// ahead (a hole reads as zeros and costs no storage; chunks are
+    /// deduplicated, so there is nothing to reserve). `FALLOC_FL_PUNCH_HOLE`
+    /// (with KEEP_SIZE, as Linux requires) and `FALLOC_FL_ZERO_RANGE` turn
+    /// the range into a hole: see [`FsCore::clear_range`]. Other modes
+    /// (collapse, insert, unshare) are EOPNOTSUPP.
     pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
-        if mode != 0 {
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        let keep = mode & KEEP != 0;
+        let punch = mode & PUNCH != 0;
+        let zero = mode & ZERO != 0;
+        if mode & !(KEEP | PUNCH | ZERO) != 0 || (punch && zero) || (punch && !keep) {
             return Err(FsError::NotSupported);
+        }
+        if length == 0 {
+            return Err(FsError::Invalid);
         }
         let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
         if end > MAX_FILE_SIZE {
@@ -257,13 +271,53 @@ impl FsCore {
         if a.kind != FileKind::Regular {
             return Err(FsError::NotSupported);
         }
-        if end > a.size {
+        if punch || zero {
+            return self.clear_range(ino, offset, end, zero && !keep);
+        }
+        if !keep && end > a.size {
             self.truncate(ino, end)?;
             let idx = self.index();
             let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
             a.ctime = Timestamp::now();
             idx.set_attr(&a)?;
         }
+        Ok(())
+    }
+
+    /// Punch hole / zero range: `[start, end)` (within the size) reads as
+    /// zeros afterwards and costs no blocks. Dirty bytes there are dropped
+    /// and the extents removed; extents that straddle an edge are trimmed
+    /// (they keep referencing their chunk, from the right offset), so no
+    /// data is rewritten. With `extend`, a range past the end grows the
+    /// file (zero range without KEEP_SIZE).
+    pub(super) fn clear_range(&self, ino: u64, start: u64, end: u64, extend: bool) -> FsResult<()> {
+        let fs = self.file_state_or_new(ino);
+        let mut st = fs.state.lock();
+        // A running flush job would store the range's old bytes afterwards.
+        Self::wait_job(&fs, &mut st)?;
+        let idx = self.index();
+        let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        let cur = if st.size_dirty { st.size } else { a.size };
+        let stop = end.min(cur);
+        if start < stop {
+            self.data.drop_dirty(&mut st, start, stop);
+            idx.remove_extents(ino, start, stop)?;
+        }
+        if extend && end > cur {
+            st.size = end;
+            st.size_dirty = true;
+        }
+        if st.size_dirty && st.dirty.is_empty() {
+            a.size = st.size;
+            st.size_dirty = false;
+        }
+        let now = Timestamp::now();
+        a.mtime = now;
+        a.ctime = now;
+        idx.set_attr(&a)?;
+        drop(idx);
+        drop(st);
+        self.forget_if_idle(ino);
         Ok(())
     }
 }
@@ -276,6 +330,33 @@ impl DataPath {
         st.dirty_bytes -= taken;
         self.dirty_total.fetch_sub(taken, Ordering::Relaxed);
         runs.into_iter().collect()
+    }
+
+    /// Drops the dirty bytes in `[start, end)`, splitting runs that cross
+    /// an edge (a punched hole must not be refilled by a later flush).
+    pub(super) fn drop_dirty(&self, st: &mut FileState, start: u64, end: u64) {
+        let touching: Vec<u64> = st
+            .dirty
+            .range(..end)
+            .filter(|(k, v)| **k + v.len() as u64 > start)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut dropped = 0;
+        for k in touching {
+            let mut v = st.dirty.remove(&k).expect("dirty run");
+            let vend = k + v.len() as u64;
+            dropped += (vend.min(end) - k.max(start)) as usize;
+            if vend > end {
+                let right = v[(end - k) as usize..].to_vec();
+                st.dirty.insert(end, right);
+            }
+            if k < start {
+                v.truncate((start - k) as usize);
+                st.dirty.insert(k, v);
+            }
+        }
+        st.dirty_bytes -= dropped;
+        self.dirty_total.fetch_sub(dropped, Ordering::Relaxed);
     }
 
     /// Returns a run taken by `take_dirty` (no other run overlaps it).

@@ -30,6 +30,44 @@ impl Index {
         Ok(out)
     }
 
+    /// Bytes of a file backed by chunks (holes are not stored, so they
+    /// count nothing): one range scan of the extents primary key.
+    pub fn data_bytes(&self, ino: u64) -> Result<u64, IndexError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT coalesce(sum(length), 0) FROM extents WHERE ino = ?1")?
+            .query_row(params![ino], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Calls `f` with a file's extents that end after `start`, in file
+    /// order, until it returns false (one statement, rows read lazily: a
+    /// seek in a huge file reads only the extents it passes).
+    pub fn scan_extents_from(
+        &self,
+        ino: u64,
+        start: u64,
+        mut f: impl FnMut(&Extent) -> bool,
+    ) -> Result<(), IndexError> {
+        let lower = start.saturating_sub(MAX_EXTENT_LEN).min(i64::MAX as u64) as i64;
+        let mut st = self.conn.prepare_cached(
+            "SELECT offset, length, chunk, chunk_offset FROM extents \
+             WHERE ino = ?1 AND offset >= ?2 ORDER BY offset",
+        )?;
+        let mut rows = st.query(params![ino, lower])?;
+        while let Some(r) = rows.next()? {
+            let e = Extent {
+                offset: r.get::<_, i64>(0)? as u64,
+                length: r.get::<_, i64>(1)? as u64,
+                chunk: chunk_from_blob(r.get(2)?)?,
+                chunk_offset: r.get::<_, i64>(3)? as u64,
+            };
+            if e.offset + e.length > start && !f(&e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn adjust_refcount(&self, chunk: &ChunkId, delta: i64) -> Result<(), IndexError> {
         self.conn
             .prepare_cached("UPDATE chunks SET refcount = refcount + ?2 WHERE id = ?1")?

@@ -148,6 +148,11 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// 512-byte blocks the inode occupies (`st_blocks`). Derived, never
+    /// stored: the index gives `size` in blocks (an upper bound), and
+    /// `FsCore::getattr` counts a regular file's data extents and unflushed
+    /// bytes, so holes cost no blocks.
+    pub blocks: u64,
     pub nlink: u32,
     pub rdev: u32,
     pub atime: Timestamp,
@@ -243,6 +248,7 @@ fn row_to_attr(r: &rusqlite::Row) -> rusqlite::Result<Attr> {
         uid: r.get(2)?,
         gid: r.get(3)?,
         size: r.get::<_, i64>(4)? as u64,
+        blocks: (r.get::<_, i64>(4)? as u64).div_ceil(512),
         nlink: r.get(5)?,
         rdev: r.get(6)?,
         atime: Timestamp {

@@ -8,6 +8,8 @@
 //! threads (`n_threads`, `clone_fd`) so reads of different chunks decrypt in
 //! parallel. Attribute and entry TTLs are 1 s: tresor is the only writer, but
 //! hard links and ctime updates on other names must show up promptly.
+//! `st_blocks` comes from the core (data extents, not the size), and
+//! `lseek` (SEEK_DATA/SEEK_HOLE) and every fallocate mode go to the core.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -17,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 
 use crate::fs::{Caller, FsCore, FsError, RenameMode, SetAttr, TimeSet};
@@ -90,7 +92,7 @@ fn to_fuse_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.blocks,
         atime: a.atime.to_system(),
         mtime: a.mtime.to_system(),
         ctime: a.ctime.to_system(),
@@ -705,6 +707,25 @@ impl fuser::Filesystem for TresorFuse {
             ino.0,
             self.core.fallocate(ino.0, offset, length, mode),
         );
+    }
+
+    /// SEEK_DATA/SEEK_HOLE (the kernel answers SEEK_SET/CUR/END itself).
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let r = u64::try_from(offset)
+            .map_err(|_| FsError::NoSuchOffset)
+            .and_then(|o| self.core.seek_data_hole(ino.0, o, whence));
+        match r {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(errno("lseek", ino.0, &e)),
+        }
     }
 }
 

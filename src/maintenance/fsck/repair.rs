@@ -342,6 +342,7 @@ fn lost_and_found(index: &Index) -> Result<u64> {
         uid: root.uid,
         gid: root.gid,
         size: 0,
+        blocks: 0,
         nlink: 2,
         rdev: 0,
         atime: now,
