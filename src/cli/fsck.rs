@@ -9,6 +9,47 @@ use serde_json::json;
 use crate::cli::{Session, VaultArgs};
 use crate::index::Index;
 use crate::maintenance::fsck::{check, repair};
+use crate::vault::index_copies;
+use crate::vault::keys::SecretKey;
+use crate::vault::VaultPaths;
+
+/// The index, if it opens and passes SQLite's quick_check.
+fn open_intact(paths: &VaultPaths, key: &SecretKey) -> Result<Index> {
+    let index = crate::vault::open_index(paths, key)?;
+    if !index.quick_check().unwrap_or(false) {
+        return Err(crate::error::Error::Damaged(format!(
+            "the index {} fails SQLite's quick_check; run `tresor fsck --repair --vault {}` \
+             to put back the newest intact copy",
+            paths.index().display(),
+            paths.root.display()
+        ))
+        .into());
+    }
+    Ok(index)
+}
+
+/// Paths of the files the set-aside damaged index shows as changed after
+/// `sec` (ctime), if it can be read at all.
+fn changed_after(paths: &VaultPaths, key: &SecretKey, sec: u64) -> Option<Vec<String>> {
+    let damaged = std::fs::read_dir(&paths.root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("index.sqlite.damaged-"))
+        })
+        .max()?;
+    let index = Index::open_read_only(&damaged, key).ok()?;
+    let inodes = index.inodes_changed_after(sec as i64).ok()?;
+    Some(
+        inodes
+            .into_iter()
+            .filter_map(|ino| index.path_of(ino).ok())
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .collect(),
+    )
+}
 
 /// `tresor fsck`: exit 0 when clean (or everything found was repaired),
 /// [`crate::cli::exit::FSCK_FOUND`] when inconsistencies remain that `--repair`
@@ -28,8 +69,54 @@ pub fn run(args: &VaultArgs, repair_it: bool, json_out: bool) -> Result<()> {
     let Session { paths, unlocked } = args.open()?;
     // Held for the whole run: no mount can start under fsck.
     let _lock = crate::vault::lock_vault(&paths)?;
-    let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
-        .context("cannot open the index")?;
+    let key = &unlocked.subkeys.index;
+    let mut restored = None;
+    let index = match open_intact(&paths, key) {
+        Ok(index) => index,
+        Err(e) if repair_it => {
+            let Some(copy) = index_copies::restore_newest(&paths, key)? else {
+                return Err(crate::error::Error::Damaged(format!(
+                    "{e:#}; no intact copy in {} to put back{}",
+                    paths.index_copies().display(),
+                    if crate::remote::backend::VaultConfig::load(&paths.root)
+                        .is_ok_and(|c| !c.backends.is_empty())
+                    {
+                        "; restore the newest snapshot from a backend into a new directory with `tresor restore`"
+                    } else {
+                        ""
+                    }
+                ))
+                .into());
+            };
+            eprintln!("{e:#}");
+            restored = Some(copy);
+            Index::open(&paths.index(), key, false).context("cannot open the restored index")?
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(copy) = &restored {
+        let when = crate::remote::snapshot::utc(copy.taken_ms / 1000);
+        println!(
+            "restored the index from the local copy of {when} ({}); \
+             changes made after it are lost:",
+            copy.path.display()
+        );
+        let changed = changed_after(&paths, key, copy.taken_ms / 1000);
+        match changed {
+            Some(list) if list.is_empty() => {
+                println!("  (the damaged index shows no later change)")
+            }
+            Some(list) => {
+                for p in list {
+                    println!("  {p}");
+                }
+            }
+            None => println!(
+                "  (the damaged index cannot be read to say which files; \
+                 pack files it alone referenced are reported below as leftovers)"
+            ),
+        }
+    }
     let store = paths.store();
     let before = check(&index, &store)?;
     let mut actions = Vec::new();

@@ -274,4 +274,18 @@ impl Index {
     }
 
     // ----- verify (src/verify.rs) -----
+
+    /// Inodes whose ctime is after `sec` (fsck lists what a restored index
+    /// copy misses).
+    pub fn inodes_changed_after(&self, sec: i64) -> Result<Vec<u64>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT ino FROM inodes WHERE ctime_s > ?1 OR mtime_s > ?1 ORDER BY ino")?;
+        let rows = st.query_map(params![sec], |r| r.get::<_, i64>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r? as u64);
+        }
+        Ok(out)
+    }
 }

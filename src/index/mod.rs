@@ -392,6 +392,15 @@ impl Index {
         Ok(Index { conn })
     }
 
+    /// SQLite's `quick_check`: every page and index b-tree is well formed.
+    pub fn quick_check(&self) -> Result<bool, IndexError> {
+        let r: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| IndexError::NotAnIndex(e.to_string()))?;
+        Ok(r == "ok")
+    }
+
     /// Commits the open batch and starts the next. With `durable`, the commit
     /// is fsynced before this returns (every commit is, see below).
     pub fn commit(&self, durable: bool) -> Result<(), IndexError> {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::chunk::seal::ChunkSealer;
@@ -45,8 +45,7 @@ impl OfflineVault {
         backends: Backends,
     ) -> Result<Arc<OfflineVault>> {
         let lock = vault::lock_vault(paths)?;
-        let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
-            .context("cannot open the index")?;
+        let index = vault::open_index(paths, &unlocked.subkeys.index)?;
         let mut config = VaultConfig::load(&paths.root)?;
         if backends == Backends::Ignore {
             config.backends.clear();

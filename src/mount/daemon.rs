@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Kind;
+use crate::fs::IndexAccess;
+use crate::vault::index_copies;
 use anyhow::{bail, Context, Result};
 
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::ChunkSealer;
 use crate::fs::FsCore;
-use crate::index::Index;
 use crate::mount::control;
 use crate::mount::fuse::TresorFuse;
 use crate::remote::backend::VaultConfig;
@@ -42,6 +43,34 @@ const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const FUSE_THREADS: usize = 4;
 /// After unmount, pending uploads get this long before the daemon exits.
 const UPLOAD_GRACE_SECS: u64 = 30;
+
+/// Copies the index into `VAULT/index-copies/` under a checkpoint, if it
+/// changed since the newest copy (`vault::index_copies`).
+fn copy_index(core: &FsCore, paths: &VaultPaths) {
+    let newest = index_copies::list(paths).first().map(|c| c.taken_ms);
+    if newest.is_some_and(|ms| !index_changed_since(paths, ms)) {
+        return;
+    }
+    let mut result = None;
+    let r = core.with_checkpoint(&mut || result = Some(index_copies::take(paths)));
+    match (r, result) {
+        (Ok(()), Some(Ok(c))) => log::info!("index copied to {}", c.path.display()),
+        (Ok(()), Some(Err(e))) => log::warn!("cannot copy the index: {e:#}"),
+        (Err(e), _) => log::warn!("cannot checkpoint the index for a copy: {e}"),
+        (Ok(()), None) => {}
+    }
+}
+
+/// Whether the index or its WAL was written after `ms` (ms since the epoch).
+fn index_changed_since(paths: &VaultPaths, ms: u64) -> bool {
+    paths.index_files().iter().any(|f| {
+        std::fs::metadata(f)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .is_some_and(|d| d.as_millis() as u64 > ms)
+    })
+}
 
 fn commit_quietly(core: &FsCore) {
     if let Err(e) = core.commit(true) {
@@ -393,8 +422,7 @@ pub fn run_daemon(
         let _ = std::fs::remove_file(paths.unmount_status());
         let config = VaultConfig::load(&paths.root)?;
         check_policy(&config)?;
-        let index = Index::open(&paths.index(), &unlocked.subkeys.index, false)
-            .context("cannot open the index")?;
+        let index = vault::open_index(paths, &unlocked.subkeys.index)?;
         let store = Arc::new(Store::open_local(&paths.store())?);
         let sealer = Arc::new(ChunkSealer::new(&unlocked.subkeys));
         let chunker = Chunker::new(&unlocked.subkeys.chunker);
@@ -487,13 +515,18 @@ pub fn run_daemon(
         })?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let keeps_copies = !options.iter().any(|o| o == "ro");
     let timer = {
         let core = core.clone();
         let stop = stop.clone();
+        let paths = VaultPaths::new(paths.root.clone());
         std::thread::Builder::new()
             .name("tresor-commit".into())
             .spawn(move || {
                 let mut last = Instant::now();
+                // None: copy at once (if the index changed since the newest
+                // copy, e.g. by an offline gc), then every interval.
+                let mut last_copy: Option<Instant> = None;
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
                     if last.elapsed() >= COMMIT_INTERVAL && !stop.load(Ordering::Relaxed) {
@@ -501,6 +534,13 @@ pub fn run_daemon(
                             log::error!("periodic index commit failed: {e}");
                         }
                         last = Instant::now();
+                    }
+                    let copy_due = last_copy.is_none_or(|t| {
+                        t.elapsed() >= Duration::from_secs(index_copies::COPY_INTERVAL_SECS)
+                    });
+                    if keeps_copies && copy_due && !stop.load(Ordering::Relaxed) {
+                        copy_index(&core, &paths);
+                        last_copy = Some(Instant::now());
                     }
                 }
             })?
@@ -548,6 +588,9 @@ pub fn run_daemon(
     }
     engine.stop();
     let final_commit = core.commit(true);
+    if keeps_copies && final_commit.is_ok() && core.shutdown_error().is_none() {
+        copy_index(&core, paths);
+    }
     let _ = std::fs::remove_file(control::socket_path(&paths.root));
     // What was not saved, for `tresor unmount` (it waits for this process
     // and then reads the file) and for this process's exit code.

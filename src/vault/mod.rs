@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 pub mod config;
+pub mod index_copies;
 pub mod keys;
 
 use crate::index::Index;
@@ -58,6 +59,10 @@ impl VaultPaths {
     }
     /// Written by the daemon as it exits: `ok`, or `failed: WHY` when the
     /// final flush or commit failed (`tresor unmount` reports it).
+    /// Local copies of the index (`index_copies.rs`).
+    pub fn index_copies(&self) -> PathBuf {
+        self.root.join("index-copies")
+    }
     pub fn unmount_status(&self) -> PathBuf {
         self.root.join("unmount-status")
     }
@@ -202,4 +207,37 @@ pub fn daemon_pid(paths: &VaultPaths) -> Option<i32> {
     let s = std::fs::read_to_string(paths.lock()).ok()?;
     let pid: i32 = s.trim().strip_prefix("pid ")?.parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Opens the vault's index for writing. A missing or damaged index is
+/// `Error::Damaged` (exit 4) with the next step: `tresor fsck --repair`
+/// puts back the newest intact local copy (`index_copies.rs`).
+pub fn open_index(paths: &VaultPaths, key: &keys::SecretKey) -> Result<Index> {
+    let next_step = || {
+        let copies = index_copies::list(paths).len();
+        format!(
+            "run `tresor fsck --repair --vault {}` to put back the newest intact copy \
+             ({copies} local cop{} in {})",
+            paths.root.display(),
+            if copies == 1 { "y" } else { "ies" },
+            paths.index_copies().display()
+        )
+    };
+    if !paths.index().exists() {
+        return Err(crate::error::Error::Damaged(format!(
+            "the index {} is missing; {}",
+            paths.index().display(),
+            next_step()
+        ))
+        .into());
+    }
+    Index::open(&paths.index(), key, false).map_err(|e| match e {
+        crate::index::IndexError::NotAnIndex(why) => crate::error::Error::Damaged(format!(
+            "the index {} is damaged or not this vault's ({why}); {}",
+            paths.index().display(),
+            next_step()
+        ))
+        .into(),
+        other => anyhow::Error::new(other).context("cannot open the index"),
+    })
 }

@@ -1,0 +1,128 @@
+//! Local copies of the index, so one bad sector or one mistaken `rm` in the
+//! vault directory does not lose the vault.
+//!
+//! The index is the only place that knows names, sizes and which chunks make
+//! up which file; the packs alone are opaque. Remote backends hold index
+//! snapshots (`remote::snapshot`), but a vault without backends had nothing.
+//! So the daemon copies the index into `VAULT/index-copies/` while it is
+//! checkpointed (every [`COPY_INTERVAL_SECS`] when it changed, and at
+//! unmount) — the same checkpoint the remote snapshots read, so a copy is
+//! always a complete, committed index. A copy is the SQLCipher file itself:
+//! sealed by the index key like the index, useless without the passphrase.
+//! The newest [`KEEP_COPIES`] are kept (a copy of a 100,000-file index is
+//! about 17 MB). `tresor fsck --repair` puts the newest copy that opens and
+//! passes SQLite's `quick_check` back when the index is missing or damaged.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::index::Index;
+use crate::vault::keys::SecretKey;
+use crate::vault::VaultPaths;
+
+/// Copies kept, newest first.
+pub const KEEP_COPIES: usize = 3;
+/// How often a changed index is copied while mounted.
+pub const COPY_INTERVAL_SECS: u64 = 300;
+
+/// One copy: when it was taken (ms since the epoch) and where it is.
+#[derive(Clone, Debug)]
+pub struct IndexCopy {
+    pub taken_ms: u64,
+    pub path: PathBuf,
+}
+
+/// Copies the index file. The caller holds the index checkpointed and
+/// locked (`IndexAccess::with_checkpoint`), so the file is complete.
+pub fn take(paths: &VaultPaths) -> Result<IndexCopy> {
+    let dir = paths.index_copies();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let taken_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let bytes = std::fs::read(paths.index()).context("cannot read the index to copy it")?;
+    let path = dir.join(format!("index-{taken_ms}.sqlite"));
+    let tmp = dir.join(format!(
+        ".index-{taken_ms}.{:016x}.tmp",
+        rand::random::<u64>()
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).context("cannot write an index copy");
+    }
+    for old in list(paths).into_iter().skip(KEEP_COPIES) {
+        let _ = std::fs::remove_file(&old.path);
+    }
+    Ok(IndexCopy { taken_ms, path })
+}
+
+/// The copies, newest first.
+pub fn list(paths: &VaultPaths) -> Vec<IndexCopy> {
+    let mut out: Vec<IndexCopy> = std::fs::read_dir(paths.index_copies())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ms = name.strip_prefix("index-")?.strip_suffix(".sqlite")?;
+            Some(IndexCopy {
+                taken_ms: ms.parse().ok()?,
+                path: e.path(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.taken_ms));
+    out
+}
+
+/// Whether the index at `path` opens with `key` and passes `quick_check`.
+pub fn is_intact(path: &Path, key: &SecretKey) -> bool {
+    Index::open_read_only(path, key)
+        .and_then(|i| i.quick_check())
+        .unwrap_or(false)
+}
+
+/// Puts the newest intact copy in place of a missing or damaged index. The
+/// damaged files are kept beside it (`index.sqlite.damaged-MS`, with their
+/// WAL), never deleted. `None` when no copy is intact.
+pub fn restore_newest(paths: &VaultPaths, key: &SecretKey) -> Result<Option<IndexCopy>> {
+    let Some(copy) = list(paths).into_iter().find(|c| is_intact(&c.path, key)) else {
+        return Ok(None);
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    for f in paths.index_files() {
+        if f.exists() {
+            let mut aside = f.clone().into_os_string();
+            aside.push(format!(".damaged-{now}"));
+            std::fs::rename(&f, &aside)
+                .with_context(|| format!("cannot move {} aside", f.display()))?;
+        }
+    }
+    let bytes = std::fs::read(&copy.path)
+        .with_context(|| format!("cannot read {}", copy.path.display()))?;
+    crate::vault::write_private(&paths.index(), &bytes)?;
+    Ok(Some(copy))
+}

@@ -1,0 +1,94 @@
+//! The index is no longer a single point of failure: the daemon keeps local
+//! copies (`VAULT/index-copies/`), a mount of a vault whose index is
+//! truncated or deleted fails naming `tresor fsck --repair`, and that puts
+//! back the newest intact copy.
+//!
+//! Before: `truncate -s 40000 index.sqlite` made mount, fsck and
+//! fsck --repair all fail with "database disk image is malformed", and a
+//! deleted index printed "Unable to open the database file" twice, with no
+//! next step; without a backend the vault was lost.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+fn damaged_mount_names_the_repair(v: &TestVault) {
+    let run = v.try_mount_at(&v.mnt);
+    assert!(
+        !run.success(),
+        "mounted a vault with a damaged index: {run}"
+    );
+    assert_eq!(run.status.code(), Some(4), "exit code: {run}");
+    assert!(
+        run.stderr.contains("tresor fsck --repair"),
+        "the mount error does not name the repair: {run}"
+    );
+    assert!(!is_fuse_mounted(&v.mnt));
+}
+
+#[test]
+fn a_truncated_or_deleted_index_is_restored_from_a_local_copy() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    fs::create_dir_all(v.path("docs/deep")).unwrap();
+    for i in 0..50u64 {
+        let data = random_bytes(i, (i as usize + 1) * 3000);
+        fs::write(v.path(format!("docs/deep/f{i}")), &data).unwrap();
+    }
+    fs::write(v.path("top"), random_bytes(99, 2 * MIB as usize)).unwrap();
+    std::os::unix::fs::symlink("docs/deep/f1", v.path("link")).unwrap();
+    let before = tree_hashes(&v.mnt);
+    v.unmount();
+    let copies: Vec<_> = fs::read_dir(v.vault.join("index-copies"))
+        .expect("no index-copies directory after an unmount")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(!copies.is_empty(), "no index copy after an unmount");
+
+    // 1. Truncated, as by a bad sector or a full disk.
+    let index = v.vault.join("index.sqlite");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_len(40_000)
+        .unwrap();
+    damaged_mount_names_the_repair(&v);
+    let plain = v.tresor_cmd(&["fsck"], &[], true);
+    assert!(
+        !plain.success(),
+        "fsck without --repair called a truncated index fine: {plain}"
+    );
+    let run = v.tresor_cmd(&["fsck"], &["--repair"], true).ok();
+    assert!(
+        run.stdout
+            .contains("restored the index from the local copy"),
+        "{run}"
+    );
+    v.mount();
+    assert_eq!(
+        tree_hashes(&v.mnt),
+        before,
+        "tree after restoring a truncated index"
+    );
+    v.unmount();
+
+    // 2. Deleted, with its WAL.
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = fs::remove_file(v.vault.join(f));
+    }
+    damaged_mount_names_the_repair(&v);
+    v.tresor_cmd(&["fsck"], &["--repair"], true).ok();
+    v.mount();
+    assert_eq!(
+        tree_hashes(&v.mnt),
+        before,
+        "tree after restoring a deleted index"
+    );
+    v.unmount();
+    let clean = v.tresor_cmd(&["fsck"], &[], true);
+    assert!(clean.success(), "fsck after the restores: {clean}");
+}
