@@ -178,3 +178,34 @@ for i in range(0, 10000, 7):
         "noise in the log:\n{text}"
     );
 }
+
+/// `status` of a mounted vault asked for the passphrase again and did not
+/// say where the vault is mounted; the daemon answers now.
+#[test]
+fn status_of_a_mounted_vault_needs_no_passphrase_and_names_the_mountpoint() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    fs::write(v.path("f"), b"hello").unwrap();
+    let run = v.tresor_cmd(&["status"], &[], false).ok();
+    let mnt = v.mnt.to_string_lossy();
+    assert!(
+        run.stdout.contains(&format!("mounted:        on {mnt}")),
+        "status does not name the mountpoint: {run}"
+    );
+    let json = v.tresor_cmd(&["status"], &["--json"], false).ok();
+    let j: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        j["mountpoint"],
+        serde_json::Value::from(mnt.as_ref()),
+        "{j}"
+    );
+    assert!(j["inodes"].as_u64().unwrap() >= 2, "{j}");
+    v.unmount();
+    // Unmounted, it still needs the secret.
+    let run = v.tresor_cmd(&["status"], &[], false);
+    assert!(
+        !run.success(),
+        "status of an unmounted vault without a secret: {run}"
+    );
+}

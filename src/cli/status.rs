@@ -8,33 +8,51 @@ use serde_json::Value;
 
 use crate::cli::backend::laws;
 use crate::cli::session::{ask_daemon, Session, VaultArgs};
-use crate::index::Index;
+use crate::index::{Index, IndexStats};
 use crate::progress::human;
 use crate::remote::sync;
 use crate::store::Store;
 use crate::vault::{self, config::VaultConfig};
 
+/// Mounted, the daemon answers (no passphrase asked: whoever can reach its
+/// socket is the vault's owner); unmounted, the vault is opened here.
 pub fn run(args: &VaultArgs, json: bool) -> Result<()> {
-    let Session { paths, unlocked } = args.open()?;
-    let index = Index::open_read_only(&paths.index(), &unlocked.subkeys.index)?;
-    let s = index.stats()?;
+    let paths = args.paths()?;
+    vault::require_exists(&paths)?;
+    let config = VaultConfig::load(&paths.root)?;
+    let (s, sync_status, vault_id) = match ask_daemon(&paths, &Request::Status, &mut |_| {})? {
+        Some(v) => {
+            let key_file = crate::vault::keys::KeyFile::load(&paths.key_file())?;
+            (
+                IndexStats::from_json(&v["index"]),
+                v["sync"].clone(),
+                hex::encode(key_file.vault_id()),
+            )
+        }
+        None => {
+            let Session { paths, unlocked } = args.open()?;
+            let index = Index::open_read_only(&paths.index(), &unlocked.subkeys.index)?;
+            let sync_status = sync::backend_status(None, &config, &index)?;
+            (
+                index.stats()?,
+                sync_status,
+                hex::encode(unlocked.key_file.vault_id()),
+            )
+        }
+    };
     let store = Store::open_local(&paths.store())?;
     let (objects, stored) = store.usage("packs/")?;
-    let vault_id = hex::encode(unlocked.key_file.vault_id());
     let mounted = vault::is_mounted(&paths);
+    let mountpoint = crate::mount::daemon::mountpoint_of(&paths);
     let dedup_saved = s
         .referenced_plain_bytes
         .saturating_sub(s.unique_plain_bytes);
-    let config = VaultConfig::load(&paths.root)?;
-    let sync_status = match ask_daemon(&paths, &Request::Status, &mut |_| {})? {
-        Some(v) => v["sync"].clone(),
-        None => sync::backend_status(None, &config, &index)?,
-    };
     if json {
         let mut v = s.to_json();
         v["vault_id"] = vault_id.into();
         v["vault"] = paths.root.display().to_string().into();
         v["mounted"] = mounted.into();
+        v["mountpoint"] = mountpoint.as_ref().map(|m| m.display().to_string()).into();
         v["stored_bytes"] = stored.into();
         v["objects"] = objects.into();
         v["sync"] = sync_status;
@@ -42,7 +60,11 @@ pub fn run(args: &VaultArgs, json: bool) -> Result<()> {
     } else {
         println!("vault:          {}", paths.root.display());
         println!("vault id:       {vault_id}");
-        println!("mounted:        {}", if mounted { "yes" } else { "no" });
+        match (&mountpoint, mounted) {
+            (Some(m), _) => println!("mounted:        on {}", m.display()),
+            (None, true) => println!("mounted:        yes"),
+            (None, false) => println!("mounted:        no"),
+        }
         println!("files & dirs:   {}", s.inodes);
         println!(
             "logical size:   {} (sum of file sizes)",

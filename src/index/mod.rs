@@ -226,6 +226,21 @@ impl IndexStats {
             "inodes": s.inodes,
         })
     }
+
+    /// The inverse of [`IndexStats::to_json`] (the daemon's status reply).
+    pub fn from_json(v: &serde_json::Value) -> IndexStats {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        IndexStats {
+            inodes: n("inodes"),
+            logical_bytes: n("logical_bytes"),
+            referenced_plain_bytes: n("referenced_bytes"),
+            unique_plain_bytes: n("unique_bytes"),
+            chunks: n("chunks"),
+            live_chunks: n("live_chunks"),
+            packs: n("packs"),
+            pack_bytes: n("pack_bytes"),
+        }
+    }
 }
 
 /// The longest extent (an extent is part of one chunk); bounds the range

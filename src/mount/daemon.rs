@@ -105,6 +105,16 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// (mountpoint, fstype, source) of every mount.
+/// Where the vault is mounted, from the mount table (its source is
+/// `tresor:VAULT`).
+pub fn mountpoint_of(paths: &VaultPaths) -> Option<PathBuf> {
+    let want = format!("tresor:{}", paths.root.display());
+    mounts()
+        .into_iter()
+        .find(|(_, _, source)| *source == want)
+        .map(|(m, _, _)| m)
+}
+
 fn mounts() -> Vec<(PathBuf, String, String)> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
