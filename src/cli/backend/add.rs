@@ -247,7 +247,8 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
     }
     creds.backends.insert(cfg.name.clone(), secret);
     if !a.no_test {
-        probe(&cfg, &creds, false).with_context(|| {
+        let own = crate::vault::keys::KeyFile::load(&paths.key_file())?.vault_id();
+        probe(&cfg, &creds, false, Some(&own)).with_context(|| {
             format!(
                 "backend {} failed its connection test (nothing was saved; --no-test skips the test)",
                 cfg.name

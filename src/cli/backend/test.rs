@@ -22,11 +22,18 @@ pub(super) fn test(vault: &VaultArgs, name: &str) -> Result<()> {
         .backend(name)
         .with_context(|| format!("no backend named {name}; see `tresor backend list`"))?;
     let creds = Credentials::load(&paths.root)?;
-    probe(b, &creds, true)
+    probe(b, &creds, true, None)
 }
 
 /// Writes, reads, lists and deletes a probe object.
-pub(super) fn probe(cfg: &BackendConfig, creds: &Credentials, verbose: bool) -> Result<()> {
+/// Writes, reads, lists and deletes a probe object; with `vault_id`, also
+/// refuses a root that holds another vault.
+pub(super) fn probe(
+    cfg: &BackendConfig,
+    creds: &Credentials,
+    verbose: bool,
+    vault_id: Option<&[u8; 16]>,
+) -> Result<()> {
     let runtime = Arc::new(crate::store::new_runtime("tresor-probe")?);
     let op = backend::build_operator(cfg, &creds.for_backend(&cfg.name))?;
     let store = Store::remote(op, runtime);
@@ -53,7 +60,12 @@ pub(super) fn probe(cfg: &BackendConfig, creds: &Credentials, verbose: bool) -> 
     }
     let t = Instant::now();
     store.delete(&path)?;
+    // WebDAV and file servers keep the emptied folder: remove it too.
+    let _ = store.delete("probe/");
     let d = ms(t);
+    if let Some(own) = vault_id {
+        crate::remote::sync::check_key_owner(&store, own)?;
+    }
     if verbose || std::io::stdout().is_terminal() {
         println!(
             "backend {}: write 64 KiB {w:.0} ms, read {r:.0} ms, list {l:.0} ms, delete {d:.0} ms: OK",

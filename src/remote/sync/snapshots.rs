@@ -49,6 +49,8 @@ pub(super) struct SnapState {
 
 pub(super) struct Setup {
     pub(super) crypto: SnapshotCrypto,
+    /// This vault's id: a backend whose key file names another is refused.
+    pub(super) vault_id: [u8; 16],
     pub(super) index_path: PathBuf,
     pub(super) instance: String,
     pub(super) hostname: String,
@@ -87,6 +89,7 @@ impl SyncEngine {
         let instance = snapshot::instance_id(&self.vault)?;
         self.snap.lock().setup = Some(Arc::new(Setup {
             crypto: SnapshotCrypto::new(&unlocked.subkeys.snapshot, unlocked.key_file.vault_id()),
+            vault_id: unlocked.key_file.vault_id(),
             index_path: crate::vault::VaultPaths::new(self.vault.clone()).index(),
             instance,
             hostname: snapshot::hostname(),
@@ -115,6 +118,10 @@ impl SyncEngine {
         if self.snap.lock().backends.get(&id).is_some_and(|b| b.loaded) {
             return Ok(());
         }
+        // Another vault's snapshots are not garbage to collect: never list,
+        // lease or delete on a root that holds another vault's key file.
+        super::check_key_owner(&remote.store, &setup.vault_id)
+            .with_context(|| format!("backend {}", remote.cfg.name))?;
         let listing = snapshot::list_remote(&remote.store)
             .with_context(|| format!("listing snapshots on backend {}", remote.cfg.name))?;
         let mut b = BackendSnaps {
