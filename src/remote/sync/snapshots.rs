@@ -580,6 +580,23 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// The oldest generation some backend still keeps a snapshot of (0 when
+    /// a backend's snapshots are not loaded yet: then nothing may go).
+    fn oldest_kept_generation(&self, remotes: &[Arc<Remote>]) -> u64 {
+        let st = self.snap.lock();
+        remotes
+            .iter()
+            .map(|r| {
+                st.backends
+                    .get(&r.cfg.id)
+                    .filter(|b| b.loaded)
+                    .and_then(|b| b.manifests.keys().next().copied())
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Deletes manifests beyond `keep` and blocks no kept manifest uses.
     fn prune(&self, remote: &Remote) {
         let keep = self.snapshot_cfg.read().keep.max(1);
@@ -641,7 +658,12 @@ impl SyncEngine {
             .iter()
             .map(|r| (r.cfg.name.clone(), &r.store))
             .collect();
-        let done = crate::remote::deletion::delete_collected(access.as_ref(), &backends, durable)?;
+        // Every kept snapshot must stay restorable: a pack collected after
+        // generation G leaves only once the oldest snapshot kept on every
+        // backend is at least G (with `keep = 10`, ten states stay
+        // readable, not one).
+        let floor = self.oldest_kept_generation(&remotes).min(durable);
+        let done = crate::remote::deletion::delete_collected(access.as_ref(), &backends, floor)?;
         Ok((done.packs, done.bytes))
     }
 
