@@ -1269,6 +1269,53 @@ fn readdir_while_renaming_every_entry_ends() {
     });
 }
 
+/// generic/035: a file or directory renamed over while open stays alive
+/// until closed: fstat on the open descriptor answers with nlink 0 (not
+/// ENOENT), and the directory handle can still be read (empty).
+#[test]
+fn fstat_after_rename_over_an_open_file_or_dir() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    fs::write(v.path("file1"), b"new").unwrap();
+    fs::write(v.path("file2"), b"old contents").unwrap();
+    let mut f = File::open(v.path("file2")).unwrap();
+    fs::rename(v.path("file1"), v.path("file2")).unwrap();
+    let m = f.metadata().expect("fstat on a file renamed over");
+    assert_eq!(m.nlink(), 0, "nlink of a file renamed over");
+    let mut old = String::new();
+    f.read_to_string(&mut old).unwrap();
+    assert_eq!(old, "old contents");
+    drop(f);
+
+    fs::create_dir(v.path("dir1")).unwrap();
+    fs::create_dir(v.path("dir2")).unwrap();
+    let d = File::open(v.path("dir2")).unwrap();
+    fs::rename(v.path("dir1"), v.path("dir2")).unwrap();
+    let m = d.metadata().expect("fstat on a directory renamed over");
+    assert_eq!(m.nlink(), 0, "nlink of a directory renamed over");
+    assert!(m.is_dir());
+    drop(d);
+
+    // rmdir while open: the same
+    fs::create_dir(v.path("dir3")).unwrap();
+    let d = File::open(v.path("dir3")).unwrap();
+    fs::remove_dir(v.path("dir3")).unwrap();
+    assert_eq!(d.metadata().expect("fstat on a removed directory").nlink(), 0);
+    drop(d);
+    check_twice(&mut v, |v| {
+        let names: BTreeSet<String> = fs::read_dir(&v.mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["dir2", "file2"].iter().map(|s| s.to_string()).collect()
+        );
+        assert_content(&v.path("file2"), b"new");
+    });
+}
+
 #[test]
 fn readdir_5000_entries() {
     let Some(mut v) = TestVault::mounted() else {

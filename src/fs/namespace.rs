@@ -86,6 +86,10 @@ impl FsCore {
         if p.kind != FileKind::Directory {
             return Err(FsError::NotDir);
         }
+        if p.nlink == 0 {
+            // removed while open (an orphan until its last handle closes)
+            return Err(FsError::NotFound);
+        }
         Ok(p)
     }
 
