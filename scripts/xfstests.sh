@@ -166,6 +166,10 @@ EOF
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [[ -f "$RUN/check.pid" ]]; then # interrupted (e.g. CI's overall timeout)
+        kill -TERM "$(cat "$RUN/check.pid")" 2>/dev/null || true
+        sleep 5
+    fi
     unmount_all
     exit "$rc"
 }
@@ -195,7 +199,9 @@ printf '%s\n' "${!REASON[@]}" | sort >"$EXCL"
 echo "xfstests $VERSION on tresor ($TRESOR_BIN), ${#REASON[@]} excluded, ${FSTESTS_TEST_TIMEOUT}s per test: $*"
 LOG=$RUN/check.log
 rc=0
-(cd "$SRC" && HOST_OPTIONS=$CONFIG ./check -E "$EXCL" "$@") 2>&1 | tee "$LOG" || rc=$?
+(cd "$SRC" && echo "$BASHPID" >"$RUN/check.pid" && HOST_OPTIONS=$CONFIG exec ./check -E "$EXCL" "$@") 2>&1 |
+    tee "$LOG" || rc=$?
+rm -f "$RUN/check.pid"
 
 # --- summary ----------------------------------------------------------------------
 ran=$(sed -n 's/^Ran: //p' "$LOG" | tail -1 | wc -w)

@@ -1301,7 +1301,10 @@ fn fstat_after_rename_over_an_open_file_or_dir() {
     fs::create_dir(v.path("dir3")).unwrap();
     let d = File::open(v.path("dir3")).unwrap();
     fs::remove_dir(v.path("dir3")).unwrap();
-    assert_eq!(d.metadata().expect("fstat on a removed directory").nlink(), 0);
+    assert_eq!(
+        d.metadata().expect("fstat on a removed directory").nlink(),
+        0
+    );
     drop(d);
     check_twice(&mut v, |v| {
         let names: BTreeSet<String> = fs::read_dir(&v.mnt)
