@@ -151,6 +151,8 @@ for v in tr-test tr-scratch; do
         { cat "$RUN/init-$v.log" >&2; die "tresor init $RUN/$v failed"; }
 done
 CONFIG=$RUN/tresor.config
+# dev,suid: tresor mounts nodev,nosuid unless told (generic/184 writes to a
+# device node it creates)
 cat >"$CONFIG" <<EOF
 export FSTYP=fuse
 export FUSE_SUBTYP=.tresor
@@ -158,8 +160,8 @@ export TEST_DEV=tresor:$RUN/tr-test
 export TEST_DIR=$TEST_MNT
 export SCRATCH_DEV=tresor:$RUN/tr-scratch
 export SCRATCH_MNT=$SCRATCH_MNT_DIR
-export TEST_FS_MOUNT_OPTS="-o passphrase_file=$PASSFILE,allow_other"
-export MOUNT_OPTIONS="-o passphrase_file=$PASSFILE,allow_other"
+export TEST_FS_MOUNT_OPTS="-o passphrase_file=$PASSFILE,allow_other,dev,suid"
+export MOUNT_OPTIONS="-o passphrase_file=$PASSFILE,allow_other,dev,suid"
 export RESULT_BASE=$RUN/results
 EOF
 
