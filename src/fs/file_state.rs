@@ -102,6 +102,18 @@ impl FsCore {
         Ok(self.open_inode(ino))
     }
 
+    /// Opens a directory; returns a handle number. Counted like a file's
+    /// handle, so a directory removed (rmdir, renamed over) while open stays
+    /// an orphan until `release`: fstat on the open handle still answers,
+    /// with nlink 0 (generic/035).
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let a = self.getattr(ino)?;
+        if a.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        Ok(self.open_inode(ino))
+    }
+
     /// Closes a handle: flushes the file's dirty data into the index and
     /// deletes the inode if it was unlinked while open.
     pub fn release(&self, ino: u64) -> FsResult<()> {

@@ -86,6 +86,10 @@ impl FsCore {
         if p.kind != FileKind::Directory {
             return Err(FsError::NotDir);
         }
+        if p.nlink == 0 {
+            // removed while open (an orphan until its last handle closes)
+            return Err(FsError::NotFound);
+        }
         Ok(p)
     }
 
@@ -361,8 +365,8 @@ impl FsCore {
             }
             self.drop_link(&idx, dst)?;
         }
-        idx.remove_dirent(parent, name)?;
-        idx.insert_dirent(newparent, newname, src_ino)?;
+        // In place: the entry keeps its readdir cursor (see move_dirent).
+        idx.move_dirent(parent, name, newparent, newname)?;
         let is_dir = (src.kind == FileKind::Directory) as i32;
         if parent != newparent {
             let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;

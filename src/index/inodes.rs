@@ -116,6 +116,26 @@ impl Index {
         Ok(())
     }
 
+    /// Moves the entry `parent`/`name` to `newparent`/`newname` in place: the
+    /// row keeps its `id`, which is the readdir cursor, so a directory being
+    /// read while its entries are renamed neither lists a renamed entry again
+    /// under its new name nor loses the reader's position (generic/736).
+    /// `newparent`/`newname` must be free.
+    pub fn move_dirent(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+    ) -> Result<(), IndexError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE dirents SET parent = ?3, name = ?4 WHERE parent = ?1 AND name = ?2",
+            )?
+            .execute(params![parent, name, newparent, newname])?;
+        Ok(())
+    }
+
     /// Points an existing entry at another inode (RENAME_EXCHANGE, rename over).
     pub fn retarget_dirent(&self, parent: u64, name: &[u8], ino: u64) -> Result<(), IndexError> {
         self.conn
