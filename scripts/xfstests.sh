@@ -151,8 +151,8 @@ for v in tr-test tr-scratch; do
         { cat "$RUN/init-$v.log" >&2; die "tresor init $RUN/$v failed"; }
 done
 CONFIG=$RUN/tresor.config
-# dev,suid: tresor mounts nodev,nosuid unless told (generic/184 writes to a
-# device node it creates)
+# allow_dev,allow_suid: tresor mounts nodev,nosuid unless told, and mount(8)
+# drops plain dev/suid (generic/011 and 184 open device nodes they create)
 cat >"$CONFIG" <<EOF
 export FSTYP=fuse
 export FUSE_SUBTYP=.tresor
@@ -160,8 +160,8 @@ export TEST_DEV=tresor:$RUN/tr-test
 export TEST_DIR=$TEST_MNT
 export SCRATCH_DEV=tresor:$RUN/tr-scratch
 export SCRATCH_MNT=$SCRATCH_MNT_DIR
-export TEST_FS_MOUNT_OPTS="-o passphrase_file=$PASSFILE,allow_other,dev,suid"
-export MOUNT_OPTIONS="-o passphrase_file=$PASSFILE,allow_other,dev,suid"
+export TEST_FS_MOUNT_OPTS="-o passphrase_file=$PASSFILE,allow_other,allow_dev,allow_suid"
+export MOUNT_OPTIONS="-o passphrase_file=$PASSFILE,allow_other,allow_dev,allow_suid"
 export RESULT_BASE=$RUN/results
 EOF
 

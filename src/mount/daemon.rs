@@ -366,9 +366,9 @@ fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
             "allow_root" => config.acl = fuser::SessionACL::RootAndOwner,
             "ro" => opts.push(fuser::MountOption::RO),
             "auto_unmount" => opts.push(fuser::MountOption::AutoUnmount),
-            "dev" => opts.push(fuser::MountOption::Dev),
+            "dev" | "allow_dev" => opts.push(fuser::MountOption::Dev),
             "nodev" => opts.push(fuser::MountOption::NoDev),
-            "suid" => opts.push(fuser::MountOption::Suid),
+            "suid" | "allow_suid" => opts.push(fuser::MountOption::Suid),
             "nosuid" => opts.push(fuser::MountOption::NoSuid),
             "exec" => opts.push(fuser::MountOption::Exec),
             "noexec" => opts.push(fuser::MountOption::NoExec),
@@ -381,12 +381,14 @@ fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
         }
     }
     // A vault written on another machine may hold setuid binaries and
-    // device nodes; they take no effect here unless asked for (fusermount3
-    // forces this for users; root mounts need it said).
-    if !options.iter().any(|o| o == "suid") {
+    // device nodes; they take no effect here unless asked for with
+    // `dev`/`suid` (command line) or `allow_dev`/`allow_suid` (fstab, where
+    // mount(8) drops the plain names). fusermount3 forces this for users;
+    // root mounts need it said.
+    if !options.iter().any(|o| o == "suid" || o == "allow_suid") {
         opts.push(fuser::MountOption::NoSuid);
     }
-    if !options.iter().any(|o| o == "dev") {
+    if !options.iter().any(|o| o == "dev" || o == "allow_dev") {
         opts.push(fuser::MountOption::NoDev);
     }
     if nix::unistd::geteuid().is_root() {

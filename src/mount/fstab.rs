@@ -56,6 +56,11 @@ const FUSE_OPTIONS: &[&str] = &[
     "nodev",
     "suid",
     "nosuid",
+    // tresor's opt-ins to device nodes and setuid bits: mount(8) drops a
+    // plain `dev`/`suid` (they are the kernel's default), so through fstab
+    // only these names reach tresor, which mounts nodev,nosuid otherwise.
+    "allow_dev",
+    "allow_suid",
     "exec",
     "noexec",
     "atime",
@@ -69,6 +74,8 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("rw", "ro"),
     ("dev", "nodev"),
     ("suid", "nosuid"),
+    ("allow_dev", "nodev"),
+    ("allow_suid", "nosuid"),
     ("exec", "noexec"),
     ("atime", "noatime"),
     ("sync", "async"),
