@@ -55,6 +55,10 @@ cleanup() {
     umount "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" 2>/dev/null || true
     cp "$root/fstab.orig" /etc/fstab
     rm -rf "$root"
+    # Leave the machine as found: the package's /usr/sbin/mount.fuse.tresor
+    # would otherwise take mount(8)'s fuse.tresor mounts from mount.fuse3
+    # (tests/fstab.rs relies on mount.fuse3's setuid=USER).
+    dpkg -r tresor >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 /usr/bin/tresor init --vault "$vault" --passphrase-file "$pass" >/dev/null

@@ -133,9 +133,13 @@ fn partial_overwrite_is_repacked_and_reads_back() {
     );
     assert!(r["repacked_packs"].as_u64().unwrap() >= 1, "{r}");
     assert!(after < overwritten, "gc reclaimed nothing: {r}");
+    // Packs at least 90 % live stay as they are, so up to 10 % of what is
+    // stored may still be dead; where the chunk and pack boundaries fall
+    // depends on the vault's keyed chunker, so a fixed slack (2 MiB, as
+    // this test had) failed for some vaults (CI, 2026-12-03).
     assert!(
-        after <= before + 2 * MIB,
-        "after gc {after} B is more than the live data's {before} B + 2 MiB"
+        after as f64 <= before as f64 / 0.9 + MIB as f64,
+        "after gc {after} B is more than the live data's {before} B / 0.9 + 1 MiB"
     );
     let again = gc(&v, &[]);
     assert_eq!(again["repacked_packs"], 0, "second pass: {again}");
