@@ -89,16 +89,18 @@ fn mount_init_checks_the_mountpoint_first_and_says_where_it_mounted() {
         return;
     }
     let v = TestVault::uninitialised();
-    let missing = v.root_path.join("no-such-dir");
-    let run = v.tresor(&[
-        "mount".as_ref(),
-        "--init".as_ref(),
-        "--vault".as_ref(),
-        v.vault.as_os_str(),
-        "--passphrase-file".as_ref(),
-        v.passfile.as_os_str(),
-        missing.as_os_str(),
-    ]);
+    let mount_init = |mountpoint: &Path| {
+        v.tresor(&[
+            "mount".as_ref(),
+            "--init".as_ref(),
+            "--vault".as_ref(),
+            v.vault.as_os_str(),
+            "--passphrase-file".as_ref(),
+            v.passfile.as_os_str(),
+            mountpoint.as_os_str(),
+        ])
+    };
+    let run = mount_init(&v.root_path.join("no-such-dir"));
     assert!(!run.success(), "mounted on a missing directory: {run}");
     assert!(
         !run.stdout.contains("Recovery key"),
@@ -109,17 +111,7 @@ fn mount_init_checks_the_mountpoint_first_and_says_where_it_mounted() {
         "created a vault although the mountpoint is missing"
     );
 
-    let run = v
-        .tresor(&[
-            "mount".as_ref(),
-            "--init".as_ref(),
-            "--vault".as_ref(),
-            v.vault.as_os_str(),
-            "--passphrase-file".as_ref(),
-            v.passfile.as_os_str(),
-            v.mnt.as_os_str(),
-        ])
-        .ok();
+    let run = mount_init(&v.mnt).ok();
     let mnt = v.mnt.to_string_lossy();
     assert!(
         run.stdout.contains(&format!("tresor unmount {mnt}")),

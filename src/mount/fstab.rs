@@ -210,14 +210,17 @@ pub fn parse_options(raw: &[String], root: bool) -> Result<MountOptions> {
             continue;
         }
         if FUSE_OPTIONS.contains(&o) {
-            if !root && (o == "dev" || o == "suid") {
+            if !root && matches!(o, "dev" | "suid" | "allow_dev" | "allow_suid") {
                 continue;
             }
-            // The later of two opposites wins, as in mount(8).
-            let opposite = OPPOSITES
+            // The later of two opposites wins, as in mount(8) (`nosuid`
+            // has two: `suid` and `allow_suid`).
+            let opposites: Vec<&str> = OPPOSITES
                 .iter()
-                .find_map(|&(a, b)| (a == o).then_some(b).or((b == o).then_some(a)));
-            out.fuse.retain(|x| x != o && Some(x.as_str()) != opposite);
+                .filter_map(|&(a, b)| (a == o).then_some(b).or((b == o).then_some(a)))
+                .collect();
+            out.fuse
+                .retain(|x| x != o && !opposites.contains(&x.as_str()));
             out.fuse.push(o.to_string());
             continue;
         }
@@ -379,6 +382,14 @@ mod tests {
         // the later of two opposites wins
         let o = parse_options(&strings("rw,noexec,exec,ro,noatime"), true).unwrap();
         assert_eq!(o.fuse, ["exec", "ro", "noatime"]);
+        // nosuid after allow_suid wins (xfstests' generic/128 mounts so)
+        let o = parse_options(&strings("allow_suid,allow_dev,nosuid"), true).unwrap();
+        assert_eq!(o.fuse, ["allow_dev", "nosuid"]);
+        let o = parse_options(&strings("nodev,allow_dev"), true).unwrap();
+        assert_eq!(o.fuse, ["allow_dev"]);
+        // a user's mount cannot opt in (fusermount3 forbids it)
+        let o = parse_options(&strings("allow_suid,allow_dev"), false).unwrap();
+        assert!(o.fuse.is_empty(), "{:?}", o.fuse);
     }
 
     #[test]
