@@ -74,8 +74,6 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("rw", "ro"),
     ("dev", "nodev"),
     ("suid", "nosuid"),
-    ("allow_dev", "nodev"),
-    ("allow_suid", "nosuid"),
     ("exec", "noexec"),
     ("atime", "noatime"),
     ("sync", "async"),
@@ -213,8 +211,7 @@ pub fn parse_options(raw: &[String], root: bool) -> Result<MountOptions> {
             if !root && matches!(o, "dev" | "suid" | "allow_dev" | "allow_suid") {
                 continue;
             }
-            // The later of two opposites wins, as in mount(8) (`nosuid`
-            // has two: `suid` and `allow_suid`).
+            // The later of two opposites wins, as in mount(8).
             let opposites: Vec<&str> = OPPOSITES
                 .iter()
                 .filter_map(|&(a, b)| (a == o).then_some(b).or((b == o).then_some(a)))
@@ -255,6 +252,13 @@ pub fn parse_options(raw: &[String], root: bool) -> Result<MountOptions> {
         return Err(crate::error::usage(
             "give either passphrase_file=FILE or keyring, not both",
         ));
+    }
+    // An explicit nosuid/nodev beats tresor's opt-in, whatever the order:
+    // libmount does not keep the order of kernel flags and helper options.
+    for (restrictive, opt_in) in [("nosuid", "allow_suid"), ("nodev", "allow_dev")] {
+        if out.fuse.iter().any(|o| o == restrictive) {
+            out.fuse.retain(|o| o != opt_in);
+        }
     }
     Ok(out)
 }
@@ -382,11 +386,12 @@ mod tests {
         // the later of two opposites wins
         let o = parse_options(&strings("rw,noexec,exec,ro,noatime"), true).unwrap();
         assert_eq!(o.fuse, ["exec", "ro", "noatime"]);
-        // nosuid after allow_suid wins (xfstests' generic/128 mounts so)
+        // nosuid/nodev beat the opt-ins in any order (xfstests' generic/128
+        // adds -o nosuid to options that hold allow_suid)
         let o = parse_options(&strings("allow_suid,allow_dev,nosuid"), true).unwrap();
         assert_eq!(o.fuse, ["allow_dev", "nosuid"]);
         let o = parse_options(&strings("nodev,allow_dev"), true).unwrap();
-        assert_eq!(o.fuse, ["allow_dev"]);
+        assert_eq!(o.fuse, ["nodev"]);
         // a user's mount cannot opt in (fusermount3 forbids it)
         let o = parse_options(&strings("allow_suid,allow_dev"), false).unwrap();
         assert!(o.fuse.is_empty(), "{:?}", o.fuse);
