@@ -259,6 +259,17 @@ fn holds_dev_fuse(pid: u32) -> bool {
 }
 
 /// True if `pid` exists and is not a zombie.
+/// Whether nobody holds `daemon.lock` (a shared, non-blocking flock works).
+pub fn vault_lock_free(lock: &Path) -> bool {
+    let Ok(f) = File::open(lock) else {
+        return true;
+    };
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor this function owns; released when
+    // `f` is dropped.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 }
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => !s.lines().any(|l| {
@@ -524,6 +535,15 @@ impl TestVault {
                 &format!("daemon {pid} to exit after {how}"),
                 MOUNT_TIMEOUT,
                 || !pid_alive(pid),
+            );
+            // A killed daemon's leader can be a zombie while another of its
+            // threads still finishes an fsync; the vault lock (and so the
+            // vault) is free only once the last thread is gone.
+            let lock = self.vault.join("daemon.lock");
+            wait_until(
+                &format!("the vault lock to be free after {how}"),
+                MOUNT_TIMEOUT,
+                || vault_lock_free(&lock),
             );
         }
     }
