@@ -35,7 +35,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TRESOR_BIN=$(realpath -m "${TRESOR_BIN:-$ROOT/target/ci/tresor}")
-XFSTESTS_SRC=${XFSTESTS_SRC:-/work/shared/xfstests}
+# ../shared/xfstests beside the checkout (as on the development machines)
+if [[ -z "${XFSTESTS_SRC:-}" ]]; then
+    XFSTESTS_SRC=$ROOT/../shared/xfstests
+    [[ -d $XFSTESTS_SRC ]] || XFSTESTS_SRC=/work/shared/xfstests
+fi
 XFS_WORK=$(realpath -m "${XFS_WORK:-$ROOT/target/xfstests}")
 XFS_EXCLUDE=$(realpath -m "${XFS_EXCLUDE:-$ROOT/tests/xfstests.exclude}")
 export FSTESTS_TEST_TIMEOUT=${FSTESTS_TEST_TIMEOUT:-120}
