@@ -245,6 +245,14 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
     if let Some(f) = &a.password_file {
         secret.password = read_secret_file(f)?.to_string();
     }
+    if let Some(host) = cleartext_host(&cfg.endpoint) {
+        eprintln!(
+            "warning: {} is plain http to {host}: the provider's password or \
+             access key travels in clear on the network (the data stays \
+             encrypted); use https unless this is a trusted local network",
+            cfg.endpoint
+        );
+    }
     creds.backends.insert(cfg.name.clone(), secret);
     if !a.no_test {
         let own = crate::vault::keys::KeyFile::load(&paths.key_file())?.vault_id();
@@ -289,3 +297,48 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<String>> {
     }
     Ok(line)
 }
+
+/// The host of a plain-`http://` endpoint that is not loopback (credentials
+/// would cross the network in clear); `None` for https, files, loopback.
+fn cleartext_host(endpoint: &str) -> Option<String> {
+    let rest = endpoint.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| host.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cleartext_host;
+
+    #[test]
+    fn plain_http_off_loopback_is_flagged() {
+        assert_eq!(
+            cleartext_host("http://dav.example.org/remote.php/dav").as_deref(),
+            Some("dav.example.org")
+        );
+        assert_eq!(
+            cleartext_host("http://user@10.0.0.5:8080/x").as_deref(),
+            Some("10.0.0.5")
+        );
+        for quiet in [
+            "https://dav.example.org/",
+            "http://127.0.0.1:9000",
+            "http://localhost:8080/dav",
+            "http://[::1]:80/",
+            "/mnt/backup",
+        ] {
+            assert_eq!(cleartext_host(quiet), None, "{quiet}");
+        }
+    }
+}
+
