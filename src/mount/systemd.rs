@@ -104,33 +104,47 @@ pub fn template_unit(exe: &Path) -> Result<String> {
         .to_str()
         .with_context(|| format!("{} is not UTF-8", exe.display()))?;
     let exe = quote_arg(exe)?;
-    Ok(format!(
+    Ok(unit_text(
         "# tresor@NAME.service mounts the vault ~/.local/share/tresor/NAME on ~/NAME\n\
          # at login and unmounts it at logout. The passphrase comes from the desktop\n\
          # keyring; store it there once with\n\
          #   tresor systemd install --keyring --print --vault ~/.local/share/tresor/NAME ~/NAME\n\
-         # then: systemctl --user enable --now tresor@NAME\n\
+         # then: systemctl --user enable --now tresor@NAME\n",
+        "tresor vault %i on %h/%i",
+        &format!(
+            "ExecStartPre=/bin/mkdir -p %h/%i\n\
+             ExecStart={exe} mount --foreground --vault %h/.local/share/tresor/%i --keyring %h/%i\n\
+             ExecStop={exe} unmount %h/%i\n"
+        ),
+    ))
+}
+
+/// A user unit: `header` comments, then the settings every tresor unit
+/// shares (notify readiness, restart policy, timeouts) around `exec` (the
+/// `ExecStart…`/`ExecStop` lines).
+fn unit_text(header: &str, description: &str, exec: &str) -> String {
+    format!(
+        "{header}\
          [Unit]\n\
-         Description=tresor vault %i on %h/%i\n\
+         Description={description}\n\
          Documentation=man:tresor-systemd(1)\n\
          StartLimitIntervalSec=10min\n\
          StartLimitBurst=5\n\
          \n\
          [Service]\n\
          Type=notify\n\
-         ExecStartPre=/bin/mkdir -p %h/%i\n\
-         ExecStart={exe} mount --foreground --vault %h/.local/share/tresor/%i --keyring %h/%i\n\
-         ExecStop={exe} unmount %h/%i\n\
+         {exec}\
          # 2 = usage error, 3 = wrong passphrase: retrying cannot help.\n\
          Restart=on-failure\n\
          RestartSec=30s\n\
          RestartPreventExitStatus=2 3\n\
+         # Unlocking (Argon2id, maybe a keyring prompt) and the final flush take time.\n\
          TimeoutStartSec=5min\n\
          TimeoutStopSec=10min\n\
          \n\
          [Install]\n\
          WantedBy=default.target\n"
-    ))
+    )
 }
 
 /// `systemd-escape --path`: `/home/a/My Tresor` → `home-a-My\x20Tresor`.
@@ -254,32 +268,18 @@ fn render(u: &Unit) -> Result<String> {
         Source::Keyring => "the desktop keyring".to_string(),
         Source::File(f) => f.display().to_string().replace('%', "%%"),
     };
-    Ok(format!(
-        "# Mounts the tresor vault {vault} on {mp} at login.\n\
-         # Written by `tresor systemd install`; remove it with `tresor systemd uninstall {mp}`.\n\
-         # The passphrase comes from {how}.\n\
-         [Unit]\n\
-         Description=tresor vault on {mp}\n\
-         Documentation=man:tresor-systemd(1)\n\
-         StartLimitIntervalSec=10min\n\
-         StartLimitBurst=5\n\
-         \n\
-         [Service]\n\
-         Type=notify\n\
-         ExecStart={}\n\
-         ExecStop={}\n\
-         # 2 = usage error, 3 = wrong passphrase: retrying cannot help.\n\
-         Restart=on-failure\n\
-         RestartSec=30s\n\
-         RestartPreventExitStatus=2 3\n\
-         # Unlocking (Argon2id, maybe a keyring prompt) and the final flush take time.\n\
-         TimeoutStartSec=5min\n\
-         TimeoutStopSec=10min\n\
-         \n\
-         [Install]\n\
-         WantedBy=default.target\n",
-        exec_line(&start)?,
-        exec_line(&stop)?,
+    Ok(unit_text(
+        &format!(
+            "# Mounts the tresor vault {vault} on {mp} at login.\n\
+             # Written by `tresor systemd install`; remove it with `tresor systemd uninstall {mp}`.\n\
+             # The passphrase comes from {how}.\n"
+        ),
+        &format!("tresor vault on {mp}"),
+        &format!(
+            "ExecStart={}\nExecStop={}\n",
+            exec_line(&start)?,
+            exec_line(&stop)?
+        ),
     ))
 }
 
