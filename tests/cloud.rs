@@ -103,7 +103,7 @@ fn presets_record_location_and_operator_law_separately() {
     for p in [
         "ionos-de",
         "stackit-eu01",
-        "otc-eu-de",
+        "tcloud-eu-de",
         "strato-hidrive",
         "ovh-gra",
         "scaleway-fr-par",

@@ -1,5 +1,6 @@
 //! `tresor policy set|show`: the placement policy in `config.toml` (copies,
-//! required and allowed locations, denied operator countries). `set` is
+//! required and allowed locations, and the two law rules: the operator's
+//! seat, or the operator's and its ultimate parent's seats). `set` is
 //! refused if the configured backends would break the new policy; the same
 //! check runs in `backend add` and `mount`. Needs no passphrase.
 
@@ -27,9 +28,14 @@ pub enum PolicyCmd {
         /// Copies may be here too (repeatable; ISO code or EU)
         #[arg(long, value_name = "CC")]
         allow_location: Vec<String>,
-        /// Refuse operators (or their parents) seated here (repeatable)
+        /// Refuse a backend whose operator is seated here; owners are not
+        /// looked at (repeatable)
         #[arg(long, value_name = "CC")]
-        deny_operator_country: Vec<String>,
+        deny_operator_law: Vec<String>,
+        /// Refuse a backend whose operator or ultimate parent is seated here
+        /// (repeatable). `--deny-operator-country` is the old name of this rule
+        #[arg(long, value_name = "CC", alias = "deny-operator-country")]
+        deny_parent_law: Vec<String>,
         /// Start from the default policy (1 copy, no rules)
         #[arg(long)]
         reset: bool,
@@ -50,7 +56,8 @@ pub fn policy(cmd: PolicyCmd) -> Result<()> {
             copies,
             require_location,
             allow_location,
-            deny_operator_country,
+            deny_operator_law,
+            deny_parent_law,
             reset,
         } => {
             let paths = paths_of(&vault)?;
@@ -76,8 +83,11 @@ pub fn policy(cmd: PolicyCmd) -> Result<()> {
             if !allow_location.is_empty() {
                 p.allow_location = norm("--allow-location", &allow_location)?;
             }
-            if !deny_operator_country.is_empty() {
-                p.deny_operator_country = norm("--deny-operator-country", &deny_operator_country)?;
+            if !deny_operator_law.is_empty() {
+                p.deny_operator_law = norm("--deny-operator-law", &deny_operator_law)?;
+            }
+            if !deny_parent_law.is_empty() {
+                p.deny_parent_law = norm("--deny-parent-law", &deny_parent_law)?;
             }
             let v = p.violations(&config.backends);
             if !v.is_empty() {

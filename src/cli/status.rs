@@ -6,7 +6,7 @@ use crate::mount::control::Request;
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::cli::backend::laws;
+use crate::cli::backend::three_facts;
 use crate::cli::session::{ask_daemon, Session, VaultArgs};
 use crate::index::{Index, IndexStats};
 use crate::progress::human;
@@ -100,12 +100,10 @@ fn print_status_sync(v: &Value) {
         println!("backends:");
         for b in backends {
             println!(
-                "  {:<14} {:<6} in {:<3} by {} [{}]",
+                "  {:<14} {:<6} {}",
                 b["name"].as_str().unwrap_or(""),
                 b["service"].as_str().unwrap_or(""),
-                b["location"].as_str().unwrap_or(""),
-                b["operator"].as_str().unwrap_or(""),
-                laws(&b),
+                three_facts(&b),
             );
             println!(
                 "                 {} objects, {} stored, {} pending ({} packs)",

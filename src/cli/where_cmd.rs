@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::cli::backend::{daemon_or_offline, laws};
+use crate::cli::backend::{daemon_or_offline, three_facts};
 use crate::cli::VaultArgs;
 
 use crate::mount::control::Request;
@@ -38,13 +38,11 @@ pub fn where_cmd(vault: &VaultArgs, path: &Path, json_out: bool) -> Result<()> {
     }
     for b in backends {
         println!(
-            "  {:<14} {:<3} {:<40} law {:<6} holds {:>6.1} %  pending {:.1} %",
+            "  {:<14} holds {:>5.1} %  pending {:>5.1} %  {}",
             b["name"].as_str().unwrap_or(""),
-            b["location"].as_str().unwrap_or(""),
-            b["operator"].as_str().unwrap_or(""),
-            laws(&b),
             100.0 - b["pending_percent"].as_f64().unwrap_or(0.0),
             b["pending_percent"].as_f64().unwrap_or(0.0),
+            three_facts(&b),
         );
     }
     Ok(())

@@ -228,6 +228,7 @@ mod tests {
             operator: "nobody".into(),
             operator_country: "DE".into(),
             parent_country: String::new(),
+            parent: String::new(),
             max_concurrency: 1,
             options: BTreeMap::new(),
         };

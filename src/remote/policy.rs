@@ -10,10 +10,22 @@
 //!   required ones). `EU` stands for the 27 member states, and a backend
 //!   whose location is given as `EU` (Cloudflare R2's EU jurisdiction) counts
 //!   as EU but not as any single country.
-//! - `deny_operator_country = [US]`: no backend whose operator, or the
-//!   operator's parent, has its legal seat there. AWS eu-central-1 is in DE
-//!   but operated by a US company: it is refused by this rule and allowed by
-//!   the location rules.
+//! - `deny_operator_law = [US]`: no backend whose *operator* (the company
+//!   that runs the storage and holds the contract) has its legal seat there.
+//!   Owners are not looked at. AWS eu-central-1 is in DE but operated by a
+//!   US company: refused. AWS European Sovereign Cloud is operated by a
+//!   German GmbH: allowed.
+//! - `deny_parent_law = [US]`: no backend whose operator *or ultimate
+//!   parent* has its legal seat there — the stricter rule, and the one the
+//!   US CLOUD Act calls for, since it reaches data in a US company's
+//!   "possession, custody, or control", subsidiaries included. AWS European
+//!   Sovereign Cloud (parent Amazon.com, Inc.) is refused. The older key
+//!   `deny_operator_country` and the flag `--deny-operator-country` mean
+//!   this rule.
+//!
+//! Every refusal and every `backend add` that passes a law rule names the
+//! rule and the companies it looked at, so which rule applied is never
+//! ambiguous.
 //!
 //! tresor uploads every pack to every configured backend, and every backend
 //! must satisfy the allow/deny rules to be configured at all (`backend add`
@@ -59,18 +71,93 @@ impl Policy {
                     .join(", ")
             ));
         }
-        for j in b.jurisdictions() {
-            if self.deny_operator_country.contains(&j) {
-                v.push(format!(
-                    "backend {} is operated by {} under {} law, and the policy denies operators from {}",
-                    b.name,
-                    b.describe_law(),
-                    j,
-                    j
+        v.extend(
+            self.law_verdicts(b)
+                .into_iter()
+                .filter(|(refused, _)| *refused)
+                .map(|(_, m)| m),
+        );
+        v
+    }
+
+    /// What each law rule says about this backend: `(refused, message)`,
+    /// one entry per rule that is set. The messages name the rule, the
+    /// operator and (where it matters) the parent, so a user can see which
+    /// company's seat decided.
+    pub fn law_verdicts(&self, b: &BackendConfig) -> Vec<(bool, String)> {
+        let mut out = Vec::new();
+        let parent = if b.parent.is_empty() {
+            "its parent".to_string()
+        } else {
+            b.parent.clone()
+        };
+        let parent_differs = !b.parent_country.is_empty() && b.parent_country != b.operator_country;
+        if !self.deny_operator_law.is_empty() {
+            let rule = format!(
+                "deny_operator_law = [{}]",
+                self.deny_operator_law.join(", ")
+            );
+            if self.deny_operator_law.contains(&b.operator_country) {
+                out.push((
+                    true,
+                    format!(
+                        "backend {} is refused by the rule {rule}: its operator, {}, is seated in {}",
+                        b.name, b.operator, b.operator_country
+                    ),
+                ));
+            } else {
+                let owners = if parent_differs {
+                    format!(
+                        " (this rule does not look at owners: {parent} is seated in {})",
+                        b.parent_country
+                    )
+                } else {
+                    String::new()
+                };
+                out.push((
+                    false,
+                    format!(
+                        "backend {} meets the rule {rule}: its operator, {}, is seated in {}{owners}",
+                        b.name, b.operator, b.operator_country
+                    ),
                 ));
             }
         }
-        v
+        if !self.deny_parent_law.is_empty() {
+            let rule = format!("deny_parent_law = [{}]", self.deny_parent_law.join(", "));
+            if self.deny_parent_law.contains(&b.operator_country) {
+                out.push((
+                    true,
+                    format!(
+                        "backend {} is refused by the rule {rule}: its operator, {}, is seated in {}",
+                        b.name, b.operator, b.operator_country
+                    ),
+                ));
+            } else if parent_differs && self.deny_parent_law.contains(&b.parent_country) {
+                out.push((
+                    true,
+                    format!(
+                        "backend {} is refused by the rule {rule}: its operator, {} ({}), is owned by {parent}, \
+                         seated in {}, whose law can compel it",
+                        b.name, b.operator, b.operator_country, b.parent_country
+                    ),
+                ));
+            } else {
+                let chain = if parent_differs {
+                    format!(", and its parent, {parent}, in {}", b.parent_country)
+                } else {
+                    String::new()
+                };
+                out.push((
+                    false,
+                    format!(
+                        "backend {} meets the rule {rule}: its operator, {}, is seated in {}{chain}",
+                        b.name, b.operator, b.operator_country
+                    ),
+                ));
+            }
+        }
+        out
     }
 
     /// Every way the configuration breaks the policy (empty: it holds).
@@ -156,13 +243,20 @@ impl Policy {
             }
         ));
         out.push(format!("allow location: {}", list(&self.allow_location)));
-        out.push(format!(
-            "deny operator country: {}",
-            if self.deny_operator_country.is_empty() {
+        let none_or = |v: &[String]| {
+            if v.is_empty() {
                 "(none)".to_string()
             } else {
-                self.deny_operator_country.join(", ")
+                v.join(", ")
             }
+        };
+        out.push(format!(
+            "deny operator law: {} (refuses an operator seated there; owners are not looked at)",
+            none_or(&self.deny_operator_law)
+        ));
+        out.push(format!(
+            "deny parent law: {} (refuses an operator seated there or owned by a parent seated there)",
+            none_or(&self.deny_parent_law)
         ));
         out
     }
@@ -190,6 +284,11 @@ mod tests {
             operator: "Op".into(),
             operator_country: op.into(),
             parent_country: parent.into(),
+            parent: if parent == op {
+                String::new()
+            } else {
+                "Parent Inc.".into()
+            },
             max_concurrency: 0,
             options: Default::default(),
         }
@@ -201,7 +300,8 @@ mod tests {
             copies,
             require_location: s(req),
             allow_location: s(allow),
-            deny_operator_country: s(deny),
+            deny_operator_law: Vec::new(),
+            deny_parent_law: s(deny),
         }
     }
 
@@ -230,6 +330,41 @@ mod tests {
         assert!(!policy(1, &[], &[], &["US"])
             .backend_violations(&esc)
             .is_empty());
+    }
+
+    #[test]
+    fn operator_law_and_parent_law_differ_and_say_so() {
+        let esc = backend("esc", "DE", "DE", "US");
+        let by_operator = Policy {
+            deny_operator_law: vec!["US".into()],
+            ..Default::default()
+        };
+        assert!(by_operator.backend_violations(&esc).is_empty());
+        let v = by_operator.law_verdicts(&esc);
+        assert_eq!(v.len(), 1);
+        assert!(!v[0].0);
+        assert!(v[0].1.contains("deny_operator_law = [US]") && v[0].1.contains("Op"));
+        assert!(v[0].1.contains("Parent Inc.") && v[0].1.contains("does not look at owners"));
+
+        let by_parent = Policy {
+            deny_parent_law: vec!["US".into()],
+            ..Default::default()
+        };
+        let v = by_parent.backend_violations(&esc);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("deny_parent_law = [US]") && v[0].contains("Parent Inc."));
+
+        // A US operator fails both rules, naming the operator.
+        let aws = backend("aws", "DE", "US", "US");
+        assert!(by_operator.backend_violations(&aws)[0].contains("operator, Op, is seated in US"));
+        assert!(by_parent.backend_violations(&aws)[0].contains("operator, Op, is seated in US"));
+    }
+
+    #[test]
+    fn the_old_key_means_the_parent_rule() {
+        let p: Policy = toml::from_str("copies = 1\ndeny_operator_country = [\"US\"]\n").unwrap();
+        assert_eq!(p.deny_parent_law, vec!["US".to_string()]);
+        assert!(p.deny_operator_law.is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! "unverified" in `notes` for anything the sources do not confirm. Set
 //! `warning` for anything the user must know before choosing it (US operator,
 //! minimum billing, bandwidth caps). Then run the tests standalone:
-//! `rustc --edition 2021 --test src/backend/presets.rs -o /tmp/presets_test && /tmp/presets_test`.
+//! `cargo test --profile ci --lib presets`.
 //!
 //! # Sources
 //!
@@ -78,6 +78,18 @@ pub struct Preset {
     pub operator_country: &'static str,
     /// ISO alpha-2 seat of the ultimate parent (`operator_country` if none known).
     pub parent_country: &'static str,
+    /// The ultimate parent company: the top of the ownership chain, whose
+    /// law can compel the operator (the CLOUD Act reaches data in the
+    /// "possession, custody, or control" of a US company, subsidiaries
+    /// included). The operator itself when nobody owns it.
+    pub parent: &'static str,
+    /// Where each of the three facts (location, operator, parent) comes
+    /// from, and when it was last checked.
+    pub sources: Sources,
+    /// Where the provider documents S3 conditional writes (`If-None-Match`,
+    /// `If-Match`); `""` when it does not or it is unverified. A document is
+    /// not proof: `backend add` and `backend test` probe the real behaviour.
+    pub conditional_writes_doc: &'static str,
     /// Extra OpenDAL config keys.
     pub options: &'static [(&'static str, &'static str)],
     /// 0 = tresor's default.
@@ -87,6 +99,32 @@ pub struct Preset {
     /// `""` or a one-line warning shown when the preset is chosen.
     pub warning: &'static str,
 }
+
+/// The sources of a preset's three facts.
+#[derive(Clone, Copy, Debug)]
+pub struct Sources {
+    pub location: Fact,
+    pub operator: Fact,
+    pub parent: Fact,
+}
+
+/// Where a fact comes from (a document, a page, a filing) and the ISO date
+/// it was last checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Fact {
+    pub source: &'static str,
+    pub checked: &'static str,
+}
+
+impl Fact {
+    const fn new(source: &'static str, checked: &'static str) -> Fact {
+        Fact { source, checked }
+    }
+}
+
+/// Presets that were renamed: a vault configured with the old name still
+/// finds its preset.
+const RENAMED: &[(&str, &str)] = &[("otc-eu-de", "tcloud-eu-de"), ("otc-eu-nl", "tcloud-eu-nl")];
 
 const ACCOUNT: &str = "{account}";
 
@@ -147,8 +185,12 @@ pub fn all() -> &'static [Preset] {
     PRESETS
 }
 
-/// The preset with this exact name.
+/// The preset with this exact name (or the name it had before a rename).
 pub fn find(name: &str) -> Option<&'static Preset> {
+    let name = RENAMED
+        .iter()
+        .find(|(old, _)| *old == name)
+        .map_or(name, |(_, new)| new);
     PRESETS.iter().find(|p| p.name == name)
 }
 
@@ -156,13 +198,6 @@ pub fn find(name: &str) -> Option<&'static Preset> {
 const S3_BASE: &[(&str, &str)] = &[
     ("disable_config_load", "true"),
     ("disable_ec2_metadata", "true"),
-];
-
-/// Hetzner: If-Match write support is unverified.
-const S3_NO_IF_MATCH: &[(&str, &str)] = &[
-    ("disable_config_load", "true"),
-    ("disable_ec2_metadata", "true"),
-    ("disable_write_with_if_match", "true"),
 ];
 
 /// Cloudflare R2: batch delete > 700 keys errors; stat with overrides unsupported.
@@ -189,9 +224,16 @@ static PRESETS: &[Preset] = &[
         operator: "Hetzner Online GmbH",
         operator_country: "DE",
         parent_country: "DE",
-        options: S3_NO_IF_MATCH,
+        parent: "Hetzner Online GmbH (privately held)",
+        sources: Sources {
+            location: Fact::new("docs.hetzner.com/storage/object-storage/overview", "2026-11-20"),
+            operator: Fact::new("hetzner.com/privacy-policy-notice", "2026-11-20"),
+            parent: Fact::new("hetzner.com/privacy-policy-notice (no parent company)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
         max_concurrency: 0,
-        notes: "Falkenstein. Ceph; about €5/month base incl. 1 TB storage + 1 TB egress; about 750 req/s per bucket (third-party); If-Match writes unverified, so disabled.",
+        notes: "Falkenstein. Ceph; about €5/month base incl. 1 TB storage + 1 TB egress; about 750 req/s per bucket (third-party); conditional writes undocumented (probed at backend add).",
         warning: "",
     },
     Preset {
@@ -204,9 +246,16 @@ static PRESETS: &[Preset] = &[
         operator: "Hetzner Online GmbH",
         operator_country: "DE",
         parent_country: "DE",
-        options: S3_NO_IF_MATCH,
+        parent: "Hetzner Online GmbH (privately held)",
+        sources: Sources {
+            location: Fact::new("docs.hetzner.com/storage/object-storage/overview", "2026-11-20"),
+            operator: Fact::new("hetzner.com/privacy-policy-notice", "2026-11-20"),
+            parent: Fact::new("hetzner.com/privacy-policy-notice (no parent company)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
         max_concurrency: 0,
-        notes: "Nuremberg. Ceph; about €5/month base incl. 1 TB storage + 1 TB egress; about 750 req/s per bucket (third-party); If-Match writes unverified, so disabled.",
+        notes: "Nuremberg. Ceph; about €5/month base incl. 1 TB storage + 1 TB egress; about 750 req/s per bucket (third-party); conditional writes undocumented (probed at backend add).",
         warning: "",
     },
     Preset {
@@ -219,9 +268,16 @@ static PRESETS: &[Preset] = &[
         operator: "Hetzner Online GmbH",
         operator_country: "DE",
         parent_country: "DE",
-        options: S3_NO_IF_MATCH,
+        parent: "Hetzner Online GmbH (privately held)",
+        sources: Sources {
+            location: Fact::new("docs.hetzner.com/storage/object-storage/overview", "2026-11-20"),
+            operator: Fact::new("hetzner.com/privacy-policy-notice", "2026-11-20"),
+            parent: Fact::new("hetzner.com/privacy-policy-notice (no parent company)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
         max_concurrency: 0,
-        notes: "Helsinki: German operator, data in Finland. About 750 req/s per bucket (third-party); If-Match writes unverified, so disabled.",
+        notes: "Helsinki: German operator, data in Finland. About 750 req/s per bucket (third-party); conditional writes undocumented (probed at backend add).",
         warning: "Data is stored in Finland (Helsinki), not Germany.",
     },
     Preset {
@@ -234,6 +290,13 @@ static PRESETS: &[Preset] = &[
         operator: "Hetzner Online GmbH",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "Hetzner Online GmbH (privately held)",
+        sources: Sources {
+            location: Fact::new("docs.hetzner.com/robot/storage-box/general (site chosen at order)", "2026-11-20"),
+            operator: Fact::new("hetzner.com/privacy-policy-notice", "2026-11-20"),
+            parent: Fact::new("hetzner.com/privacy-policy-notice (no parent company)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: NONE,
         max_concurrency: 8,
         notes: "account = Storage Box user uNNNNN; password login; exact WebDAV URL form unverified. Site varies per box (fsn1 DE, hel1 FI; full list unverified), so --location is required; 10 connections per account.",
@@ -249,6 +312,13 @@ static PRESETS: &[Preset] = &[
         operator: "Hetzner Online GmbH",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "Hetzner Online GmbH (privately held)",
+        sources: Sources {
+            location: Fact::new("docs.hetzner.com/robot/storage-box/general (site chosen at order)", "2026-11-20"),
+            operator: Fact::new("hetzner.com/privacy-policy-notice", "2026-11-20"),
+            parent: Fact::new("hetzner.com/privacy-policy-notice (no parent company)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: NONE,
         max_concurrency: 8,
         notes: "account = uNNNNN; SSH key only, Unix only (runs ssh); pin the host key. Port 23 per community notes; site varies per box, so --location is required; 10 connections per account.",
@@ -264,6 +334,13 @@ static PRESETS: &[Preset] = &[
         operator: "IONOS (United Internet)",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "United Internet AG, Montabaur (unverified)",
+        sources: Sources {
+            location: Fact::new("docs.ionos.com object storage regions; rclone IONOS.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: IONOS, exact entity unverified", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: United Internet AG (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Frankfurt. API requests free, storage per GB-hour, tiered egress; bucket names unique across IONOS; exact entity and seat unverified.",
@@ -279,6 +356,13 @@ static PRESETS: &[Preset] = &[
         operator: "IONOS (United Internet)",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "United Internet AG, Montabaur (unverified)",
+        sources: Sources {
+            location: Fact::new("docs.ionos.com object storage regions; rclone IONOS.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: IONOS, exact entity unverified", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: United Internet AG (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Berlin. API requests free; regions launched after 30 May 2024 use contract-owned buckets; exact entity and seat unverified.",
@@ -294,6 +378,13 @@ static PRESETS: &[Preset] = &[
         operator: "IONOS (United Internet)",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "United Internet AG, Montabaur (unverified)",
+        sources: Sources {
+            location: Fact::new("docs.ionos.com object storage regions; rclone IONOS.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: IONOS, exact entity unverified", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: United Internet AG (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Berlin. API requests free; regions launched after 30 May 2024 use contract-owned buckets; exact entity and seat unverified.",
@@ -309,6 +400,13 @@ static PRESETS: &[Preset] = &[
         operator: "IONOS (United Internet)",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "United Internet AG, Montabaur (unverified)",
+        sources: Sources {
+            location: Fact::new("docs.ionos.com object storage regions; rclone IONOS.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: IONOS, exact entity unverified", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: United Internet AG (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Logroño: German operator, data in Spain. API requests free; exact entity and seat unverified.",
@@ -324,36 +422,57 @@ static PRESETS: &[Preset] = &[
         operator: "Schwarz Digits Cloud GmbH & Co. KG",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "Schwarz Gruppe (Schwarz Unternehmenstreuhand KG), Neckarsulm",
+        sources: Sources {
+            location: Fact::new("docs.stackit.cloud object storage concepts", "2026-12-01"),
+            operator: Fact::new("stackit.com/en/data-protection-notice", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: Schwarz Gruppe", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Read-after-new-write, but overwrites are eventually consistent. Which DCs (SW Germany/Austria) back eu01 and pricing are unverified.",
         warning: "",
     },
     Preset {
-        name: "otc-eu-de",
-        provider: "Open Telekom Cloud OBS",
+        name: "tcloud-eu-de",
+        provider: "T Cloud Public OBS (formerly Open Telekom Cloud)",
         service: Service::S3,
         endpoint: "https://obs.eu-de.otc.t-systems.com",
         region: "eu-de",
         location: "DE",
-        operator: "T-Systems (Deutsche Telekom)",
+        operator: "T-Systems International GmbH",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "Deutsche Telekom AG, Bonn",
+        sources: Sources {
+            location: Fact::new("cloud.telekom.de OBS product page; crn.de (Biere/Magdeburg)", "2026-12-01"),
+            operator: Fact::new("providers.md addendum: T-Systems International GmbH (unverified); brand T Cloud Public (CCS Insight, teknexus)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: Deutsche Telekom AG", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Huawei OBS stack; if listing fails set disable_list_objects_v2=true. First 5 GB Standard free; exact entity and seat unverified.",
         warning: "",
     },
     Preset {
-        name: "otc-eu-nl",
-        provider: "Open Telekom Cloud OBS",
+        name: "tcloud-eu-nl",
+        provider: "T Cloud Public OBS (formerly Open Telekom Cloud)",
         service: Service::S3,
         endpoint: "https://obs.eu-nl.otc.t-systems.com",
         region: "eu-nl",
         location: "NL",
-        operator: "T-Systems (Deutsche Telekom)",
+        operator: "T-Systems International GmbH",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "Deutsche Telekom AG, Bonn",
+        sources: Sources {
+            location: Fact::new("cloud.telekom.de OBS product page; crn.de (Biere/Magdeburg)", "2026-12-01"),
+            operator: Fact::new("providers.md addendum: T-Systems International GmbH (unverified); brand T Cloud Public (CCS Insight, teknexus)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: Deutsche Telekom AG", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Huawei OBS stack; if listing fails set disable_list_objects_v2=true. German operator, data in NL; exact entity and seat unverified.",
@@ -369,6 +488,13 @@ static PRESETS: &[Preset] = &[
         operator: "STRATO AG",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "United Internet AG, Montabaur (via IONOS)",
+        sources: Sources {
+            location: Fact::new("e-recht24.de/dsg/12734-hosting-strato", "2026-11-20"),
+            operator: Fact::new("e-recht24.de/dsg/12734-hosting-strato", "2026-11-20"),
+            parent: Fact::new("providers.md: STRATO is in the IONOS group", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: NONE,
         max_concurrency: 0,
         notes: "account = HiDrive user (root /users/<user>/); Berlin and Karlsruhe DCs. Enable \"only encrypted connections\" in the account.",
@@ -384,6 +510,13 @@ static PRESETS: &[Preset] = &[
         operator: "Contabo GmbH",
         operator_country: "DE",
         parent_country: "DE",
+        parent: "Contabo GmbH (reported private-equity owner unverified)",
+        sources: Sources {
+            location: Fact::new("docs.contabo.com object storage technical description", "2026-11-20"),
+            operator: Fact::new("providers.md: Contabo GmbH, Munich (unverified)", "2026-11-20"),
+            parent: Fact::new("providers.md: PE ownership unverified", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Ceph, path-style only; 250 req/s, 3 M objects, 100 buckets, no SSE. Country of eu2, signing region, seat (Munich) and PE ownership unverified.",
@@ -400,6 +533,13 @@ static PRESETS: &[Preset] = &[
         operator: "OVH SAS",
         operator_country: "FR",
         parent_country: "FR",
+        parent: "OVH Groupe SA, Roubaix (unverified)",
+        sources: Sources {
+            location: Fact::new("rclone OVHcloud.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: OVH SAS, Roubaix (seat unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: OVH Groupe SA (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "S3 .io endpoint (lifecycle support); Swift is legacy. Infrequent Access has a 730 h minimum; seat (Roubaix) and prices unverified.",
@@ -415,6 +555,13 @@ static PRESETS: &[Preset] = &[
         operator: "OVH SAS",
         operator_country: "FR",
         parent_country: "FR",
+        parent: "OVH Groupe SA, Roubaix (unverified)",
+        sources: Sources {
+            location: Fact::new("rclone OVHcloud.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: OVH SAS, Roubaix (seat unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: OVH Groupe SA (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Frankfurt, S3 .io endpoint; Swift is legacy. Infrequent Access has a 730 h minimum; seat (Roubaix) and prices unverified.",
@@ -430,6 +577,13 @@ static PRESETS: &[Preset] = &[
         operator: "OVH SAS",
         operator_country: "FR",
         parent_country: "FR",
+        parent: "OVH Groupe SA, Roubaix (unverified)",
+        sources: Sources {
+            location: Fact::new("rclone OVHcloud.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: OVH SAS, Roubaix (seat unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: OVH Groupe SA (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "S3 .io endpoint; Swift is legacy. Infrequent Access has a 730 h minimum; seat (Roubaix) and prices unverified.",
@@ -445,6 +599,13 @@ static PRESETS: &[Preset] = &[
         operator: "Scaleway SAS",
         operator_country: "FR",
         parent_country: "FR",
+        parent: "Iliad SA, Paris",
+        sources: Sources {
+            location: Fact::new("rclone Scaleway.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: Scaleway SAS, Paris (unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: Iliad group (TNW)", "2026-12-01"),
+        },
+        conditional_writes_doc: "scaleway.com docs 2026-07-03",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Max 1000 multipart parts; GLACIER only here. Seat (Paris) and current pricing unverified.",
@@ -460,6 +621,13 @@ static PRESETS: &[Preset] = &[
         operator: "Scaleway SAS",
         operator_country: "FR",
         parent_country: "FR",
+        parent: "Iliad SA, Paris",
+        sources: Sources {
+            location: Fact::new("rclone Scaleway.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: Scaleway SAS, Paris (unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: Iliad group (TNW)", "2026-12-01"),
+        },
+        conditional_writes_doc: "scaleway.com docs 2026-07-03",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Max 1000 multipart parts. Seat (Paris) and current pricing unverified.",
@@ -475,6 +643,13 @@ static PRESETS: &[Preset] = &[
         operator: "Scaleway SAS",
         operator_country: "FR",
         parent_country: "FR",
+        parent: "Iliad SA, Paris",
+        sources: Sources {
+            location: Fact::new("rclone Scaleway.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: Scaleway SAS, Paris (unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: Iliad group (TNW)", "2026-12-01"),
+        },
+        conditional_writes_doc: "scaleway.com docs 2026-07-03",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Max 1000 multipart parts. Seat (Paris) and current pricing unverified.",
@@ -490,6 +665,13 @@ static PRESETS: &[Preset] = &[
         operator: "Scaleway SAS",
         operator_country: "FR",
         parent_country: "FR",
+        parent: "Iliad SA, Paris",
+        sources: Sources {
+            location: Fact::new("rclone Scaleway.yaml", "2026-12-01"),
+            operator: Fact::new("providers.md: Scaleway SAS, Paris (unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: Iliad group (TNW)", "2026-12-01"),
+        },
+        conditional_writes_doc: "scaleway.com docs 2026-07-03",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Max 1000 multipart parts. Seat (Paris) and current pricing unverified.",
@@ -505,6 +687,13 @@ static PRESETS: &[Preset] = &[
         operator: "UpCloud Ltd",
         operator_country: "FI",
         parent_country: "FI",
+        parent: "UpCloud Ltd (no parent known)",
+        sources: Sources {
+            location: Fact::new("developers.upcloud.com managed object storage", "2026-11-20"),
+            operator: Fact::new("providers.md: UpCloud Ltd, Helsinki (unverified)", "2026-11-20"),
+            parent: Fact::new("providers.md: none known", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "account = instance id. Billed in 250 GB increments, zero egress fees; seat (Helsinki) unverified.",
@@ -519,11 +708,18 @@ static PRESETS: &[Preset] = &[
         location: "DE",
         operator: "Akenes SA",
         operator_country: "CH",
-        parent_country: "AT",
+        parent_country: "MX",
+        parent: "América Movil S.A.B. de C.V. (via A1 Telekom Austria; chain partly unverified)",
+        sources: Sources {
+            location: Fact::new("docs.rs exoscale-rs ZoneName; Exoscale SOS OpenAPI", "2026-12-01"),
+            operator: Fact::new("providers.md: Akenes SA, Lausanne (unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: A1 Telekom Austria majority-owned by América Movil (APA 2017, krone.at)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
-        notes: "Swiss operator; entity (Akenes SA, Lausanne) and A1 group parent (AT) unverified. Pricing unverified.",
-        warning: "",
+        notes: "Swiss operator (Akenes SA, Lausanne, unverified) in the A1 Telekom Austria group, which América Movil (MX) controls. Pricing unverified.",
+        warning: "Ultimate parent America Movil is seated in Mexico, outside the EU.",
     },
     Preset {
         name: "exoscale-ch-gva-2",
@@ -534,11 +730,18 @@ static PRESETS: &[Preset] = &[
         location: "CH",
         operator: "Akenes SA",
         operator_country: "CH",
-        parent_country: "AT",
+        parent_country: "MX",
+        parent: "América Movil S.A.B. de C.V. (via A1 Telekom Austria; chain partly unverified)",
+        sources: Sources {
+            location: Fact::new("docs.rs exoscale-rs ZoneName; Exoscale SOS OpenAPI", "2026-12-01"),
+            operator: Fact::new("providers.md: Akenes SA, Lausanne (unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: A1 Telekom Austria majority-owned by América Movil (APA 2017, krone.at)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
-        notes: "Swiss operator; entity (Akenes SA, Lausanne) and A1 group parent (AT) unverified. Pricing unverified.",
-        warning: "",
+        notes: "Swiss operator (Akenes SA, Lausanne, unverified) in the A1 Telekom Austria group, which América Movil (MX) controls. Pricing unverified.",
+        warning: "Ultimate parent America Movil is seated in Mexico, outside the EU.",
     },
     Preset {
         name: "exoscale-at-vie-1",
@@ -549,11 +752,18 @@ static PRESETS: &[Preset] = &[
         location: "AT",
         operator: "Akenes SA",
         operator_country: "CH",
-        parent_country: "AT",
+        parent_country: "MX",
+        parent: "América Movil S.A.B. de C.V. (via A1 Telekom Austria; chain partly unverified)",
+        sources: Sources {
+            location: Fact::new("docs.rs exoscale-rs ZoneName; Exoscale SOS OpenAPI", "2026-12-01"),
+            operator: Fact::new("providers.md: Akenes SA, Lausanne (unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: A1 Telekom Austria majority-owned by América Movil (APA 2017, krone.at)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
-        notes: "Swiss operator; entity (Akenes SA, Lausanne) and A1 group parent (AT) unverified. Pricing unverified.",
-        warning: "",
+        notes: "Swiss operator (Akenes SA, Lausanne, unverified) in the A1 Telekom Austria group, which América Movil (MX) controls. Pricing unverified.",
+        warning: "Ultimate parent America Movil is seated in Mexico, outside the EU.",
     },
     Preset {
         name: "koofr",
@@ -565,6 +775,13 @@ static PRESETS: &[Preset] = &[
         operator: "Koofr",
         operator_country: "SI",
         parent_country: "SI",
+        parent: "Koofr d.o.o. (no parent known; entity unverified)",
+        sources: Sources {
+            location: Fact::new("koofr.si/zasebnost (servers in Germany)", "2026-11-20"),
+            operator: Fact::new("providers.md: Slovenian company (entity unverified)", "2026-11-20"),
+            parent: Fact::new("providers.md: none known", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: NONE,
         max_concurrency: 0,
         notes: "Needs an app password (generate it in the web UI). Slovenian operator, servers in German ISO 27001 DCs; exact entity unverified.",
@@ -581,6 +798,13 @@ static PRESETS: &[Preset] = &[
         operator: "Backblaze, Inc.",
         operator_country: "US",
         parent_country: "US",
+        parent: "Backblaze, Inc.",
+        sources: Sources {
+            location: Fact::new("Cyberduck profile B2 eu-central-003 (Amsterdam)", "2026-11-20"),
+            operator: Fact::new("providers.md: Backblaze, Inc. (US)", "2026-11-20"),
+            parent: Fact::new("providers.md: Backblaze, Inc. (no parent)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Amsterdam. Uploads free; Class B $0.004/10k after 2,500/day, Class C $0.004/1k; about $6/TB-month (third-party); egress terms unverified.",
@@ -596,6 +820,13 @@ static PRESETS: &[Preset] = &[
         operator: "Wasabi Technologies",
         operator_country: "US",
         parent_country: "US",
+        parent: "Wasabi Technologies, LLC",
+        sources: Sources {
+            location: Fact::new("rclone Wasabi.yaml", "2026-11-20"),
+            operator: Fact::new("providers.md: Wasabi Technologies (US)", "2026-11-20"),
+            parent: Fact::new("providers.md: Wasabi Technologies (no parent)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Frankfurt. No egress/API fees while egress <= stored volume; a 4 KB minimum object size is unverified.",
@@ -611,6 +842,13 @@ static PRESETS: &[Preset] = &[
         operator: "Wasabi Technologies",
         operator_country: "US",
         parent_country: "US",
+        parent: "Wasabi Technologies, LLC",
+        sources: Sources {
+            location: Fact::new("rclone Wasabi.yaml", "2026-11-20"),
+            operator: Fact::new("providers.md: Wasabi Technologies (US)", "2026-11-20"),
+            parent: Fact::new("providers.md: Wasabi Technologies (no parent)", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Amsterdam. No egress/API fees while egress <= stored volume; a 4 KB minimum object size is unverified.",
@@ -626,6 +864,13 @@ static PRESETS: &[Preset] = &[
         operator: "Amazon Web Services, Inc.",
         operator_country: "US",
         parent_country: "US",
+        parent: "Amazon.com, Inc., Seattle",
+        sources: Sources {
+            location: Fact::new("docs.aws.amazon.com regions", "2026-11-20"),
+            operator: Fact::new("providers.md: Amazon Web Services, Inc. (US)", "2026-11-20"),
+            parent: Fact::new("providers.md: Amazon.com, Inc.", "2026-11-20"),
+        },
+        conditional_writes_doc: "aws.amazon.com what's-new 2024-08 and 2024-11",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Frankfurt: about €21/TB-month, PUT €4.40/M, GET €0.35/M, egress €0.08/GB (third-party, Apr 2026). Object Lock needs checksum_algorithm=crc32c.",
@@ -638,9 +883,16 @@ static PRESETS: &[Preset] = &[
         endpoint: "https://s3.eusc-de-east-1.amazonaws.eu",
         region: "eusc-de-east-1",
         location: "DE",
-        operator: "German AWS GmbHs (Amazon subsidiaries)",
+        operator: "AWS European Sovereign Cloud GmbH, Potsdam",
         operator_country: "DE",
         parent_country: "US",
+        parent: "Amazon.com, Inc., Seattle",
+        sources: Sources {
+            location: Fact::new("AWS whitepaper overview-aws-european-sovereign-cloud; golem.de 2026-01 (Brandenburg)", "2026-12-01"),
+            operator: Fact::new("computerweekly.de 2026-01-22: GmbHs seated in Potsdam run by EU citizens", "2026-12-01"),
+            parent: Fact::new("golem.de 2026-01; providers.md addendum: ultimate parent Amazon.com, Inc.", "2026-12-01"),
+        },
+        conditional_writes_doc: "aws.amazon.com what's-new 2024-08 and 2024-11 (AWS S3; ESC not separately documented)",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Brandenburg, GA Jan 2026, partition aws-eusc; run by German GmbHs with EU-resident staff. Whether it is outside the CLOUD Act's reach is disputed.",
@@ -656,6 +908,13 @@ static PRESETS: &[Preset] = &[
         operator: "Amazon Web Services, Inc.",
         operator_country: "US",
         parent_country: "US",
+        parent: "Amazon.com, Inc., Seattle",
+        sources: Sources {
+            location: Fact::new("docs.aws.amazon.com regions", "2026-11-20"),
+            operator: Fact::new("providers.md: Amazon Web Services, Inc. (US)", "2026-11-20"),
+            parent: Fact::new("providers.md: Amazon.com, Inc.", "2026-11-20"),
+        },
+        conditional_writes_doc: "aws.amazon.com what's-new 2024-08 and 2024-11",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Limits: 3,500 write and 5,500 read req/s per prefix. Object Lock needs checksum_algorithm=crc32c.",
@@ -671,6 +930,13 @@ static PRESETS: &[Preset] = &[
         operator: "Google LLC",
         operator_country: "US",
         parent_country: "US",
+        parent: "Alphabet Inc., Mountain View",
+        sources: Sources {
+            location: Fact::new("mariadb.com region list (europe-west3 = Frankfurt)", "2026-11-20"),
+            operator: Fact::new("providers.md: Google LLC (US)", "2026-11-20"),
+            parent: Fact::new("public filings: Google LLC is owned by Alphabet Inc.", "2026-11-20"),
+        },
+        conditional_writes_doc: "",
         options: S3_BASE,
         max_concurrency: 0,
         notes: "Needs HMAC keys; create the bucket in europe-west3 (Frankfurt), region here is only rclone's signing default. OpenDAL needs native-tls for GCS (rustls connections get reset).",
@@ -686,10 +952,150 @@ static PRESETS: &[Preset] = &[
         operator: "Cloudflare, Inc.",
         operator_country: "US",
         parent_country: "US",
+        parent: "Cloudflare, Inc. (no parent)",
+        sources: Sources {
+            location: Fact::new("developers.cloudflare.com/r2/reference/data-location", "2026-11-20"),
+            operator: Fact::new("providers.md: Cloudflare, Inc. (US)", "2026-11-20"),
+            parent: Fact::new("providers.md: none", "2026-11-20"),
+        },
+        conditional_writes_doc: "developers.cloudflare.com/r2 conditional operations",
         options: S3_R2,
         max_concurrency: 0,
         notes: "account = R2 account id; EU jurisdiction: stored and processed in the EU. $0.015/GB-month, Class A $4.50/M, Class B $0.36/M, no egress fees; random multipart ETags.",
         warning: "EU-jurisdiction buckets need this .eu endpoint (global one gives 403); US operator: CLOUD Act applies.",
+    },
+    // ---------------------------------------------------------------- added 2026-12 (providers.md addendum)
+    Preset {
+        name: "infomaniak-swiss-backup",
+        provider: "Infomaniak Swiss Backup (S3)",
+        service: Service::S3,
+        endpoint: "https://s3.{account}.infomaniak.com",
+        region: "us-east-1",
+        location: "CH",
+        operator: "Infomaniak Network SA, Geneva",
+        operator_country: "CH",
+        parent_country: "CH",
+        parent: "Infomaniak Network SA (employee- and founder-owned; seat unverified)",
+        sources: Sources {
+            location: Fact::new("rclone Infomaniak.yaml (data in CH)", "2026-12-01"),
+            operator: Fact::new("providers.md addendum: Infomaniak Network SA, Geneva (seat unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: no parent", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
+        max_concurrency: 0,
+        notes: "account = the cluster shown in the manager (swiss-backup01..04); region is a signing placeholder. S3 on OpenStack Swift.",
+        warning: "",
+    },
+    Preset {
+        name: "impossible-cloud-eu-central-2",
+        provider: "Impossible Cloud",
+        service: Service::S3,
+        endpoint: "https://eu-central-2.storage.impossibleapi.net",
+        region: "eu-central-2",
+        location: "DE",
+        operator: "Impossible Cloud GmbH, Hamburg",
+        operator_country: "DE",
+        parent_country: "DE",
+        parent: "Impossible Cloud GmbH (no parent known; unverified)",
+        sources: Sources {
+            location: Fact::new("rclone ImpossibleCloud.yaml (eu-central-2 = Frankfurt)", "2026-12-01"),
+            operator: Fact::new("impossiblecloud.com llms.txt (Hamburg)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: DE (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
+        max_concurrency: 0,
+        notes: "Frankfurt. Same region map as JetBackup storage (likely white-label). Decentralised DCs; pricing unverified.",
+        warning: "",
+    },
+    Preset {
+        name: "impossible-cloud-eu-west-1",
+        provider: "Impossible Cloud",
+        service: Service::S3,
+        endpoint: "https://eu-west-1.storage.impossibleapi.net",
+        region: "eu-west-1",
+        location: "NL",
+        operator: "Impossible Cloud GmbH, Hamburg",
+        operator_country: "DE",
+        parent_country: "DE",
+        parent: "Impossible Cloud GmbH (no parent known; unverified)",
+        sources: Sources {
+            location: Fact::new("rclone ImpossibleCloud.yaml (eu-west-1 = Amsterdam)", "2026-12-01"),
+            operator: Fact::new("impossiblecloud.com llms.txt (Hamburg)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: DE (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
+        max_concurrency: 0,
+        notes: "Amsterdam. Other regions: eu-west-2 London, eu-west-3 Paris, eu-east-1 Poznan, eu-north-1 Copenhagen.",
+        warning: "Data is stored in the Netherlands, not Germany.",
+    },
+    Preset {
+        name: "impossible-cloud-us-east-1",
+        provider: "Impossible Cloud",
+        service: Service::S3,
+        endpoint: "https://us-east-1.storage.impossibleapi.net",
+        region: "us-east-1",
+        location: "US",
+        operator: "Impossible Cloud GmbH, Hamburg",
+        operator_country: "DE",
+        parent_country: "DE",
+        parent: "Impossible Cloud GmbH (no parent known; unverified)",
+        sources: Sources {
+            location: Fact::new("rclone ImpossibleCloud.yaml (us-east-1 = New York)", "2026-12-01"),
+            operator: Fact::new("impossiblecloud.com llms.txt (Hamburg)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: DE (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
+        max_concurrency: 0,
+        notes: "New York. A German operator, but the data centre is in the US and under US law where it stands.",
+        warning: "Data is stored in the US: US authorities reach the site whatever the operator's seat.",
+    },
+    Preset {
+        name: "cubbit-eu-west-1",
+        provider: "Cubbit DS3",
+        service: Service::S3,
+        endpoint: "https://s3.cubbit.eu",
+        region: "eu-west-1",
+        location: "EU",
+        operator: "Cubbit S.r.l., Bologna (entity unverified)",
+        operator_country: "IT",
+        parent_country: "IT",
+        parent: "Cubbit S.r.l. (no parent known; unverified)",
+        sources: Sources {
+            location: Fact::new("rclone Cubbit.yaml (s3.cubbit.eu, eu-west-1); geo-distributed in the EU", "2026-12-01"),
+            operator: Fact::new("providers.md addendum: Cubbit (IT)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: IT (unverified)", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
+        max_concurrency: 0,
+        notes: "Erasure-coded over nodes in several EU countries, so no single country; pricing unverified.",
+        warning: "",
+    },
+    Preset {
+        name: "storj-gateway",
+        provider: "Storj (hosted S3 gateway)",
+        service: Service::S3,
+        endpoint: "https://gateway.storjshare.io",
+        region: "us-east-1",
+        location: "",
+        operator: "Storj Labs, Inc.",
+        operator_country: "US",
+        parent_country: "US",
+        parent: "Storj Labs, Inc. (unverified)",
+        sources: Sources {
+            location: Fact::new("rclone Storj.yaml (global gateway); pieces on independent nodes worldwide", "2026-12-01"),
+            operator: Fact::new("providers.md addendum: Storj Labs (US, unverified)", "2026-12-01"),
+            parent: Fact::new("providers.md addendum: US", "2026-12-01"),
+        },
+        conditional_writes_doc: "",
+        options: S3_BASE,
+        max_concurrency: 0,
+        notes: "Pieces are spread over nodes worldwide unless the bucket is geofenced (EU placement unverified): --location is required. Min part 64 MiB.",
+        warning: "US operator: the US CLOUD Act applies; data is global unless geofenced.",
     },
     // ---------------------------------------------------------------- self-hosted
     Preset {
@@ -702,6 +1108,13 @@ static PRESETS: &[Preset] = &[
         operator: "whoever runs the server",
         operator_country: "",
         parent_country: "",
+        parent: "",
+        sources: Sources {
+            location: Fact::new("you: the server you run or rent", ""),
+            operator: Fact::new("you: whoever runs the server", ""),
+            parent: Fact::new("you: whoever owns that operator", ""),
+        },
+        conditional_writes_doc: "",
         options: NONE,
         max_concurrency: 0,
         notes: "account = host (may include a port or path prefix); use an app password. Legacy WebDAV path; /remote.php/dav/files/<user> also works. --location is required.",
@@ -727,7 +1140,6 @@ mod tests {
     const S3_KEYS: &[&str] = &[
         "disable_config_load",
         "disable_ec2_metadata",
-        "disable_write_with_if_match",
         "delete_max_size",
         "disable_stat_with_override",
         "disable_list_objects_v2",
@@ -741,9 +1153,10 @@ mod tests {
         "nextcloud",
         "hetzner-storagebox-webdav",
         "hetzner-storagebox-sftp",
+        "storj-gateway",
     ];
     /// Presets whose sources give no single country.
-    const EU_LOCATION: &[&str] = &["cloudflare-r2-eu", "contabo-eu2"];
+    const EU_LOCATION: &[&str] = &["cloudflare-r2-eu", "contabo-eu2", "cubbit-eu-west-1"];
     /// Self-hosted: operator unknown.
     const NO_OPERATOR: &[&str] = &["nextcloud"];
 
@@ -904,7 +1317,68 @@ mod tests {
         assert_eq!(p.location, "FI");
         assert_eq!(p.operator_country, "DE");
         assert_eq!(p.jurisdictions(), vec!["DE"]);
-        assert!(p.options.contains(&("disable_write_with_if_match", "true")));
+        // Deprecated since OpenDAL 0.57 and a no-op: no preset sets it.
+        assert!(all().iter().all(|p| p
+            .options
+            .iter()
+            .all(|(k, _)| *k != "disable_write_with_if_match")));
+    }
+
+    #[test]
+    fn every_fact_has_a_source_and_a_date() {
+        for p in all() {
+            for (what, f) in [
+                ("location", p.sources.location),
+                ("operator", p.sources.operator),
+                ("parent", p.sources.parent),
+            ] {
+                assert!(!f.source.is_empty(), "{}: {what} has no source", p.name);
+                if NO_OPERATOR.contains(&p.name) {
+                    continue;
+                }
+                let d = f.checked.as_bytes();
+                assert!(
+                    d.len() == 10 && d[4] == b'-' && d[7] == b'-' && f.checked.starts_with("20"),
+                    "{}: {what} checked {:?} is not an ISO date",
+                    p.name,
+                    f.checked
+                );
+            }
+            if !NO_OPERATOR.contains(&p.name) {
+                assert!(!p.parent.is_empty(), "{}: no parent", p.name);
+            }
+        }
+    }
+
+    #[test]
+    fn renamed_presets_are_found_by_their_old_names() {
+        assert_eq!(find("otc-eu-de").unwrap().name, "tcloud-eu-de");
+        assert!(find("otc-eu-de")
+            .unwrap()
+            .provider
+            .contains("T Cloud Public"));
+        for (old, new) in RENAMED {
+            assert!(find(new).is_some(), "{old} -> {new}");
+            assert!(all().iter().all(|p| p.name != *old));
+        }
+    }
+
+    #[test]
+    fn ownership_chains_of_2026() {
+        let esc = find("aws-eusc-de-east-1").unwrap();
+        assert_eq!((esc.operator_country, esc.parent_country), ("DE", "US"));
+        assert!(esc.parent.contains("Amazon.com"));
+        let exo = find("exoscale-de-fra-1").unwrap();
+        assert_eq!(exo.parent_country, "MX");
+        for name in [
+            "infomaniak-swiss-backup",
+            "impossible-cloud-eu-central-2",
+            "cubbit-eu-west-1",
+            "storj-gateway",
+        ] {
+            assert!(find(name).is_some(), "missing {name}");
+        }
+        assert_eq!(find("storj-gateway").unwrap().operator_country, "US");
     }
 
     #[test]

@@ -35,8 +35,24 @@ pub struct Policy {
     pub require_location: Vec<String>,
     #[serde(default)]
     pub allow_location: Vec<String>,
-    #[serde(default)]
-    pub deny_operator_country: Vec<String>,
+    /// Refuse a backend whose *operator* (the company that runs the
+    /// storage and holds the contract) has its legal seat in one of these
+    /// countries. Its owners are not looked at: AWS European Sovereign
+    /// Cloud (operator seated in Potsdam, DE) passes `["US"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_operator_law: Vec<String>,
+    /// Refuse a backend when its operator *or its ultimate parent* has its
+    /// legal seat in one of these countries: the law of the parent's seat
+    /// can compel the parent to make its subsidiaries hand data over (the
+    /// US CLOUD Act reaches data in a US company's "possession, custody, or
+    /// control"). AWS European Sovereign Cloud fails `["US"]`. The older
+    /// key `deny_operator_country` meant exactly this rule and is read as it.
+    #[serde(
+        default,
+        alias = "deny_operator_country",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub deny_parent_law: Vec<String>,
 }
 
 impl Default for Policy {
@@ -45,7 +61,8 @@ impl Default for Policy {
             copies: 1,
             require_location: Vec::new(),
             allow_location: Vec::new(),
-            deny_operator_country: Vec::new(),
+            deny_operator_law: Vec::new(),
+            deny_parent_law: Vec::new(),
         }
     }
 }
@@ -123,6 +140,10 @@ pub struct BackendConfig {
     /// `operator_country` when there is none).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub parent_country: String,
+    /// The operator's ultimate parent company (`""`: none, or not recorded
+    /// by a tresor older than 2026-12).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent: String,
     #[serde(default)]
     pub max_concurrency: usize,
     /// Extra OpenDAL configuration keys (from the preset or `--option k=v`).
@@ -169,13 +190,21 @@ impl BackendConfig {
         }
     }
 
-    /// "DE, operator Hetzner Online GmbH (DE)" for messages and tables.
+    /// "Hetzner Online GmbH (DE)", or with a parent seated elsewhere
+    /// "AWS European Sovereign Cloud GmbH, Potsdam (DE), parent Amazon.com,
+    /// Inc., Seattle (US)", for messages and tables.
     pub fn describe_law(&self) -> String {
-        let mut s = format!("{} ({}", self.operator, self.operator_country);
+        let mut s = format!("{} ({})", self.operator, self.operator_country);
         if !self.parent_country.is_empty() && self.parent_country != self.operator_country {
-            s.push_str(&format!(", parent {}", self.parent_country));
+            if self.parent.is_empty() {
+                s.push_str(&format!(", parent seated in {}", self.parent_country));
+            } else {
+                s.push_str(&format!(
+                    ", parent {} ({})",
+                    self.parent, self.parent_country
+                ));
+            }
         }
-        s.push(')');
         s
     }
 }

@@ -78,9 +78,12 @@ pub struct AddArgs {
     /// ISO country of the operator's legal seat
     #[arg(long, value_name = "CC")]
     operator_country: Option<String>,
-    /// ISO country of the operator's parent company, if different
+    /// ISO country of the operator's ultimate parent company, if different
     #[arg(long, value_name = "CC")]
     parent_country: Option<String>,
+    /// The operator's ultimate parent company, if any
+    #[arg(long, value_name = "NAME")]
+    parent: Option<String>,
     /// Uploads in flight at most
     #[arg(long)]
     concurrency: Option<usize>,
@@ -212,6 +215,7 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
         } else {
             backend::normalise_country("--parent-country", &parent_country)?
         },
+        parent: pick(&a.parent, preset.map(|p| p.parent)),
         max_concurrency: a
             .concurrency
             .or(preset.map(|p| p.max_concurrency))
@@ -274,6 +278,9 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
         cfg.location,
         cfg.describe_law()
     );
+    for (_, verdict) in config.policy.law_verdicts(&cfg) {
+        println!("policy: {verdict}");
+    }
     let v = config.policy.violations(&config.backends);
     if !v.is_empty() {
         println!(

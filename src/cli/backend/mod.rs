@@ -38,6 +38,9 @@ pub enum BackendCmd {
     Presets {
         #[arg(long)]
         json: bool,
+        /// Also show where each fact comes from and when it was checked
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Add a remote backend (checked against the placement policy, then tested)
     Add(Box<AddArgs>),
@@ -72,7 +75,7 @@ pub enum BackendCmd {
 
 pub fn backend(cmd: BackendCmd) -> Result<()> {
     match cmd {
-        BackendCmd::Presets { json } => presets::presets_table(json),
+        BackendCmd::Presets { json, verbose } => presets::presets_table(json, verbose),
         BackendCmd::Add(a) => add::add(*a),
         BackendCmd::List { vault, json } => list::list(&vault, json),
         BackendCmd::Test { vault, name } => test::test(&vault, &name),
@@ -124,15 +127,25 @@ pub(super) fn daemon_or_offline(
     Ok(v)
 }
 
-/// "DE" or "DE+US": the jurisdictions of a backend in a JSON answer.
-pub(super) fn laws(b: &Value) -> String {
-    b["jurisdictions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .unwrap_or_default()
+/// The three sovereignty facts of a backend in a JSON answer, on one line:
+/// "data in DE · operator Hetzner Online GmbH (DE)", plus "· parent
+/// Amazon.com, Inc. (US)" when the ultimate parent is seated elsewhere.
+pub(super) fn three_facts(b: &Value) -> String {
+    let s = |k: &str| b[k].as_str().unwrap_or("").to_string();
+    let mut out = format!(
+        "data in {} · operator {} ({})",
+        s("location"),
+        s("operator"),
+        s("operator_country")
+    );
+    let (parent, pc) = (s("parent"), s("parent_country"));
+    if !pc.is_empty() && pc != s("operator_country") {
+        let name = if parent.is_empty() {
+            "seated in".to_string()
+        } else {
+            parent
+        };
+        out.push_str(&format!(" · parent {name} ({pc})"));
+    }
+    out
 }
