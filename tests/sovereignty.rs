@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::servers::S3Server;
+use std::time::Duration;
+
+use common::servers::{S3Server, SftpServer, WebdavServer};
 use common::*;
 
 fn add_esc(v: &TestVault, s3: &S3Server, name: &str) -> Run {
@@ -145,4 +147,145 @@ fn every_preset_names_source_and_date_of_each_fact() {
     let checked_lines = verbose.stdout.matches(" checked 20").count();
     assert_eq!(checked_lines, 3 * (presets.len() - 1), "{verbose}");
     assert!(verbose.stdout.contains("computerweekly.de 2026-01-22"));
+}
+
+fn add_s3_bucket(v: &TestVault, s3: &S3Server, name: &str, bucket: &str) -> Run {
+    let keyfile = v.scratch.join(format!("{name}.secret"));
+    std::fs::write(&keyfile, format!("{}\n", s3.secret_access_key)).unwrap();
+    v.tresor_cmd(
+        &["backend", "add", name],
+        &[
+            "--s3",
+            "--endpoint",
+            &s3.endpoint,
+            "--region",
+            &s3.region,
+            "--bucket",
+            bucket,
+            "--access-key-id",
+            &s3.access_key_id,
+            "--secret-access-key-file",
+            keyfile.to_str().unwrap(),
+            "--location",
+            "DE",
+            "--operator",
+            "Loopback Storage GmbH",
+            "--operator-country",
+            "DE",
+        ],
+        false,
+    )
+}
+
+/// The capability probe at `backend add` against real servers: moto honours
+/// conditional writes and has Object Lock on a bucket created with it;
+/// wsgidav has neither; `status` shows the difference, and `backend test`
+/// probes again.
+#[test]
+fn capabilities_are_probed_per_backend_and_shown_in_status() {
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    let s3 = S3Server::start("plain");
+    s3.create_bucket_with_object_lock("locked");
+    add_s3_bucket(&v, &s3, "s3plain", "plain").ok();
+    let run = add_s3_bucket(&v, &s3, "s3locked", "locked").ok();
+    assert!(
+        run.stdout.contains("capabilities: create-if-absent yes"),
+        "{run}"
+    );
+
+    let dav = WebdavServer::start();
+    let pw = v.scratch.join("dav.pw");
+    std::fs::write(&pw, format!("{}\n", dav.password)).unwrap();
+    v.tresor_cmd(
+        &["backend", "add", "dav"],
+        &[
+            "--webdav",
+            &dav.endpoint,
+            "--username",
+            &dav.username,
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--location",
+            "DE",
+            "--operator",
+            "Example GmbH",
+            "--operator-country",
+            "DE",
+        ],
+        false,
+    )
+    .ok();
+
+    let sftp = SftpServer::start();
+    v.env = sftp.ssh_env();
+    let root = sftp.root_dir.join("tresor");
+    let target = format!("{}@127.0.0.1:{}", sftp.user, sftp.port);
+    let mut cmd = v.cmd();
+    cmd.args(["backend", "add", "box", "--vault"])
+        .arg(&v.vault)
+        .args([
+            "--sftp",
+            &target,
+            "--key",
+            sftp.key_path.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--location",
+            "FI",
+            "--operator",
+            "Example Oy",
+            "--operator-country",
+            "FI",
+        ]);
+    run_bounded(&mut cmd, Duration::from_secs(120)).ok();
+
+    let js = v.tresor_cmd(&["status"], &["--json"], true).ok();
+    let js: serde_json::Value = serde_json::from_str(js.stdout.trim()).unwrap();
+    let caps = |name: &str| {
+        js["sync"]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {js}"))["capabilities"]
+            .clone()
+    };
+    let state = |c: &serde_json::Value, k: &str| c[k]["state"].as_str().unwrap_or("").to_string();
+    let (plain, locked, dav_caps, sftp_caps) =
+        (caps("s3plain"), caps("s3locked"), caps("dav"), caps("box"));
+    for c in [&plain, &locked] {
+        assert_eq!(state(c, "create_if_absent"), "yes", "{c}");
+        assert_eq!(state(c, "replace_if_match"), "yes", "{c}");
+        assert_eq!(state(c, "ranged_read"), "yes", "{c}");
+    }
+    assert_eq!(state(&locked, "object_lock"), "yes", "{locked}");
+    assert_eq!(state(&plain, "object_lock"), "no", "{plain}");
+    assert_eq!(state(&dav_caps, "create_if_absent"), "no", "{dav_caps}");
+    assert_eq!(state(&dav_caps, "object_lock"), "no", "{dav_caps}");
+    assert_eq!(state(&sftp_caps, "object_lock"), "no", "{sftp_caps}");
+    assert_eq!(state(&sftp_caps, "replace_if_match"), "no", "{sftp_caps}");
+    assert_eq!(state(&dav_caps, "ranged_read"), "yes", "{dav_caps}");
+    // The human form shows it per backend.
+    let st = v.tresor_cmd(&["status"], &[], true).ok();
+    assert!(
+        st.stdout.contains("object lock yes") && st.stdout.contains("create-if-absent no"),
+        "{st}"
+    );
+    // backend test probes again and prints each verdict.
+    let t = v
+        .tresor_cmd(&["backend", "test", "s3locked"], &[], false)
+        .ok();
+    assert!(
+        t.stdout.contains("object lock") && t.stdout.contains("yes"),
+        "{t}"
+    );
+    // No probe object is left behind.
+    assert!(
+        !s3.list_keys().iter().any(|k| k.contains("probe/")),
+        "{:?}",
+        s3.list_keys()
+    );
+    v.env.clear();
 }

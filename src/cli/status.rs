@@ -112,6 +112,9 @@ fn print_status_sync(v: &Value) {
                 crate::progress::human(b["bytes_pending"].as_u64().unwrap_or(0)),
                 b["packs_pending"]
             );
+            if let Some(c) = b["capabilities_summary"].as_str() {
+                println!("                 {c}");
+            }
             if let Some(g) = b["snapshot_generation"].as_u64() {
                 println!("                 index snapshot: generation {g} is there");
             }

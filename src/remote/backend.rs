@@ -230,6 +230,7 @@ mod tests {
             parent_country: String::new(),
             parent: String::new(),
             max_concurrency: 1,
+            capabilities: Default::default(),
             options: BTreeMap::new(),
         };
         let secret = Secret {

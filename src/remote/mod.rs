@@ -4,6 +4,7 @@
 //! this module's boundary.
 
 pub mod backend;
+pub mod capabilities;
 pub mod deletion;
 pub mod policy;
 pub mod presets;

@@ -290,6 +290,7 @@ mod tests {
                 "Parent Inc.".into()
             },
             max_concurrency: 0,
+            capabilities: Default::default(),
             options: Default::default(),
         }
     }

@@ -883,6 +883,8 @@ pub fn backend_status(
             "parent": b.parent,
             "parent_country": b.parent_country,
             "jurisdictions": b.jurisdictions(),
+            "capabilities": b.capabilities,
+            "capabilities_summary": crate::remote::capabilities::summary(&b.capabilities),
             "objects": t.placed_packs,
             "bytes_stored": t.placed_bytes,
             "packs_pending": t.packs.saturating_sub(t.placed_packs),

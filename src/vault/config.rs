@@ -146,9 +146,89 @@ pub struct BackendConfig {
     pub parent: String,
     #[serde(default)]
     pub max_concurrency: usize,
+    /// What the provider was found to do at the last `backend add` or
+    /// `backend test` (probed, not assumed; see `remote::capabilities`).
+    #[serde(default, skip_serializing_if = "Capabilities::never_probed")]
+    pub capabilities: Capabilities,
     /// Extra OpenDAL configuration keys (from the preset or `--option k=v`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+}
+
+/// A backend's probed capabilities (`[backend.capabilities]`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Capabilities {
+    /// Unix time of the probe; 0 = never probed.
+    pub probed_at: u64,
+    /// A write with `If-None-Match: *` (or an exclusive create) fails when
+    /// the object exists.
+    pub create_if_absent: Capability,
+    /// A write with `If-Match: ETAG` fails for a wrong ETag and succeeds for
+    /// the right one.
+    pub replace_if_match: Capability,
+    /// A ranged read returns exactly the bytes asked for.
+    pub ranged_read: Capability,
+    /// The bucket has S3 Object Lock enabled (objects can be made
+    /// immutable for a retention period).
+    pub object_lock: Capability,
+    /// The largest single PUT the protocol allows, in bytes (0 = no limit
+    /// known); documented, not probed: probing would mean uploading it.
+    pub max_single_put: u64,
+}
+
+impl Capabilities {
+    pub fn never_probed(&self) -> bool {
+        self.probed_at == 0
+    }
+}
+
+/// One probed capability: yes, no, or unknown (the probe could not tell),
+/// with what the probe saw.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Capability {
+    pub state: CapabilityState,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CapabilityState {
+    Yes,
+    No,
+    #[default]
+    Unknown,
+}
+
+impl Capability {
+    pub fn yes(detail: impl Into<String>) -> Capability {
+        Capability {
+            state: CapabilityState::Yes,
+            detail: detail.into(),
+        }
+    }
+    pub fn no(detail: impl Into<String>) -> Capability {
+        Capability {
+            state: CapabilityState::No,
+            detail: detail.into(),
+        }
+    }
+    pub fn unknown(detail: impl Into<String>) -> Capability {
+        Capability {
+            state: CapabilityState::Unknown,
+            detail: detail.into(),
+        }
+    }
+    /// "yes", "no" or "unknown".
+    pub fn word(&self) -> &'static str {
+        match self.state {
+            CapabilityState::Yes => "yes",
+            CapabilityState::No => "no",
+            CapabilityState::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

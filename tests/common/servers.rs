@@ -1043,6 +1043,31 @@ impl S3Server {
         }
     }
 
+    /// Creates another bucket with S3 Object Lock enabled
+    /// (`x-amz-bucket-object-lock-enabled: true`).
+    pub fn create_bucket_with_object_lock(&self, bucket: &str) {
+        let auth = self.dummy_authorization();
+        let r = http_request(
+            self.moto_port,
+            "PUT",
+            &format!("/{}", percent_encode(bucket, false)),
+            &[
+                ("Authorization", &auth),
+                ("x-amz-bucket-object-lock-enabled", "true"),
+            ],
+            b"",
+            REQUEST_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("S3Server: create locked bucket {bucket:?}: {e}"));
+        if r.status != 200 {
+            panic!(
+                "S3Server: create locked bucket {bucket:?}: HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+
     fn object_path(&self, key: &str) -> String {
         format!(
             "/{}/{}",

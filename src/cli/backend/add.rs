@@ -187,7 +187,7 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
     }
     let mut id_bytes = [0u8; 6];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id_bytes);
-    let cfg = BackendConfig {
+    let mut cfg = BackendConfig {
         name: a.name.clone(),
         id: format!("{}-{}", a.name, hex::encode(id_bytes)),
         service,
@@ -220,6 +220,7 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
             .concurrency
             .or(preset.map(|p| p.max_concurrency))
             .unwrap_or(0),
+        capabilities: Default::default(),
         options,
     };
     if cfg.service == ServiceName::S3 && cfg.bucket.is_empty() {
@@ -266,6 +267,7 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
                 cfg.name
             )
         })?;
+        cfg.capabilities = super::test::probe_capabilities(&cfg, &creds)?;
     }
     creds.save(&paths.root)?;
     config.backends.push(cfg.clone());
@@ -278,6 +280,12 @@ pub(super) fn add(a: AddArgs) -> Result<()> {
         cfg.location,
         cfg.describe_law()
     );
+    if !cfg.capabilities.never_probed() {
+        println!(
+            "capabilities: {}",
+            crate::remote::capabilities::summary(&cfg.capabilities)
+        );
+    }
     for (_, verdict) in config.policy.law_verdicts(&cfg) {
         println!("policy: {verdict}");
     }

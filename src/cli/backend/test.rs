@@ -20,9 +20,36 @@ pub(super) fn test(vault: &VaultArgs, name: &str) -> Result<()> {
     let cfg = VaultConfig::load(&paths.root)?;
     let b = cfg
         .backend(name)
-        .with_context(|| format!("no backend named {name}; see `tresor backend list`"))?;
+        .with_context(|| format!("no backend named {name}; see `tresor backend list`"))?
+        .clone();
     let creds = Credentials::load(&paths.root)?;
-    probe(b, &creds, true, None)
+    probe(&b, &creds, true, None)?;
+    let caps = probe_capabilities(&b, &creds)?;
+    for (what, c) in [
+        ("create-if-absent", &caps.create_if_absent),
+        ("replace-if-match", &caps.replace_if_match),
+        ("ranged read", &caps.ranged_read),
+        ("object lock", &caps.object_lock),
+    ] {
+        println!("  {what:<17} {:<7} {}", c.word(), c.detail);
+    }
+    // Saved for `status` (re-read: the daemon may have changed the file).
+    let mut fresh = VaultConfig::load(&paths.root)?;
+    if let Some(stored) = fresh.backends.iter_mut().find(|x| x.name == b.name) {
+        stored.capabilities = caps;
+        fresh.save(&paths.root)?;
+    }
+    Ok(())
+}
+
+/// Probes what the backend can do (conditional writes, ranged reads,
+/// Object Lock); see `remote::capabilities`.
+pub(super) fn probe_capabilities(
+    cfg: &BackendConfig,
+    creds: &Credentials,
+) -> Result<crate::vault::config::Capabilities> {
+    let runtime = crate::store::new_runtime("tresor-probe")?;
+    crate::remote::capabilities::probe(cfg, &creds.for_backend(&cfg.name), &runtime)
 }
 
 /// Writes, reads, lists and deletes a probe object.
