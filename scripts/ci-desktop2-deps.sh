@@ -9,9 +9,11 @@
 #   mount        mount(8)/umount(8) with --fstab and helper lookup
 #   fuse3        mount.fuse3, fusermount3 (setuid, for the ordinary-user mount)
 #   passwd       useradd (the fstab test's ordinary user)
+#   chromium     headless browser: the sovereignty report must render (tests/sovereignty.rs)
+#   fonts-dejavu-core  the report's font, so its screenshot has text
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-PACKAGES=(systemd groff-base man-db util-linux mount fuse3 passwd)
+PACKAGES=(systemd groff-base man-db util-linux mount fuse3 passwd chromium fonts-dejavu-core)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

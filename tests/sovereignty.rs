@@ -289,3 +289,99 @@ fn capabilities_are_probed_per_backend_and_shown_in_status() {
     );
     v.env.clear();
 }
+
+/// `where --report` renders in a real headless browser (Debian's chromium):
+/// the DOM names every backend, the policy verdicts and what is pending, and
+/// the screenshot shows the diagram's bars (green: held, amber: pending).
+#[test]
+fn report_renders_in_headless_chromium_and_names_every_backend() {
+    require_tool("chromium", "chromium");
+    require_tool("convert", "imagemagick");
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    let s3 = S3Server::start("report");
+    v.add_s3(&s3, "frankfurt", "DE", "DE").ok();
+    add_esc(&v, &s3, "sovereign").ok();
+    v.mount();
+    write_random_file(&v.path("akte.bin"), 7, 3 * MIB);
+    std::fs::write(v.path("note.txt"), b"hello").unwrap();
+    let html = v.scratch.join("report.html");
+    let run = v
+        .tresor_cmd(&["where"], &["--report", html.to_str().unwrap()], false)
+        .ok();
+    assert!(run.stdout.contains("2 backends"), "{run}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    for needle in [
+        "frankfurt",
+        "sovereign",
+        "AWS European Sovereign Cloud GmbH",
+        "Amazon.com, Inc.",
+        "CLOUD Act",
+        "pending",
+        "<svg",
+    ] {
+        assert!(page.contains(needle), "report lacks {needle:?}");
+    }
+
+    let profile = v.scratch.join("chromium-profile");
+    let url = format!("file://{}", html.display());
+    let chromium = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new("chromium");
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(&url);
+        run_bounded(&mut cmd, Duration::from_secs(120))
+    };
+    let dom = chromium(&["--dump-dom"]).ok();
+    for name in ["frankfurt", "sovereign", "local store"] {
+        assert!(dom.stdout.contains(name), "rendered DOM lacks {name:?}");
+    }
+    let shot = v.scratch.join("report.png");
+    chromium(&[&format!("--screenshot={}", shot.display())]);
+    assert!(shot.is_file(), "chromium wrote no screenshot");
+    let info = run_tool(
+        "convert",
+        &[
+            shot.as_os_str(),
+            "-format".as_ref(),
+            "%w %h %k".as_ref(),
+            "info:".as_ref(),
+        ],
+    )
+    .ok();
+    let dims: Vec<u64> = info
+        .stdout
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(&dims[..2], &[1200, 900], "{info}");
+    assert!(
+        dims[2] > 50,
+        "a near-blank screenshot ({} colours)",
+        dims[2]
+    );
+    let hist = run_tool(
+        "convert",
+        &[
+            shot.as_os_str(),
+            "-format".as_ref(),
+            "%c".as_ref(),
+            "histogram:info:-".as_ref(),
+        ],
+    )
+    .ok();
+    let hist = hist.stdout.to_ascii_uppercase();
+    assert!(
+        hist.contains("#F5D99A"),
+        "the pending (amber) bar is not on screen"
+    );
+    v.unmount();
+}

@@ -12,6 +12,7 @@ pub mod gc;
 pub mod key;
 pub mod overlay;
 pub mod policy;
+pub mod report;
 pub mod restore;
 pub mod session;
 pub mod status;
@@ -119,8 +120,15 @@ enum Command {
         vault: VaultArgs,
         #[arg(long)]
         json: bool,
-        /// A path in the mounted vault, or a path relative to the vault's root
-        path: PathBuf,
+        /// Write a one-page sovereignty report (HTML with an inline diagram):
+        /// every location, operator, parent and the law that reaches it, the
+        /// policy and whether each backend meets it, what is pending
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
+        /// A path in the mounted vault, or a path relative to the vault's
+        /// root (with --report: the whole vault when omitted)
+        #[arg(required_unless_present = "report")]
+        path: Option<PathBuf>,
     },
     /// Restore a vault on a new machine: key file and newest index snapshot from its backends, cold cache
     Restore(Box<restore::RestoreArgs>),
@@ -361,7 +369,15 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             json,
         } => gc::gc_cmd(&vault, dry_run, quiet, json),
-        Command::Where { vault, json, path } => where_cmd::where_cmd(&vault, &path, json),
+        Command::Where {
+            vault,
+            json,
+            report,
+            path,
+        } => match report {
+            Some(out) => report::write_report(&vault, path.as_deref(), &out),
+            None => where_cmd::where_cmd(&vault, path.as_deref().unwrap_or("/".as_ref()), json),
+        },
         Command::Cache(cmd) => cache::cache(cmd),
         Command::Systemd { action } => systemd::run(action),
         Command::Completions { shell } => docs::completions(shell),

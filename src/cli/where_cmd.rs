@@ -49,7 +49,7 @@ pub fn where_cmd(vault: &VaultArgs, path: &Path, json_out: bool) -> Result<()> {
 }
 
 /// A path inside a mounted vault, or already vault-relative, as `/a/b`.
-fn vault_relative(path: &Path) -> Result<String> {
+pub(super) fn vault_relative(path: &Path) -> Result<String> {
     if let Ok(abs) = std::path::absolute(path) {
         if let Some(mp) = crate::mount::daemon::mountpoint_containing(&abs) {
             let rel = abs.strip_prefix(&mp).unwrap_or(Path::new(""));
