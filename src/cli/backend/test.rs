@@ -23,6 +23,7 @@ pub(super) fn test(vault: &VaultArgs, name: &str) -> Result<()> {
         .with_context(|| format!("no backend named {name}; see `tresor backend list`"))?;
     let creds = Credentials::load(&paths.root)?;
     probe(b, &creds, true, None)
+        .with_context(|| format!("backend {name} failed its connection test"))
 }
 
 /// Writes, reads, lists and deletes a probe object.
