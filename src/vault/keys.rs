@@ -314,7 +314,7 @@ pub enum KeyError {
     Io(#[from] std::io::Error),
     #[error("a key file already exists at {0}; refusing to overwrite it because it may protect an existing vault")]
     AlreadyExists(PathBuf),
-    #[error("refusing to remove the last intact key slot: the vault could never be unlocked again; add another slot first")]
+    #[error("refusing to remove the last key slot that is intact: the vault could never be unlocked again; add another slot first")]
     LastSlot,
     #[error("there is no key slot {index}: the key file has {count} slots")]
     NoSuchSlot { index: usize, count: usize },
