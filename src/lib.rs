@@ -12,7 +12,7 @@
 //!
 //! Allowed imports point down: `cli` → `mount` → {`maintenance`, `remote`}
 //! → `fs` → {`index`, `store`} → {`chunk`, `vault`}; `vault::config`,
-//! `error` and `progress` are leaves. `tests/layout.rs` checks that no
+//! `error`, `logging` and `progress` are leaves. `tests/layout.rs` checks that no
 //! module imports from `cli` and that the layers have no cycles.
 
 pub mod chunk;
@@ -20,6 +20,7 @@ pub mod cli;
 pub mod error;
 pub mod fs;
 pub mod index;
+pub mod logging;
 pub mod maintenance;
 pub mod mount;
 pub mod progress;

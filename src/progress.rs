@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 type Line = Box<dyn Fn(u64, u64, &str) -> String + Send + Sync>;
 /// When the last plain line was printed, and the current message.
-type LineState = Mutex<(Option<Instant>, String)>;
+type LineState = Mutex<(Option<Instant>, String, Option<(u64, u64)>)>;
 
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -43,7 +43,7 @@ impl Progress {
         } else {
             Progress {
                 bar: None,
-                plain: Some((Box::new(line), Mutex::new((None, String::new())))),
+                plain: Some((Box::new(line), Mutex::new((None, String::new(), None)))),
             }
         }
     }
@@ -63,10 +63,23 @@ impl Progress {
             b.set_position(done);
         } else if let Some((line, state)) = &self.plain {
             let mut st = state.lock();
-            if st.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || done >= total {
+            // Every 5 s while something moves; an unchanged line is not
+            // repeated (a stalled sync printed "0 of N uploaded" 17 times).
+            let changed = st.2 != Some((done, total));
+            let due = st.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if changed && (due || done >= total) {
                 eprintln!("{}", line(done, total, &st.1));
                 st.0 = Some(Instant::now());
+                st.2 = Some((done, total));
             }
+        }
+    }
+
+    /// A line of its own above the bar (or on stderr without one).
+    pub fn println(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
         }
     }
 

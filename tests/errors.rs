@@ -426,3 +426,37 @@ fn truncated_pack_gives_eio() {
     }
     assert_victim_eio_others_fine(&mut v, &other, "truncated");
 }
+
+/// A flipped last byte of a pack (its footer's version byte) is damage:
+/// `verify` names the pack and says so, and never asks to upgrade tresor.
+#[test]
+fn flipped_last_byte_of_a_pack_is_damage_not_a_version() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    fs::write(v.path("f.bin"), random_bytes(14, 300 * KIB as usize)).unwrap();
+    v.unmount();
+    let packs = v.pack_files();
+    assert!(!packs.is_empty(), "no pack written");
+    for p in &packs {
+        let f = OpenOptions::new().read(true).write(true).open(p).unwrap();
+        let last = f.metadata().unwrap().len() - 1;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, last).unwrap();
+        f.write_all_at(&[b[0] ^ 0xff], last).unwrap();
+    }
+    let run = v.tresor_cmd(&["verify"], &["--data"], true).failed();
+    let out = format!("{}{}", run.stdout, run.stderr);
+    for p in &packs {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&name) && l.contains("is damaged")),
+            "verify does not say pack {name} is damaged: {run}"
+        );
+    }
+    assert!(
+        !out.contains("upgrade"),
+        "verify asks for an upgrade: {run}"
+    );
+}

@@ -490,3 +490,54 @@ fn every_unlocking_command_takes_every_kind_of_secret() {
     let r = empty.tresor(&["unmount".as_ref(), folder.as_os_str()]);
     assert!(r.success(), "{r}");
 }
+
+/// A damaged key slot or a truncated key file is reported as damage
+/// (exit 4, naming the slot and the file), never as a wrong passphrase; a
+/// wrong passphrase on an intact file still says so (exit 3).
+#[test]
+fn damaged_key_slot_is_damage_not_a_wrong_passphrase() {
+    let v = TestVault::new_unchecked();
+    let key = v.vault.join("tresor.key");
+    let intact = std::fs::read(&key).unwrap();
+    let wrong = v.scratch.join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let code = |r: &Run| r.status.code();
+
+    let r = status_with(&v, &with_file("--passphrase-file", &wrong)).failed();
+    assert_eq!(code(&r), Some(3), "{r}");
+    assert!(
+        r.stderr.contains("wrong passphrase") && !r.stderr.contains("damaged"),
+        "{r}"
+    );
+
+    // Slot 0 (the passphrase slot) starts at byte 26; flip a byte of its
+    // wrapped key, then of its salt.
+    for pos in [26 + 100, 26 + 20] {
+        let mut b = intact.clone();
+        b[pos] ^= 0x01;
+        std::fs::write(&key, &b).unwrap();
+        for secret in [&v.passfile, &wrong] {
+            let r = status_with(&v, &with_file("--passphrase-file", secret)).failed();
+            assert_eq!(code(&r), Some(4), "byte {pos}: {r}");
+            let expected = format!("key slot 0 of {} is damaged", key.display());
+            assert!(
+                r.stderr.contains(&expected),
+                "byte {pos}: expected {expected:?}: {r}"
+            );
+            assert!(!r.stderr.contains("wrong passphrase"), "byte {pos}: {r}");
+        }
+    }
+    // The recovery slot is intact and still opens the vault.
+    let rk = v.scratch.join("recovery");
+    std::fs::write(&rk, format!("{}\n", recovery_key(&v.init_output))).unwrap();
+    status_with(&v, &with_file("--passphrase-file", &rk)).ok();
+
+    std::fs::write(&key, &intact[..intact.len() - 7]).unwrap();
+    let r = status_with(&v, &with_file("--passphrase-file", &v.passfile)).failed();
+    assert_eq!(code(&r), Some(4), "{r}");
+    assert!(
+        r.stderr.contains("damaged") && r.stderr.contains(&key.display().to_string()),
+        "{r}"
+    );
+    assert!(!r.stderr.contains("wrong passphrase"), "{r}");
+}

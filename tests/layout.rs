@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
     ("progress", 0),
+    ("logging", 0),
     ("vault::keys", 0),
     ("vault::config", 0),
     ("chunk", 1),

@@ -201,3 +201,143 @@ fn status_of_a_mounted_vault_needs_no_passphrase_and_names_the_mountpoint() {
         "status of an unmounted vault without a secret: {run}"
     );
 }
+
+/// Identical messages are written once, then summarised: a missing pack
+/// read 100 times used to write a line per read (60 identical WARN lines
+/// in 5 ms were seen).
+#[test]
+fn repeated_identical_log_messages_are_collapsed() {
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    // Debug level: the read path logs every repeated failure at debug.
+    v.env.push(("RUST_LOG".into(), "info,tresor=debug".into()));
+    v.mount();
+    fs::write(v.path("victim.bin"), random_bytes(3, 300 * 1024)).unwrap();
+    v.unmount();
+    for p in v.pack_files() {
+        fs::remove_file(p).unwrap();
+    }
+    v.mount();
+    for _ in 0..100 {
+        assert!(
+            fs::read(v.path("victim.bin")).is_err(),
+            "read of a missing pack worked"
+        );
+    }
+    v.unmount();
+    let text = fs::read_to_string(v.log_path()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("victim.bin")).collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 6,
+        "{} log lines about victim.bin for 100 failed reads:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("[repeated ")),
+        "no repeat summary:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// Past TRESOR_LOG_MAX_BYTES the daemon's log rotates to tresor.log.1:
+/// two private files, each under the cap, whatever is logged.
+#[test]
+fn the_daemon_log_rotates_and_stays_bounded() {
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    const CAP: u64 = 16 * 1024;
+    v.env.push(("TRESOR_LOG_MAX_BYTES".into(), CAP.to_string()));
+    // Every FUSE request is a trace line: plenty to rotate.
+    v.env.push(("RUST_LOG".into(), "trace".into()));
+    v.mount();
+    for i in 0..300 {
+        fs::write(v.path(format!("f{i}")), b"x").unwrap();
+    }
+    v.unmount();
+    let log = v.log_path();
+    let old = v.vault.join("tresor.log.1");
+    for p in [&log, &old] {
+        let len = fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .len();
+        assert!(len > 0 && len <= CAP, "{} is {len} bytes", p.display());
+        assert_eq!(mode(p), 0o600, "{}", p.display());
+    }
+    let logs = fs::read_dir(&v.vault)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("tresor.log")
+        })
+        .count();
+    assert_eq!(logs, 2, "expected tresor.log and tresor.log.1 only");
+}
+
+/// Under systemd (JOURNAL_STREAM names stderr) `mount -f` logs to stderr
+/// with `<N>` priorities and no timestamps, and not to tresor.log.
+#[test]
+fn foreground_mount_under_systemd_logs_for_the_journal() {
+    let Some(v) = TestVault::new() else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let err_path = v.root_path.join("journal.err");
+    let err = fs::File::create(&err_path).unwrap();
+    let m = err.metadata().unwrap();
+    let mut child = v
+        .cmd()
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .arg("mount")
+        .arg("--vault")
+        .arg(&v.vault)
+        .arg("--passphrase-file")
+        .arg(&v.passfile)
+        .arg("-f")
+        .arg(&v.mnt)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    wait_until(
+        "mount -f to mount",
+        std::time::Duration::from_secs(60),
+        || is_fuse_mounted(&v.mnt) || child.try_wait().unwrap().is_some(),
+    );
+    assert!(
+        is_fuse_mounted(&v.mnt),
+        "{}",
+        fs::read_to_string(&err_path).unwrap()
+    );
+    fs::write(v.path("f"), b"journal").unwrap();
+    v.tresor(&["unmount".as_ref(), v.mnt.as_os_str()]).ok();
+    wait_until(
+        "mount -f to exit",
+        std::time::Duration::from_secs(60),
+        || child.try_wait().unwrap().is_some(),
+    );
+    let text = fs::read_to_string(&err_path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    for l in &lines {
+        let prio = l.strip_prefix('<').and_then(|r| r.get(..2));
+        assert!(
+            matches!(prio, Some("3>" | "4>" | "6>" | "7>")) && !l.contains("[20"),
+            "not a journal line: {l:?}\n{text}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("<6>")),
+        "no info line:\n{text}"
+    );
+    assert!(
+        fs::metadata(v.log_path()).map(|m| m.len()).unwrap_or(0) == 0,
+        "tresor.log was written under systemd"
+    );
+}

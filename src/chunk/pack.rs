@@ -102,6 +102,10 @@ pub enum PackError {
     Malformed(String),
     #[error("pack has format version {0}, which this tresor does not understand; upgrade tresor")]
     UnsupportedVersion(u8),
+    /// The footer's version byte is one this tresor never wrote and the
+    /// trailer authenticates as the current version: damage, not a format.
+    #[error("pack {pack} is damaged: {what}; run `tresor verify`")]
+    Damaged { pack: String, what: String },
 }
 
 /// Accumulates sealed chunks in memory; `finish` appends the sealed trailer.
@@ -234,7 +238,72 @@ pub fn parse_footer(footer: &[u8]) -> Result<u32, PackError> {
     if footer[7] != PACK_FORMAT_VERSION {
         return Err(PackError::UnsupportedVersion(footer[7]));
     }
-    Ok(u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")))
+    Ok(footer_len_field(footer))
+}
+
+fn footer_len_field(footer: &[u8]) -> u32 {
+    u32::from_le_bytes(footer[..4].try_into().expect("4 bytes"))
+}
+
+/// A footer with the right magic but a version other than this tresor's:
+/// a newer pack format, or a damaged last byte. The trailer tells them apart:
+/// if it authenticates with the version byte read as the current one, only
+/// that byte is damaged. Version 0 was never written, so it is damage too;
+/// only a higher version that does not authenticate asks for an upgrade.
+fn classify_version(pack_id: PackId, object_len: u64, tail: &[u8], key: &SecretKey) -> PackError {
+    let (sealed, footer) = tail.split_at(tail.len() - FOOTER_LEN);
+    let version = footer[7];
+    let mut repaired: [u8; FOOTER_LEN] = footer.try_into().expect("FOOTER_LEN bytes");
+    repaired[7] = PACK_FORMAT_VERSION;
+    let trailer_len = footer_len_field(footer) as usize;
+    let authentic = sealed.len() >= trailer_len
+        && trailer_len >= NONCE_LEN + TAG_LEN
+        && open_trailer(
+            pack_id,
+            &sealed[sealed.len() - trailer_len..],
+            &repaired,
+            key,
+        )
+        .is_ok();
+    let damaged = |what: String| PackError::Damaged {
+        pack: pack_id.to_hex(),
+        what,
+    };
+    if authentic {
+        damaged(format!(
+            "the footer's version byte (the object's last byte, at offset {}) reads {version}, \
+             but the trailer authenticates as version {PACK_FORMAT_VERSION}",
+            object_len - 1
+        ))
+    } else if version < PACK_FORMAT_VERSION {
+        damaged(format!(
+            "the footer's version byte reads {version}, which no tresor ever wrote, \
+             and the trailer does not authenticate"
+        ))
+    } else {
+        PackError::UnsupportedVersion(version)
+    }
+}
+
+/// Decrypts a sealed trailer (nonce ‖ ciphertext ‖ tag) under `footer`.
+fn open_trailer(
+    pack_id: PackId,
+    sealed: &[u8],
+    footer: &[u8; FOOTER_LEN],
+    key: &SecretKey,
+) -> Result<Vec<u8>, PackError> {
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut plain = ct.to_vec();
+    trailer_cipher(key)
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            &aad(pack_id, footer),
+            &mut plain,
+            tag.into(),
+        )
+        .map_err(|_| PackError::Authentication)?;
+    Ok(plain)
 }
 
 /// Parses the trailer of a complete pack object, authenticated with AAD
@@ -250,7 +319,12 @@ pub fn read_trailer(
             object.len()
         )));
     }
-    let trailer_len = parse_footer(&object[object.len() - FOOTER_LEN..])? as usize;
+    let trailer_len = match parse_footer(&object[object.len() - FOOTER_LEN..]) {
+        Err(PackError::UnsupportedVersion(_)) => {
+            return Err(classify_version(pack_id, object.len() as u64, object, key))
+        }
+        r => r? as usize,
+    };
     let tail_len = trailer_len
         .checked_add(FOOTER_LEN)
         .filter(|&t| t <= object.len())
@@ -277,7 +351,12 @@ pub fn read_trailer_tail(
         return Err(PackError::Malformed("tail shorter than a footer".into()));
     }
     let (sealed, footer_bytes) = tail.split_at(tail.len() - FOOTER_LEN);
-    let trailer_len = parse_footer(footer_bytes)? as usize;
+    let trailer_len = match parse_footer(footer_bytes) {
+        Err(PackError::UnsupportedVersion(_)) => {
+            return Err(classify_version(pack_id, object_len, tail, key))
+        }
+        r => r? as usize,
+    };
     if sealed.len() != trailer_len || trailer_len < NONCE_LEN + TAG_LEN {
         return Err(PackError::Malformed(format!(
             "trailer is {} bytes, footer says {trailer_len}",
@@ -285,17 +364,7 @@ pub fn read_trailer_tail(
         )));
     }
     let footer: [u8; FOOTER_LEN] = footer_bytes.try_into().expect("FOOTER_LEN bytes");
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let mut plain = ct.to_vec();
-    trailer_cipher(key)
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            &aad(pack_id, &footer),
-            &mut plain,
-            tag.into(),
-        )
-        .map_err(|_| PackError::Authentication)?;
+    let plain = open_trailer(pack_id, sealed, &footer, key)?;
 
     // Authentic from here: inconsistencies are tresor bugs or the object was
     // cut/extended in its chunk region (which the AEAD does not cover).
@@ -520,13 +589,64 @@ mod tests {
             t[pos] ^= 0x80;
             assert!(read_trailer(id, &t, &f.pack_key).is_err(), "pos {pos}");
         }
-        let mut t = object.clone();
-        let last = t.len() - 1;
-        t[last] = 2;
-        assert!(matches!(
-            read_trailer(id, &t, &f.pack_key),
-            Err(PackError::UnsupportedVersion(2))
-        ));
+    }
+
+    /// A damaged last byte (the footer's version) is reported as damage
+    /// naming the pack, never as a format version to upgrade for; only a
+    /// higher version whose trailer does not authenticate as this one asks
+    /// for an upgrade.
+    #[test]
+    fn damaged_version_byte_is_damage_and_newer_version_asks_for_upgrade() {
+        let f = fixture();
+        let id = PackId::random();
+        let (_, object, _) = build(&f, id, 5);
+        let last = object.len() - 1;
+        for version in [0u8, 2, 0xfe, PACK_FORMAT_VERSION ^ 0xff] {
+            let mut t = object.clone();
+            t[last] = version;
+            let tail_len =
+                parse_footer(&object[last + 1 - FOOTER_LEN..]).unwrap() as usize + FOOTER_LEN;
+            for r in [
+                read_trailer(id, &t, &f.pack_key),
+                read_trailer_tail(id, t.len() as u64, &t[t.len() - tail_len..], &f.pack_key),
+            ] {
+                let e = r.expect_err("damaged footer accepted");
+                assert!(
+                    matches!(&e, PackError::Damaged { pack, .. } if *pack == id.to_hex()),
+                    "version byte {version}: {e}"
+                );
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("damaged") && msg.contains(&id.to_hex()),
+                    "{msg}"
+                );
+                assert!(!msg.contains("upgrade"), "{msg}");
+            }
+        }
+        // A genuinely newer pack: its trailer is sealed under version 2.
+        let mut newer = object.clone();
+        let tl = parse_footer(&object[last + 1 - FOOTER_LEN..]).unwrap() as usize;
+        let start = object.len() - FOOTER_LEN - tl;
+        let old_footer: [u8; FOOTER_LEN] = object[last + 1 - FOOTER_LEN..].try_into().unwrap();
+        let mut plain = open_trailer(
+            id,
+            &object[start..last + 1 - FOOTER_LEN],
+            &old_footer,
+            &f.pack_key,
+        )
+        .unwrap();
+        let mut footer = old_footer;
+        footer[7] = 2;
+        let nonce = &object[start..start + NONCE_LEN];
+        let tag = trailer_cipher(&f.pack_key)
+            .encrypt_in_place_detached(XNonce::from_slice(nonce), &aad(id, &footer), &mut plain)
+            .unwrap();
+        newer[start + NONCE_LEN..start + NONCE_LEN + plain.len()].copy_from_slice(&plain);
+        newer[start + NONCE_LEN + plain.len()..last + 1 - FOOTER_LEN].copy_from_slice(&tag);
+        newer[last + 1 - FOOTER_LEN..].copy_from_slice(&footer);
+        let e = read_trailer(id, &newer, &f.pack_key).expect_err("newer pack accepted");
+        assert!(matches!(e, PackError::UnsupportedVersion(2)), "{e}");
+        assert!(e.to_string().contains("upgrade tresor"), "{e}");
     }
 
     #[test]

@@ -72,14 +72,14 @@ fn open(args: &VaultArgs) -> Result<(VaultPaths, KeyFile, usize, MasterKey)> {
     let paths = args.paths()?;
     crate::vault::require_exists(&paths)?;
     let secret = args.secret(false)?;
-    let kf = KeyFile::load(&paths.key_file())?;
+    let kf = KeyFile::load(&paths.key_file()).map_err(crate::vault::key_error)?;
     match kf.unlock_slot(&secret) {
         Ok((slot, master)) => Ok((paths, kf, slot, master)),
         Err(KeyError::WrongPassphrase) => Err(crate::error::wrong_passphrase(format!(
             "wrong passphrase for the vault at {}: no key slot opens with it; nothing was changed",
             paths.root.display()
         ))),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(crate::vault::key_error(e)),
     }
 }
 

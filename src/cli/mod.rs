@@ -62,6 +62,11 @@ enum Command {
         /// Print "ready" on stdout once mounted (used when daemonising)
         #[arg(long, hide = true)]
         ready_stdout: bool,
+        /// Where the daemon logs: file (VAULT/tresor.log, rotated), stderr,
+        /// or journal (stderr with syslog priorities, no timestamps). Default:
+        /// the file when daemonised; with -f the journal under systemd, else stderr
+        #[arg(long, value_enum, value_name = "TARGET")]
+        log: Option<LogArg>,
         /// Directory to mount on
         mountpoint: PathBuf,
     },
@@ -255,11 +260,48 @@ pub fn main() -> ExitCode {
     // already done so (`tresor unmount`, `fusermount3 -u`, `umount` end the
     // session by unmounting): its "Failed to umount filesystem: Invalid
     // argument" then followed every clean unmount. Errors still show.
-    let default_level = format!("{default_level},opendal=error,fuser::session=error");
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_millis()
-        .init();
-    exit_with(run(cli))
+    // OpenDAL's own records (its logging layer) are multi-line and repeat
+    // what tresor's error says in one line: off unless RUST_LOG asks.
+    let default_level = format!("{default_level},opendal=off,fuser::session=error");
+    crate::logging::init(&default_level, log_target(&cli));
+    let result = run(cli);
+    // Writes the pending "repeated N times" summaries.
+    log::logger().flush();
+    exit_with(result)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogArg {
+    File,
+    Stderr,
+    Journal,
+}
+
+/// The daemon child (`--ready-stdout`, whose stderr is the log file) logs
+/// to the rotated file; `-f` to the journal under systemd, else stderr.
+fn log_target(cli: &Cli) -> crate::logging::Target {
+    use crate::logging::Target;
+    let Command::Mount {
+        vault,
+        ready_stdout,
+        log,
+        ..
+    } = &cli.command
+    else {
+        return Target::Stderr;
+    };
+    let file = || match vault.paths() {
+        Ok(p) => Target::File(p.log()),
+        Err(_) => Target::Stderr,
+    };
+    match log {
+        Some(LogArg::File) => file(),
+        Some(LogArg::Stderr) => Target::Stderr,
+        Some(LogArg::Journal) => Target::Journal,
+        None if *ready_stdout => file(),
+        None if crate::logging::stderr_is_journal() => Target::Journal,
+        None => Target::Stderr,
+    }
 }
 
 /// Print the error, if any, and map it to the process's exit code.
@@ -293,6 +335,7 @@ fn run(cli: Cli) -> Result<()> {
             init,
             ready_stdout,
             mountpoint,
+            log: _,
         } => {
             let paths = vault.paths()?;
             let creating = init && !paths.key_file().exists();

@@ -31,9 +31,18 @@ pub fn sync_cmd(
     );
     // The engine reports bytes left; the bar counts bytes done.
     let progress = |left: u64, total: u64| bar.update(total.saturating_sub(left), total);
+    // Once per retry wait of a backend: why nothing moves, and until when.
+    let waiting = |text: &str| {
+        if !quiet && !json_out {
+            bar.println(&format!("sync: {text}"));
+        }
+    };
     let req = Request::Sync { timeout };
     let started = Instant::now();
     let answered = control::request(&paths.root, &req, &mut |p| {
+        if let Some(w) = p["waiting"].as_str() {
+            return waiting(w);
+        }
         progress(
             p["left"].as_u64().unwrap_or(0),
             p["total"].as_u64().unwrap_or(0),
@@ -53,7 +62,7 @@ pub fn sync_cmd(
             }
             off.engine().start(off.clone());
             let r = off.engine().acquire().and_then(|_| {
-                off.engine().wait_synced(
+                off.engine().wait_synced_saying(
                     timeout.map(Duration::from_secs_f64),
                     &|| {
                         if let Err(e) = off.commit() {
@@ -61,6 +70,7 @@ pub fn sync_cmd(
                         }
                     },
                     &mut |left, total| progress(left, total),
+                    &mut |w| waiting(w),
                 )
             });
             let r = r.and_then(|_| {

@@ -245,7 +245,7 @@ pub fn unlock(key_file: &KeyFile, secret: &[u8]) -> Result<MasterKey> {
                 hex::encode(key_file.vault_id())
             )))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(crate::vault::key_error(e)),
     }
 }
 

@@ -191,14 +191,18 @@ fn run(
                 })?;
             core.flush_all()?;
             core.commit(true)?;
-            engine.wait_synced(
+            let progress = std::cell::RefCell::new(progress);
+            engine.wait_synced_saying(
                 timeout,
                 &|| {
                     if let Err(e) = core.commit(true) {
                         log::warn!("commit during sync failed: {e}");
                     }
                 },
-                &mut |left, total| progress(json!({ "left": left, "total": total })),
+                &mut |left, total| {
+                    (*progress.borrow_mut())(json!({ "left": left, "total": total }))
+                },
+                &mut |waiting| (*progress.borrow_mut())(json!({ "waiting": waiting })),
             )?;
             let generation = engine.snapshot_and_wait(timeout)?;
             Ok(json!({ "synced": true, "generation": generation }))

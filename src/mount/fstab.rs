@@ -106,9 +106,7 @@ pub fn dispatch(cli: &clap::Command) -> Option<Result<()>> {
 }
 
 fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
+    crate::logging::init("warn,opendal=off", crate::logging::Target::Stderr);
 }
 
 /// `tresor VAULT MOUNTPOINT ...`: the first argument is no subcommand and

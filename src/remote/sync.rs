@@ -113,15 +113,22 @@ struct RemoteState {
     uploaded_bytes: u64,
 }
 
+/// The longest wait between two attempts after an outage (documented).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// backon's jitter adds up to the current delay again, so the base delay is
+/// capped at half the maximum: waits grow 0.1–0.2 s, 0.2–0.4 s, … and end
+/// between 30 and 60 s, never above (92 s were seen with the cap at 60 s).
 fn new_backoff() -> Box<dyn Iterator<Item = Duration> + Send> {
     use backon::BackoffBuilder;
     Box::new(
         backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(60))
+            .with_max_delay(MAX_RETRY_DELAY / 2)
             .with_jitter()
             .without_max_times()
-            .build(),
+            .build()
+            .map(|d| d.min(MAX_RETRY_DELAY)),
     )
 }
 
@@ -149,15 +156,37 @@ impl Remote {
 
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
         let mut st = self.state.lock();
-        let delay = st.backoff.next().unwrap_or(Duration::from_secs(60));
         let msg = format!("{what}: {e}");
+        let now = Instant::now();
+        // The other workers of this backend fail in the same round: the
+        // first sets the wait, the rest join it (else each failure would
+        // double the delay again).
+        if st.retry_at.is_some_and(|t| t > now) {
+            st.last_error = Some((SystemTime::now(), msg));
+            return;
+        }
+        let delay = st.backoff.next().unwrap_or(MAX_RETRY_DELAY);
         log::warn!(
             "backend {}: {msg}; retrying in {:.1} s",
             self.cfg.name,
             delay.as_secs_f64()
         );
         st.last_error = Some((SystemTime::now(), msg));
-        st.retry_at = Some(Instant::now() + delay);
+        st.retry_at = Some(now + delay);
+    }
+
+    /// When the next attempt is due, if the backend waits for a retry.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.state.lock().retry_at.filter(|t| *t > Instant::now())
+    }
+
+    /// Ends a retry wait now (an explicit `tresor sync`); the backoff
+    /// keeps growing if the attempt fails again. Returns whether it waited.
+    fn retry_now(&self) -> bool {
+        let mut st = self.state.lock();
+        let waiting = st.retry_at.is_some_and(|t| t > Instant::now());
+        st.retry_at = None;
+        waiting
     }
 
     fn succeeded(&self) {
@@ -566,8 +595,28 @@ impl SyncEngine {
         commit: &dyn Fn(),
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<()> {
+        self.wait_synced_saying(timeout, commit, progress, &mut |_| {})
+    }
+
+    /// [`SyncEngine::wait_synced`], also telling `waiting` (each time it
+    /// changes) which backends wait for a retry after an error, and when.
+    /// A backend waiting for a retry is retried at once: the caller asked
+    /// for a sync now.
+    pub fn wait_synced_saying(
+        &self,
+        timeout: Option<Duration>,
+        commit: &dyn Fn(),
+        progress: &mut dyn FnMut(u64, u64),
+        waiting: &mut dyn FnMut(&str),
+    ) -> Result<()> {
         let start = Instant::now();
+        for r in self.remotes() {
+            if r.retry_now() {
+                log::info!("backend {}: retrying now for `tresor sync`", r.cfg.name);
+            }
+        }
         self.kick();
+        let mut said = Vec::new();
         let mut initial = None;
         loop {
             commit();
@@ -577,6 +626,18 @@ impl SyncEngine {
             progress(left, initial);
             if pending.iter().all(|p| p.1 == 0 && p.3) {
                 return Ok(());
+            }
+            // Said once per wait, not at every poll.
+            let waits: Vec<(String, Instant)> = self
+                .remotes()
+                .iter()
+                .filter_map(|r| Some((r.cfg.name.clone(), r.retry_at()?)))
+                .collect();
+            if waits != said {
+                if !waits.is_empty() {
+                    waiting(&self.waiting_for_retry());
+                }
+                said = waits;
             }
             if timeout.is_some_and(|t| start.elapsed() >= t) {
                 let mut msg = String::from("not everything is uploaded yet:");
@@ -604,6 +665,25 @@ impl SyncEngine {
             }
             self.sleep(Duration::from_millis(200));
         }
+    }
+
+    /// "backend s3 waits for a retry in 42 s (last error: …)", one per
+    /// waiting backend, `; `-joined; empty if none waits.
+    pub fn waiting_for_retry(&self) -> String {
+        let mut out = Vec::new();
+        for r in self.remotes() {
+            if let Some(t) = r.retry_at() {
+                out.push(format!(
+                    "backend {} waits for a retry in {:.0} s (last error: {})",
+                    r.cfg.name,
+                    t.saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                        .ceil(),
+                    r.last_error().unwrap_or_default()
+                ));
+            }
+        }
+        out.join("; ")
     }
 
     pub fn cache_budget(&self) -> u64 {
@@ -891,6 +971,10 @@ pub fn backend_status(
             "bytes_pending": t.bytes.saturating_sub(t.placed_bytes),
             "uploaded_this_mount": uploaded_session,
             "last_error": last_error,
+            // Seconds until the next attempt after an error (null: not waiting).
+            "retry_in_s": remote.as_ref().and_then(|r| r.retry_at()).map(|t| {
+                t.saturating_duration_since(Instant::now()).as_secs_f64()
+            }),
             "snapshot_generation": engine.and_then(|e| e.backend_generation(&b.id)),
         }));
     }
@@ -985,4 +1069,21 @@ pub fn where_status(config: &VaultConfig, idx: &Index, path: &[u8]) -> Result<Va
         "local_cache_bytes": local_bytes,
         "backends": backends,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jitter never takes a wait past the documented maximum, and the
+    /// waits do reach the upper half of it.
+    #[test]
+    fn retry_waits_stay_within_the_documented_maximum() {
+        for _ in 0..20 {
+            let waits: Vec<Duration> = new_backoff().take(40).collect();
+            assert!(waits.iter().all(|d| *d <= MAX_RETRY_DELAY), "{waits:?}");
+            assert!(waits[0] >= Duration::from_millis(100), "{waits:?}");
+            assert!(waits[39] >= MAX_RETRY_DELAY / 2, "{waits:?}");
+        }
+    }
 }

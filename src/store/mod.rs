@@ -39,12 +39,10 @@ pub fn new_runtime(name: &str) -> Result<tokio::runtime::Runtime, StoreError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store error on {path}: {source}")]
-    Backend {
-        path: String,
-        #[source]
-        source: opendal::Error,
-    },
+    /// One line a human can act on (see [`describe`]); the full OpenDAL
+    /// error is logged at debug level when it is made.
+    #[error("{}, on {path}", describe(error))]
+    Backend { path: String, error: opendal::Error },
     #[error("store object {path} is shorter than expected ({got} of {want} bytes)")]
     Short {
         path: String,
@@ -74,9 +72,9 @@ impl Store {
             source,
         })?;
         let builder = opendal::services::Fs::default().root(&root.to_string_lossy());
-        let operator = opendal::Operator::new(builder).map_err(|source| StoreError::Backend {
+        let operator = opendal::Operator::new(builder).map_err(|error| StoreError::Backend {
             path: root.display().to_string(),
-            source,
+            error,
         })?;
         Ok(Store {
             operator,
@@ -146,9 +144,12 @@ impl Store {
     }
 
     fn backend_err(path: &str) -> impl FnOnce(opendal::Error) -> StoreError + '_ {
-        move |source| StoreError::Backend {
-            path: path.to_string(),
-            source,
+        move |error| {
+            log::debug!("{path}: {error}");
+            StoreError::Backend {
+                path: path.to_string(),
+                error,
+            }
         }
     }
 
@@ -232,11 +233,122 @@ impl StoreError {
     /// uploaded).
     pub fn is_not_found(&self) -> bool {
         match self {
-            StoreError::Backend { source, .. } => source.kind() == opendal::ErrorKind::NotFound,
+            StoreError::Backend { error, .. } => error.kind() == opendal::ErrorKind::NotFound,
             StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             StoreError::Short { .. } => false,
         }
     }
+}
+
+/// An OpenDAL error as one short line that says what to do: wrong
+/// credentials, a refused connection, an unknown host, a missing bucket,
+/// else the error kind with the server's first line (HTML stripped). The
+/// full error (context, headers, sources) is several hundred characters,
+/// printed twice by its own `Display`; it goes to the debug log instead.
+pub fn describe(e: &opendal::Error) -> String {
+    // The causes (a refused connect is three sources down) as well.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(" / ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    let url = field(&text, "uri: ").or_else(|| field(&text, "url: "));
+    let endpoint = url.map(host_port);
+    let at = endpoint
+        .as_deref()
+        .map(|h| format!(" {h}"))
+        .unwrap_or_default();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|r| r.get(..3))
+        .and_then(|d| d.parse::<u16>().ok());
+    // S3 errors carry `code: "InvalidAccessKeyId"`.
+    let code = text
+        .split("code: \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .filter(|c| !c.is_empty());
+    let code_part = code.map(|c| format!(" {c}")).unwrap_or_default();
+    let lower = text.to_ascii_lowercase();
+    if matches!(status, Some(401 | 403)) || e.kind() == opendal::ErrorKind::PermissionDenied {
+        let status = status
+            .map(|s| format!("HTTP {s}"))
+            .unwrap_or_else(|| "refused".into());
+        return format!("wrong credentials: the server{at} refused them ({status}{code_part})");
+    }
+    if lower.contains("connection refused") {
+        return format!(
+            "connection refused to {}",
+            endpoint.as_deref().unwrap_or("the server")
+        );
+    }
+    if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        return format!("cannot resolve the host of{at}");
+    }
+    if code == Some("NoSuchBucket") {
+        return format!("the bucket does not exist at{at}");
+    }
+    if lower.contains("timed out") || lower.contains("timeout") {
+        return format!("timed out talking to{at}");
+    }
+    let message = strip_tags(e.message());
+    let message = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let mut out = format!("{}", e.kind());
+    if let Some(s) = status {
+        out.push_str(&format!(" (HTTP {s}{code_part})"));
+    }
+    if !at.is_empty() {
+        out.push_str(&format!(" from{at}"));
+    }
+    if !message.is_empty() {
+        let short: String = message.chars().take(160).collect();
+        out.push_str(&format!(": {short}"));
+    }
+    out
+}
+
+/// The value after `key` in OpenDAL's `context: { k: v, … }`.
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let rest = text.split(key).nth(1)?;
+    rest.split([',', ' ', '}']).next().filter(|v| !v.is_empty())
+}
+
+/// `host:port` of a URL (the scheme's default port if none is given).
+fn host_port(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        let port = if scheme == "http" { 80 } else { 443 };
+        format!("{authority}:{port}")
+    }
+}
+
+/// Text with `<…>` tags removed (servers answer errors with HTML pages).
+fn strip_tags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_tag = false;
+    for c in s.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Whole-object writes for the local store (`O_DIRECT` where possible).

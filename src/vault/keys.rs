@@ -303,11 +303,18 @@ pub enum KeyError {
     Corrupt(String),
     #[error("the key file has format version {0}, which this tresor does not understand; upgrade tresor")]
     UnsupportedVersion(u8),
+    /// No intact slot opens with the secret, and these slots fail their
+    /// checksum: the secret may well be right.
+    #[error("key slot {} of {file} {} damaged (checksum mismatch), and no intact slot opens with this secret; \
+             if the secret is right, restore the key file from a backend copy (`keys/tresor.key`) or a backup, \
+             or unlock with another slot's secret and remove the damaged slot with `tresor key remove`",
+            list_slots(slots), if slots.len() == 1 { "is" } else { "are" })]
+    DamagedSlots { slots: Vec<usize>, file: String },
     #[error("key file I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("a key file already exists at {0}; refusing to overwrite it because it may protect an existing vault")]
     AlreadyExists(PathBuf),
-    #[error("refusing to remove the last key slot: the vault could never be unlocked again; add another slot first")]
+    #[error("refusing to remove the last key slot that is intact: the vault could never be unlocked again; add another slot first")]
     LastSlot,
     #[error("there is no key slot {index}: the key file has {count} slots")]
     NoSuchSlot { index: usize, count: usize },
@@ -323,6 +330,11 @@ pub enum KeyError {
         "key material too short: {0} bytes, at least 32 are needed; use a file of random bytes"
     )]
     KeyMaterialTooShort(usize),
+}
+
+fn list_slots(slots: &[usize]) -> String {
+    let s: Vec<String> = slots.iter().map(usize::to_string).collect();
+    s.join(", ")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,7 +364,18 @@ impl SlotKind {
 }
 
 const MAGIC: &[u8; 8] = b"TRESORKF";
-pub const KEYFILE_VERSION: u8 = 1;
+/// Version 2 = version 1 followed by one checksum per slot. Version 1 files
+/// are read (without damage detection) and written back as version 2.
+pub const KEYFILE_VERSION: u8 = 2;
+const KEYFILE_VERSION_V1: u8 = 1;
+/// The version byte inside every slot's AAD: the slot format is still the
+/// one of version 1, so slots move between v1 and v2 files unchanged.
+const SLOT_AAD_VERSION: u8 = 1;
+/// Unkeyed BLAKE3 of header ‖ slot, truncated: tells accidental damage from
+/// a wrong secret (the AEAD alone cannot). Not a defence against an
+/// attacker, who can recompute it; the AEAD is.
+const CHECKSUM_LEN: usize = 16;
+const CHECKSUM_CONTEXT: &str = "tresor v2 key-slot checksum";
 const VAULT_ID_LEN: usize = 16;
 const SALT_LEN: usize = 16;
 const NONCE_LEN: usize = 24;
@@ -367,6 +390,10 @@ pub const MAX_SLOTS: usize = 32;
 
 #[derive(Clone)]
 struct Slot {
+    /// Set when the slot failed its checksum: its bytes as read and the
+    /// stored checksum, written back unchanged so the damage stays visible
+    /// until the slot is removed. A damaged slot is never tried.
+    damaged: Option<Box<([u8; SLOT_LEN], [u8; CHECKSUM_LEN])>>,
     kind: SlotKind,
     /// All zero for recovery-key and key-file slots.
     params: KdfParams,
@@ -389,7 +416,7 @@ impl Slot {
     fn aad(&self, vault_id: &[u8; VAULT_ID_LEN]) -> Vec<u8> {
         let mut aad = Vec::with_capacity(8 + 1 + VAULT_ID_LEN + SLOT_AAD_LEN);
         aad.extend_from_slice(MAGIC);
-        aad.push(KEYFILE_VERSION);
+        aad.push(SLOT_AAD_VERSION);
         aad.extend_from_slice(vault_id);
         aad.extend_from_slice(&self.aad_prefix());
         aad
@@ -405,6 +432,7 @@ impl Slot {
         vault_id: &[u8; VAULT_ID_LEN],
     ) -> Slot {
         let mut slot = Slot {
+            damaged: None,
             kind,
             params,
             salt,
@@ -444,6 +472,27 @@ impl Slot {
     fn kek_from_material(context: &str, salt: &[u8; SALT_LEN], secret: &[u8]) -> SecretKey {
         SecretKey::derive(context, &[salt, secret])
     }
+
+    fn to_bytes(&self) -> [u8; SLOT_LEN] {
+        if let Some(d) = &self.damaged {
+            return d.0;
+        }
+        let mut b = [0u8; SLOT_LEN];
+        b[..SLOT_AAD_LEN].copy_from_slice(&self.aad_prefix());
+        b[SLOT_AAD_LEN..SLOT_AAD_LEN + NONCE_LEN].copy_from_slice(&self.nonce);
+        b[SLOT_AAD_LEN + NONCE_LEN..].copy_from_slice(&self.wrapped);
+        b
+    }
+}
+
+/// `blake3::derive_key(CHECKSUM_CONTEXT, header ‖ slot)[..16]`.
+fn slot_checksum(header: &[u8], slot: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut h = blake3::Hasher::new_derive_key(CHECKSUM_CONTEXT);
+    h.update(header);
+    h.update(slot);
+    let mut c = [0u8; CHECKSUM_LEN];
+    c.copy_from_slice(&h.finalize().as_bytes()[..CHECKSUM_LEN]);
+    c
 }
 
 fn random_salt() -> [u8; SALT_LEN] {
@@ -465,6 +514,10 @@ const NO_KDF: KdfParams = KdfParams {
 pub struct KeyFile {
     vault_id: [u8; VAULT_ID_LEN],
     slots: Vec<Slot>,
+    /// Read from a version 1 file (no checksums).
+    legacy: bool,
+    /// The file it was loaded from, for error messages.
+    origin: Option<PathBuf>,
 }
 
 impl KeyFile {
@@ -479,6 +532,8 @@ impl KeyFile {
         let mut kf = KeyFile {
             vault_id,
             slots: Vec::new(),
+            legacy: false,
+            origin: None,
         };
         let master = MasterKey::generate();
         kf.add_passphrase_slot(&master, passphrase, params)?;
@@ -504,6 +559,9 @@ impl KeyFile {
     pub fn unlock_slot(&self, secret: &[u8]) -> Result<(usize, MasterKey), KeyError> {
         let recovery = std::str::from_utf8(secret).map(RecoveryKey::parse);
         for (i, slot) in self.slots.iter().enumerate() {
+            if slot.damaged.is_some() {
+                continue;
+            }
             let kek = match (slot.kind, &recovery) {
                 (SlotKind::RecoveryKey, Ok(Ok(rk))) => {
                     Slot::kek_from_material(context::SLOT_RECOVERY, &slot.salt, rk.0.as_bytes())
@@ -518,7 +576,7 @@ impl KeyFile {
             }
         }
         for (i, slot) in self.slots.iter().enumerate() {
-            if slot.kind != SlotKind::Passphrase {
+            if slot.kind != SlotKind::Passphrase || slot.damaged.is_some() {
                 continue;
             }
             let kek = slot.params.derive(secret, &slot.salt)?;
@@ -528,8 +586,28 @@ impl KeyFile {
         }
         match recovery {
             Ok(Err(KeyError::RecoveryKeyChecksum)) => Err(KeyError::RecoveryKeyChecksum),
+            _ if !self.damaged_slots().is_empty() => Err(KeyError::DamagedSlots {
+                slots: self.damaged_slots(),
+                file: match &self.origin {
+                    Some(p) => p.display().to_string(),
+                    None => "the key file".into(),
+                },
+            }),
             _ => Err(KeyError::WrongPassphrase),
         }
+    }
+
+    /// Slots that failed their checksum when the file was read.
+    pub fn damaged_slots(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].damaged.is_some())
+            .collect()
+    }
+
+    /// Read from a version 1 file, which has no slot checksums; saving it
+    /// writes version 2.
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
     }
 
     fn push_slot(&mut self, slot: Slot) -> Result<(), KeyError> {
@@ -607,7 +685,13 @@ impl KeyFile {
                 count: self.slots.len(),
             });
         }
-        if self.slots.len() == 1 {
+        // Damaged slots open nothing: at least one intact slot must remain.
+        let intact_left = self
+            .slots
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != index && s.damaged.is_none());
+        if !intact_left {
             return Err(KeyError::LastSlot);
         }
         self.slots.remove(index);
@@ -619,15 +703,22 @@ impl KeyFile {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(HEADER_LEN + self.slots.len() * SLOT_LEN);
+        let n = self.slots.len();
+        let mut b = Vec::with_capacity(HEADER_LEN + n * (SLOT_LEN + CHECKSUM_LEN));
         b.extend_from_slice(MAGIC);
         b.push(KEYFILE_VERSION);
         b.extend_from_slice(&self.vault_id);
-        b.push(self.slots.len() as u8); // ≤ MAX_SLOTS, enforced by push_slot
-        for s in &self.slots {
-            b.extend_from_slice(&s.aad_prefix());
-            b.extend_from_slice(&s.nonce);
-            b.extend_from_slice(&s.wrapped);
+        b.push(n as u8); // ≤ MAX_SLOTS, enforced by push_slot
+        let slots: Vec<[u8; SLOT_LEN]> = self.slots.iter().map(Slot::to_bytes).collect();
+        for s in &slots {
+            b.extend_from_slice(s);
+        }
+        let header: [u8; HEADER_LEN] = b[..HEADER_LEN].try_into().expect("header");
+        for (slot, bytes) in self.slots.iter().zip(&slots) {
+            match &slot.damaged {
+                Some(d) => b.extend_from_slice(&d.1),
+                None => b.extend_from_slice(&slot_checksum(&header, bytes)),
+            }
         }
         b
     }
@@ -644,7 +735,8 @@ impl KeyFile {
                 b.len()
             )));
         }
-        if b[8] != KEYFILE_VERSION {
+        let legacy = b[8] == KEYFILE_VERSION_V1;
+        if b[8] != KEYFILE_VERSION && !legacy {
             return Err(KeyError::UnsupportedVersion(b[8]));
         }
         let mut vault_id = [0u8; VAULT_ID_LEN];
@@ -655,7 +747,12 @@ impl KeyFile {
                 "{count} key slots (expected 1..={MAX_SLOTS})"
             )));
         }
-        let expected = HEADER_LEN + count * SLOT_LEN;
+        let per_slot = if legacy {
+            SLOT_LEN
+        } else {
+            SLOT_LEN + CHECKSUM_LEN
+        };
+        let expected = HEADER_LEN + count * per_slot;
         if b.len() != expected {
             return Err(KeyError::Corrupt(format!(
                 "{} bytes for {count} slots, expected {expected} (truncated or trailing garbage)",
@@ -664,7 +761,25 @@ impl KeyFile {
         }
         let le = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4-byte slice"));
         let mut slots = Vec::with_capacity(count);
-        for (i, s) in b[HEADER_LEN..].chunks_exact(SLOT_LEN).enumerate() {
+        let sums_at = HEADER_LEN + count * SLOT_LEN;
+        for (i, s) in b[HEADER_LEN..sums_at].chunks_exact(SLOT_LEN).enumerate() {
+            if !legacy {
+                let stored: [u8; CHECKSUM_LEN] = b[sums_at + i * CHECKSUM_LEN..][..CHECKSUM_LEN]
+                    .try_into()
+                    .expect("checksum");
+                if slot_checksum(&b[..HEADER_LEN], s) != stored {
+                    // Not interpreted: its kind or parameters may be the damage.
+                    slots.push(Slot {
+                        damaged: Some(Box::new((s.try_into().expect("slot"), stored))),
+                        kind: SlotKind::from_byte(s[0]).unwrap_or(SlotKind::Passphrase),
+                        params: NO_KDF,
+                        salt: [0u8; SALT_LEN],
+                        nonce: [0u8; NONCE_LEN],
+                        wrapped: [0u8; WRAPPED_LEN],
+                    });
+                    continue;
+                }
+            }
             let kind = SlotKind::from_byte(s[0])
                 .ok_or_else(|| KeyError::Corrupt(format!("slot {i} has unknown kind {}", s[0])))?;
             let params = KdfParams {
@@ -683,6 +798,7 @@ impl KeyFile {
                 )));
             }
             let mut slot = Slot {
+                damaged: None,
                 kind,
                 params,
                 salt: [0u8; SALT_LEN],
@@ -695,7 +811,12 @@ impl KeyFile {
             slot.wrapped.copy_from_slice(&s[SLOT_AAD_LEN + NONCE_LEN..]);
             slots.push(slot);
         }
-        Ok(KeyFile { vault_id, slots })
+        Ok(KeyFile {
+            vault_id,
+            slots,
+            legacy,
+            origin: None,
+        })
     }
 
     /// Creates `path`, never overwriting: the bytes go to a 0600 temp file in
@@ -725,8 +846,14 @@ impl KeyFile {
         sync_parent(path)
     }
 
+    /// Reads and parses `path`; a damaged file's error names it.
     pub fn load(path: &Path) -> Result<KeyFile, KeyError> {
-        KeyFile::from_bytes(&fs::read(path)?)
+        let mut kf = KeyFile::from_bytes(&fs::read(path)?).map_err(|e| match e {
+            KeyError::Corrupt(why) => KeyError::Corrupt(format!("{why}, in {}", path.display())),
+            e => e,
+        })?;
+        kf.origin = Some(path.to_path_buf());
+        Ok(kf)
     }
 }
 
@@ -819,7 +946,7 @@ mod tests {
             vec![SlotKind::Passphrase, SlotKind::RecoveryKey]
         );
         let bytes = kf.to_bytes();
-        assert_eq!(bytes.len(), HEADER_LEN + 2 * SLOT_LEN);
+        assert_eq!(bytes.len(), HEADER_LEN + 2 * (SLOT_LEN + CHECKSUM_LEN));
         let back = KeyFile::from_bytes(&bytes).unwrap();
         assert_eq!(back.vault_id(), kf.vault_id());
         assert_eq!(back.to_bytes(), bytes);
@@ -947,31 +1074,101 @@ mod tests {
             Err(KeyError::Corrupt(_))
         ));
         let mut v = b.clone();
-        v[8] = 2;
+        v[8] = 3;
         assert!(matches!(
             KeyFile::from_bytes(&v),
-            Err(KeyError::UnsupportedVersion(2))
+            Err(KeyError::UnsupportedVersion(3))
         ));
         // A hostile copy asking for 1 TiB of Argon2 memory is refused at parse time.
+        // (The checksum is unkeyed: a hostile copy recomputes it.)
         let mut v = b.clone();
         v[HEADER_LEN + 1..HEADER_LEN + 5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let sum = slot_checksum(&v[..HEADER_LEN], &v[HEADER_LEN..HEADER_LEN + SLOT_LEN]);
+        let at = HEADER_LEN + 2 * SLOT_LEN;
+        v[at..at + CHECKSUM_LEN].copy_from_slice(&sum);
         assert!(matches!(KeyFile::from_bytes(&v), Err(KeyError::Corrupt(_))));
     }
 
+    /// A flipped byte anywhere in a slot is reported as that slot's damage,
+    /// not as a wrong passphrase; the intact slots still open, and a wrong
+    /// passphrase on an intact file is still a wrong passphrase.
     #[test]
-    fn tampered_slot_or_moved_vault_id_fails() {
-        let (kf, _, _) = KeyFile::create(b"pw", &FAST).unwrap();
+    fn damaged_slot_is_damage_not_a_wrong_passphrase() {
+        let (kf, master, rk) = KeyFile::create(b"pw", &FAST).unwrap();
         let b = kf.to_bytes();
-        // Flip one bit in the wrapped key, the salt, and the vault id in turn.
-        for pos in [HEADER_LEN + SLOT_LEN - 1, HEADER_LEN + 20, 12] {
+        assert_eq!(b.len(), HEADER_LEN + 2 * (SLOT_LEN + CHECKSUM_LEN));
+        assert!(matches!(
+            kf.unlock(b"wrong"),
+            Err(KeyError::WrongPassphrase)
+        ));
+        // Every byte of slot 0 (kind, parameters, salt, nonce, wrapped key)
+        // and of its checksum.
+        let sums = HEADER_LEN + 2 * SLOT_LEN;
+        for pos in (HEADER_LEN..HEADER_LEN + SLOT_LEN).chain(sums..sums + CHECKSUM_LEN) {
             let mut v = b.clone();
-            v[pos] ^= 1;
-            let t = KeyFile::from_bytes(&v).unwrap();
+            v[pos] ^= 0x01;
+            let t = KeyFile::from_bytes(&v).unwrap_or_else(|e| panic!("pos {pos}: {e}"));
+            assert_eq!(t.damaged_slots(), vec![0], "pos {pos}");
+            let e = t.unlock(b"pw").err().expect("a damaged slot opened");
             assert!(
-                matches!(t.unlock(b"pw"), Err(KeyError::WrongPassphrase)),
+                matches!(&e, KeyError::DamagedSlots { slots, .. } if slots == &vec![0]),
+                "pos {pos}: {e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with("key slot 0 of the key file is damaged"),
+                "{e}"
+            );
+            // The recovery slot is intact and still opens.
+            let rks = rk.to_display_string();
+            assert!(
+                same(&t.unlock(rks.as_bytes()).unwrap(), &master),
                 "pos {pos}"
             );
+            // Saving keeps the damage visible; removing the slot clears it.
+            let mut again = KeyFile::from_bytes(&t.to_bytes()).unwrap();
+            assert_eq!(again.damaged_slots(), vec![0]);
+            assert!(matches!(again.remove_slot(1), Err(KeyError::LastSlot)));
+            again.remove_slot(0).unwrap();
+            assert!(again.damaged_slots().is_empty());
         }
+        // A damaged vault id fails every slot's checksum.
+        let mut v = b.clone();
+        v[12] ^= 1;
+        let t = KeyFile::from_bytes(&v).unwrap();
+        assert!(matches!(
+            t.unlock(b"pw"),
+            Err(KeyError::DamagedSlots { slots, .. }) if slots == vec![0, 1]
+        ));
+        // Truncated: damaged, whatever the passphrase.
+        for cut in [1, CHECKSUM_LEN, SLOT_LEN] {
+            assert!(matches!(
+                KeyFile::from_bytes(&b[..b.len() - cut]),
+                Err(KeyError::Corrupt(_))
+            ));
+        }
+    }
+
+    /// A version 1 file (no checksums) still opens and is written back as
+    /// version 2; damage in it cannot be told from a wrong passphrase.
+    #[test]
+    fn version_1_key_files_open_and_upgrade() {
+        let (kf, master, _) = KeyFile::create(b"pw", &FAST).unwrap();
+        let mut v1 = kf.to_bytes();
+        v1.truncate(HEADER_LEN + 2 * SLOT_LEN);
+        v1[8] = KEYFILE_VERSION_V1;
+        let old = KeyFile::from_bytes(&v1).unwrap();
+        assert!(old.is_legacy());
+        assert!(same(&old.unlock(b"pw").unwrap(), &master));
+        let up = KeyFile::from_bytes(&old.to_bytes()).unwrap();
+        assert!(!up.is_legacy());
+        assert_eq!(up.to_bytes(), kf.to_bytes());
+        let mut bad = v1.clone();
+        bad[HEADER_LEN + SLOT_LEN - 1] ^= 1;
+        assert!(matches!(
+            KeyFile::from_bytes(&bad).unwrap().unlock(b"pw"),
+            Err(KeyError::WrongPassphrase)
+        ));
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn require_exists(paths: &VaultPaths) -> Result<()> {
 
 pub fn unlock(paths: &VaultPaths, passphrase: &[u8]) -> Result<UnlockedVault> {
     require_exists(paths)?;
-    let key_file = KeyFile::load(&paths.key_file())?;
+    let key_file = KeyFile::load(&paths.key_file()).map_err(key_error)?;
     let master = match key_file.unlock(passphrase) {
         Ok(m) => m,
         Err(KeyError::WrongPassphrase) => {
@@ -154,14 +154,42 @@ pub fn unlock(paths: &VaultPaths, passphrase: &[u8]) -> Result<UnlockedVault> {
                 paths.root.display()
             )))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(key_error(e)),
     };
+    let damaged = key_file.damaged_slots();
+    if !damaged.is_empty() {
+        log::warn!(
+            "key slot(s) {damaged:?} of {} are damaged (checksum mismatch); remove them with \
+             `tresor key remove` and add new ones",
+            paths.key_file().display()
+        );
+    } else if key_file.is_legacy() {
+        // Version 1 has no slot checksums; the slot that just opened is
+        // known good, so this is the moment to add them.
+        if let Err(e) = key_file.save_replace(&paths.key_file()) {
+            log::warn!(
+                "cannot add slot checksums to {}: {e}",
+                paths.key_file().display()
+            );
+        }
+    }
     let subkeys = master.subkeys();
     Ok(UnlockedVault {
         key_file,
         master,
         subkeys,
     })
+}
+
+/// A key-file error as the user sees it: a damaged file or slot is
+/// `Error::Damaged` (exit 4), since the secret may well be right.
+pub fn key_error(e: KeyError) -> anyhow::Error {
+    match e {
+        e @ (KeyError::DamagedSlots { .. } | KeyError::Corrupt(_)) => {
+            crate::error::Error::Damaged(e.to_string()).into()
+        }
+        e => e.into(),
+    }
 }
 
 /// The daemon's exclusive lock on the vault; released when dropped (or when

@@ -23,7 +23,8 @@ pub(super) fn test(vault: &VaultArgs, name: &str) -> Result<()> {
         .with_context(|| format!("no backend named {name}; see `tresor backend list`"))?
         .clone();
     let creds = Credentials::load(&paths.root)?;
-    probe(&b, &creds, true, None)?;
+    probe(&b, &creds, true, None)
+        .with_context(|| format!("backend {name} failed its connection test"))?;
     let caps = probe_capabilities(&b, &creds)?;
     for (what, c) in [
         ("create-if-absent", &caps.create_if_absent),
