@@ -474,6 +474,62 @@ fn umount_helper_returns_after_the_flush() {
     ns.wait_daemon_gone("umount -l");
 }
 
+/// `mount -o remount,ro` makes the mount read-only in place (same daemon,
+/// writes fail with EROFS, reads work) and `remount,rw` makes it writable
+/// again; mount(8) runs the helper form (through mount.fuse3) with
+/// `remount` among the mount's options.
+#[test]
+fn remount_ro_and_back_to_rw() {
+    if !require_root() {
+        return;
+    }
+    let ns = Ns::new();
+    let (v, m, p) = (ns.vault.display(), ns.mnt.display(), ns.passfile.display());
+    ns.sh(&format!(
+        "mount -t fuse.tresor {v} {m} -o passphrase_file={p},nosuid,nodev"
+    ))
+    .ok();
+    let daemon = ns.daemon().expect("daemon");
+    let before = write_files(|s| ns.sh(s), &ns.mnt);
+    let options = || {
+        ns.sh(&format!("findmnt -n -o OPTIONS --mountpoint {m}"))
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    ns.sh(&format!("mount -o remount,ro {m}")).ok();
+    let ro = options();
+    assert!(ro.starts_with("ro,"), "after remount,ro: {ro}");
+    assert!(
+        ro.contains("nosuid") && ro.contains("nodev"),
+        "remount dropped the mount's flags: {ro}"
+    );
+    let r = ns.sh(&format!("touch {m}/new")).failed();
+    assert!(r.stderr.contains("Read-only file system"), "{r}");
+    let r = ns.sh(&format!("echo more >> {m}/small")).failed();
+    assert!(r.stderr.contains("Read-only file system"), "{r}");
+    assert_eq!(sums(|s| ns.sh(s), &ns.mnt), before, "reads while ro");
+    assert_eq!(ns.daemon(), Some(daemon), "a remount must keep the daemon");
+
+    ns.sh(&format!("mount -o remount,rw {m}")).ok();
+    assert!(
+        options().starts_with("rw,"),
+        "after remount,rw: {}",
+        options()
+    );
+    ns.sh(&format!("touch {m}/new && echo more >> {m}/small"))
+        .ok();
+    ns.sh(&format!("umount {m}")).ok();
+    ns.wait_daemon_gone("umount");
+    ns.sh(&format!(
+        "mount -t fuse.tresor {v} {m} -o passphrase_file={p} && test -e {m}/new"
+    ))
+    .ok();
+    ns.sh(&format!("umount {m}")).ok();
+    ns.wait_daemon_gone("the second umount");
+}
+
 /// The mount-helper form's errors: each says what is wrong and what to do,
 /// with the documented exit code. No mount needed.
 #[test]

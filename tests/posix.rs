@@ -800,6 +800,183 @@ fn posix_acl_access() {
     });
 }
 
+/// A vault mounted with allow_other whose paths user `nobody` can reach, for
+/// checks that run a command as another user; `None` if mounted tests are
+/// skipped or this is not root.
+fn mounted_for_other_users() -> Option<TestVault> {
+    require_tool("setpriv", "util-linux");
+    let mut v = TestVault::new()?;
+    if !is_root() {
+        eprintln!("skipped: needs root (runs commands as user nobody)");
+        return None;
+    }
+    fs::set_permissions(&v.root_path, fs::Permissions::from_mode(0o755)).unwrap();
+    v.mount_opts.push("allow_other".into());
+    v.mount();
+    Some(v)
+}
+
+const NOBODY: u32 = 65534;
+
+/// Runs `script` with /bin/sh in `dir` as uid/gid 65534 (nobody/nogroup),
+/// no supplementary groups.
+fn sh_as_nobody(dir: &Path, script: &str) -> Run {
+    run_bounded(
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ])
+            .current_dir(dir),
+        std::time::Duration::from_secs(60),
+    )
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+/// Default ACLs (generic/099, 319, 444): a new file or directory gets the
+/// mode its create asked for masked by the directory's default ACL, not by
+/// the umask; an access ACL when the default ACL names a user or group; a new
+/// directory also gets the default ACL itself. The kernel enforces the
+/// inherited entries (FUSE_POSIX_ACL): `nobody` may append to a file whose
+/// "other" class is read-only because an ACL entry names it.
+#[test]
+fn default_acl_inherited_and_enforced() {
+    require_tool("setfacl", "acl");
+    let Some(mut v) = mounted_for_other_users() else {
+        return;
+    };
+    let (d, e) = (v.path("d"), v.path("e"));
+    fs::create_dir(&d).unwrap();
+    fs::create_dir(&e).unwrap();
+    fs::set_permissions(&e, fs::Permissions::from_mode(0o755)).unwrap();
+    let setfacl = |args: &[&str], p: &Path| {
+        let mut a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        a.push(p.as_os_str());
+        run_tool("setfacl", &a).ok();
+    };
+    setfacl(&["-d", "--set", "u::rwx,g::rwx,o::-"], &d);
+    setfacl(&["-d", "-m", "u:nobody:rw"], &e);
+    let r = run_bounded(
+        std::process::Command::new("sh")
+            .args(["-c", "umask 022 && mkdir d/sub && : > d/f && echo x > e/g"])
+            .current_dir(&v.mnt),
+        std::time::Duration::from_secs(60),
+    );
+    r.ok();
+    check_twice(&mut v, |v| {
+        let getfacl = |p: &Path| {
+            run_tool(
+                "getfacl",
+                &[
+                    "--omit-header".as_ref(),
+                    "--numeric".as_ref(),
+                    p.as_os_str(),
+                ],
+            )
+            .ok()
+            .stdout
+        };
+        assert_eq!(
+            mode_of(&v.path("d/sub")),
+            0o770,
+            "mkdir 0777 under the default ACL u::rwx,g::rwx,o::- (umask 022 not applied)"
+        );
+        assert_eq!(mode_of(&v.path("d/f")), 0o660, "create 0666, same ACL");
+        let sub = getfacl(&v.path("d/sub"));
+        for want in [
+            "default:user::rwx",
+            "default:group::rwx",
+            "default:other::---",
+        ] {
+            assert!(sub.lines().any(|l| l == want), "d/sub lacks {want}:\n{sub}");
+        }
+        let g = getfacl(&v.path("e/g"));
+        assert!(
+            g.lines().any(|l| l == format!("user:{NOBODY}:rw-")),
+            "e/g did not inherit the named entry:\n{g}"
+        );
+        assert_eq!(
+            mode_of(&v.path("e/g")),
+            0o664,
+            "e/g: 0666 masked by u::rwx,m::rwx,o::r-x"
+        );
+        assert_eq!(
+            errno(getxattr(&v.path("d/f"), "system.posix_acl_access")),
+            libc::ENODATA,
+            "an inherited ACL equal to the mode is not stored"
+        );
+    });
+    // The ACL entry, not the mode, lets nobody write; d/f has no entry.
+    sh_as_nobody(&v.mnt, "echo y >> e/g").ok();
+    let r = sh_as_nobody(&v.mnt, "echo y >> d/f").failed();
+    assert!(r.stderr.contains("Permission denied"), "{r}");
+    assert_eq!(fs::read(v.path("e/g")).unwrap(), b"x\ny\n");
+}
+
+/// setgid rules (generic/375, 444, 683-685): a write, truncate, fallocate or
+/// setfacl by a user neither in the file's group nor root clears the file's
+/// setgid bit, even without group-execute; root's do not. A directory made
+/// in a setgid directory, by anyone, gets its group and setgid bit.
+#[test]
+fn setgid_cleared_by_outsiders_kept_by_root() {
+    require_tool("setfacl", "acl");
+    require_tool("fallocate", "util-linux");
+    let Some(mut v) = mounted_for_other_users() else {
+        return;
+    };
+    let set = |name: &str, mode: u32| {
+        let p = v.path(name);
+        fs::write(&p, b"data").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for f in ["w", "t", "fa", "acl", "root"] {
+        set(f, 0o2666);
+    }
+    sh_as_nobody(&v.mnt, "echo y >> w").ok();
+    sh_as_nobody(&v.mnt, "truncate -s 1 t").ok();
+    sh_as_nobody(&v.mnt, "fallocate -l 65536 fa").ok();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(v.path("root"))
+        .unwrap()
+        .write_all(b"y")
+        .unwrap();
+    // setfacl needs the owner: give "acl" to nobody, group stays root's.
+    std::os::unix::fs::chown(v.path("acl"), Some(NOBODY), None).unwrap();
+    fs::set_permissions(v.path("acl"), fs::Permissions::from_mode(0o2755)).unwrap();
+    sh_as_nobody(&v.mnt, "setfacl -m u::rwx,g::rwx,o::rwx acl").ok();
+    // a setgid directory: nobody's mkdir inherits group 4242 and setgid
+    let g = v.path("g");
+    fs::create_dir(&g).unwrap();
+    std::os::unix::fs::chown(&g, None, Some(4242)).unwrap();
+    fs::set_permissions(&g, fs::Permissions::from_mode(0o2777)).unwrap();
+    sh_as_nobody(&v.mnt, "mkdir g/sub && : > g/file").ok();
+    // A write's new mode reaches the kernel's cache after the attribute
+    // timeout (1 s); the remount shows what is stored.
+    v.remount();
+    assert_eq!(mode_of(&v.path("w")), 0o666, "write by an outsider");
+    assert_eq!(mode_of(&v.path("t")), 0o666, "truncate by an outsider");
+    assert_eq!(mode_of(&v.path("fa")), 0o666, "fallocate by an outsider");
+    assert_eq!(mode_of(&v.path("acl")), 0o777, "setfacl by an outsider");
+    assert_eq!(
+        mode_of(&v.path("root")),
+        0o2666,
+        "root's write keeps setgid"
+    );
+    let sub = fs::metadata(v.path("g/sub")).unwrap();
+    assert_eq!((sub.gid(), sub.mode() & 0o2000), (4242, 0o2000), "g/sub");
+    let file = fs::metadata(v.path("g/file")).unwrap();
+    assert_eq!((file.gid(), file.mode() & 0o2000), (4242, 0), "g/file");
+}
+
 #[test]
 fn statfs_numbers() {
     let Some(v) = TestVault::mounted() else {

@@ -73,6 +73,41 @@ pub const MAX_FILE_SIZE: u64 = 1 << 44;
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The calling thread (0: none, e.g. in tests): its supplementary
+    /// groups are read from /proc when a setgid rule needs them.
+    pub pid: u32,
+    /// The caller's umask, applied at create unless the directory has a
+    /// default ACL (0 where the mode arrives masked already).
+    pub umask: u32,
+}
+
+impl Caller {
+    /// Root stands for the capabilities (CAP_FSETID) the kernel would ask.
+    pub fn privileged(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Is the caller in group `gid` (its own group or a supplementary one),
+    /// or privileged? The kernel's `in_group_or_capable`, which decides
+    /// whether a change by a non-member clears a setgid bit.
+    pub fn in_group(&self, gid: u32) -> bool {
+        if self.privileged() || self.gid == gid {
+            return true;
+        }
+        if self.pid == 0 {
+            return false;
+        }
+        // "Groups:\t100 101 \n" in /proc/PID/status (PID is the calling
+        // thread, which /proc names too).
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Groups:"))
+                    .map(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)))
+            })
+            .unwrap_or(false)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -22,12 +22,32 @@ impl FsCore {
         Ok(a)
     }
 
+    /// The entry `name` of directory `parent`. `.` and `..` are answered for
+    /// the kernel's file-handle decoding (`FUSE_EXPORT_SUPPORT`): it asks
+    /// for `.` of any inode number, file or directory, to find an inode it
+    /// no longer caches, and for `..` of a directory to find its parent;
+    /// an inode that no longer exists is ENOENT, which it reports as ESTALE.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
+        if name == b"." {
+            return self.getattr(parent);
+        }
         let ino = {
             let idx = self.data.index.lock();
+            if name == b".." {
+                let p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
+                if p.kind != FileKind::Directory {
+                    return Err(FsError::NotDir);
+                }
+                let up = match parent {
+                    ROOT_INO => ROOT_INO,
+                    _ => idx.parent_of(parent)?.ok_or(FsError::NotFound)?,
+                };
+                drop(idx);
+                return self.getattr(up);
+            }
             let p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
             if p.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
@@ -151,6 +171,18 @@ impl FsCore {
         if idx.lookup(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
+        // The directory's default ACL instead of the umask (symlinks take
+        // neither: always 0777).
+        let default_acl = match kind {
+            FileKind::Symlink => None,
+            _ => idx.xattr(parent, acl::DEFAULT_ACL)?,
+        };
+        let inherited = default_acl.as_deref().and_then(|d| acl::inherit(d, perm));
+        let (perm, access_acl) = match (kind, inherited) {
+            (FileKind::Symlink, _) => (perm, None),
+            (_, Some((perm, access))) => (perm, access),
+            (_, None) => (perm & !caller.umask, None),
+        };
         let mut a = self.new_inode_attr(&idx, caller, &p, kind, perm);
         a.rdev = rdev;
         if let Some(t) = target {
@@ -163,6 +195,12 @@ impl FsCore {
         a.ino = idx.create_inode(&a)?;
         if let Some(t) = target {
             idx.set_symlink(a.ino, t)?;
+        }
+        if let Some(access) = access_acl {
+            idx.set_xattr(a.ino, acl::ACCESS_ACL, &access)?;
+        }
+        if let (FileKind::Directory, Some(d)) = (kind, &default_acl) {
+            idx.set_xattr(a.ino, acl::DEFAULT_ACL, d)?;
         }
         idx.insert_dirent(parent, name, a.ino)?;
         Self::touch_dir(
@@ -386,6 +424,34 @@ impl FsCore {
         Ok(())
     }
 
+    /// Before a write, truncate or fallocate by `caller`: clears the setgid
+    /// bit of a file whose setgid bit has no group-execute bit beside it
+    /// when the caller is neither in the file's group nor root. The kernel's
+    /// FUSE code clears S_ISUID and a group-executable S_ISGID itself
+    /// (through a setattr) but leaves this case, which disk filesystems
+    /// clear (`setattr_should_drop_sgid`; xfstests generic/683-685).
+    /// True if it cleared the bit (the kernel's cached mode is then stale).
+    pub fn clear_setgid_for(&self, caller: Caller, ino: u64) -> FsResult<bool> {
+        if caller.privileged() {
+            return Ok(false);
+        }
+        let idx = self.data.index.lock();
+        let Some(mut a) = idx.attr(ino)? else {
+            return Ok(false);
+        };
+        let sgid_only = a.perm & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID;
+        if a.kind != FileKind::Regular || !sgid_only || caller.in_group(a.gid) {
+            return Ok(false);
+        }
+        drop(idx);
+        let idx = self.index();
+        a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        a.perm &= !libc::S_ISGID;
+        a.ctime = Timestamp::now();
+        idx.set_attr(&a)?;
+        Ok(true)
+    }
+
     pub fn setattr(&self, ino: u64, s: SetAttr) -> FsResult<Attr> {
         if let Some(size) = s.size {
             if size > MAX_FILE_SIZE {
@@ -484,8 +550,17 @@ impl FsCore {
         idx.xattr(ino, name)?.ok_or(FsError::NoAttr)
     }
 
-    /// `flags`: XATTR_CREATE / XATTR_REPLACE semantics.
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+    /// `flags`: XATTR_CREATE / XATTR_REPLACE semantics. Setting an access ACL
+    /// sets the mode from it and, when the caller is not in the file's group
+    /// (and not root), clears the setgid bit, as a chmod by them would.
+    pub fn setxattr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
         if name.is_empty() || name.len() > 255 {
             return Err(if name.is_empty() {
                 FsError::Invalid
@@ -508,12 +583,19 @@ impl FsCore {
         if name == acl::ACCESS_ACL {
             let bits = acl::mode_bits(value).ok_or(FsError::Invalid)?;
             a.perm = (a.perm & !0o777) | bits;
+            if a.perm & libc::S_ISGID != 0 && !caller.in_group(a.gid) {
+                a.perm &= !libc::S_ISGID;
+            }
             if acl::is_minimal(value) {
                 // Equivalent to the mode: nothing to store (as ext4 does).
                 idx.remove_xattr(ino, name)?;
             } else {
                 idx.set_xattr(ino, name, value)?;
             }
+        } else if name == acl::DEFAULT_ACL {
+            // (The kernel refuses one on a non-directory before it gets here.)
+            acl::mode_bits(value).ok_or(FsError::Invalid)?;
+            idx.set_xattr(ino, name, value)?;
         } else {
             idx.set_xattr(ino, name, value)?;
         }

@@ -3,6 +3,16 @@
 //! A file's data is its extents (all-zero chunks are never stored, they are
 //! holes) plus the bytes still in memory (dirty runs and runs a background
 //! flush is sealing). Everything else below the size is a hole.
+//!
+//! SEEK_DATA/SEEK_HOLE answer in 4 KiB blocks, as ext4 and xfs do: a block
+//! holding any data byte counts as data, so a hole is reported only where
+//! it covers whole blocks. Extents are byte-exact, and without that rounding
+//! a 1-byte write at offset 2 made tools that probe the allocation unit from
+//! SEEK_DATA (xfstests' seek_sanity_test, generic/490) conclude it is 2 bytes
+//! and then seek past the end of their own test files.
+
+/// The block size SEEK_DATA/SEEK_HOLE round to.
+const SEEK_BLOCK: u64 = 4096;
 
 use super::*;
 
@@ -47,7 +57,8 @@ impl FsCore {
     }
 
     /// `lseek` with SEEK_DATA or SEEK_HOLE: the first data byte (or hole
-    /// byte) at or after `offset`. The end of the file counts as a hole;
+    /// byte) at or after `offset`, in [`SEEK_BLOCK`] blocks (a data run
+    /// covers the blocks it touches). The end of the file counts as a hole;
     /// ENXIO at or past the end, and for SEEK_DATA when only holes follow
     /// (as Linux does).
     pub fn seek_data_hole(&self, ino: u64, offset: u64, whence: i32) -> FsResult<u64> {
@@ -84,6 +95,11 @@ impl FsCore {
         let mut mem_i = 0;
         // Returns false once the answer is known.
         let feed = |s: u64, e: u64, found: &mut Option<u64>, pos: &mut u64| -> bool {
+            // Whole blocks (rounding keeps the runs in order of their start).
+            let (s, e) = (
+                s & !(SEEK_BLOCK - 1),
+                e.saturating_add(SEEK_BLOCK - 1) & !(SEEK_BLOCK - 1),
+            );
             if e <= *pos {
                 return true;
             }
@@ -99,7 +115,9 @@ impl FsCore {
             true
         };
         let mut done = false;
-        idx.scan_extents_from(ino, offset, |x| {
+        // From the start of `offset`'s block: an extent ending inside that
+        // block before `offset` still makes it a data block.
+        idx.scan_extents_from(ino, offset & !(SEEK_BLOCK - 1), |x| {
             while mem_i < mem.len() && mem[mem_i].0 <= x.offset {
                 let (s, e) = mem[mem_i];
                 mem_i += 1;

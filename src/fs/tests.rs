@@ -54,7 +54,12 @@ use crate::vault::keys::MasterKey;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const ROOT: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+    umask: 0,
+};
 /// Files in the model stay below this size (offsets are clamped), so a case
 /// never holds more than a few tens of MiB in memory.
 const MODEL_FILE_MAX: usize = 48 * MIB;
@@ -1364,7 +1369,7 @@ impl Harness {
                 } else {
                     Ok(())
                 };
-                let got = self.core().setxattr(ino, n, &value, flags);
+                let got = self.core().setxattr(ROOT, ino, n, &value, flags);
                 if outcome("setxattr", got, want)?.is_some() {
                     self.model.node_mut(ino).xattrs.insert(n.to_vec(), value);
                 }
@@ -1958,6 +1963,42 @@ fn sparse_file_blocks_and_seek() {
     assert_eq!(seek(&v, 0, 99), Err(libc::EINVAL));
 }
 
+/// SEEK_DATA/SEEK_HOLE answer in 4 KiB blocks: a block with any data byte
+/// is data, both dirty and stored (a 1-byte write at offset 2 is not a
+/// 2-byte hole; generic/490 probes the allocation unit that way).
+#[test]
+fn seek_answers_in_whole_blocks() {
+    let v = Vault::new();
+    let ino = new_file(v.core(), "blocks");
+    v.core().write(ino, 2, b"a").unwrap();
+    v.core().write(ino, 5000, b"b").unwrap();
+    v.core()
+        .setattr(
+            ino,
+            SetAttr {
+                size: Some(20_000),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    let seek = |v: &Vault, off: u64, whence: i32| {
+        v.core()
+            .seek_data_hole(ino, off, whence)
+            .map_err(|e| e.errno())
+    };
+    for round in ["dirty", "stored"] {
+        if round == "stored" {
+            v.core().release(ino).unwrap();
+        }
+        assert_eq!(seek(&v, 0, libc::SEEK_DATA), Ok(0), "{round}");
+        assert_eq!(seek(&v, 3, libc::SEEK_DATA), Ok(3), "{round}");
+        assert_eq!(seek(&v, 0, libc::SEEK_HOLE), Ok(8192), "{round}");
+        assert_eq!(seek(&v, 4096, libc::SEEK_DATA), Ok(4096), "{round}");
+        assert_eq!(seek(&v, 8192, libc::SEEK_HOLE), Ok(8192), "{round}");
+        assert_eq!(seek(&v, 8192, libc::SEEK_DATA), Err(libc::ENXIO), "{round}");
+    }
+}
+
 /// Punching a hole frees its blocks (extents removed, edge extents trimmed),
 /// reads zeros, keeps the size, and drops dirty bytes in the range.
 #[test]
@@ -1986,13 +2027,22 @@ fn punch_hole_and_zero_range() {
         v.core()
             .seek_data_hole(ino, MIB as u64, libc::SEEK_HOLE)
             .unwrap(),
-        s as u64
+        (s as u64).next_multiple_of(4096),
+        "the hole starts at the first whole 4 KiB block"
     );
     assert_eq!(
         v.core()
             .seek_data_hole(ino, s as u64, libc::SEEK_DATA)
             .unwrap(),
-        (s + len) as u64
+        s as u64,
+        "the block holding the hole's first byte holds data too"
+    );
+    assert_eq!(
+        v.core()
+            .seek_data_hole(ino, (s as u64).next_multiple_of(4096), libc::SEEK_DATA)
+            .unwrap(),
+        (s + len) as u64 / 4096 * 4096,
+        "the data starts at the block holding its first byte"
     );
     // Dirty bytes in the range are dropped, not flushed later.
     v.core().open(ino).unwrap();

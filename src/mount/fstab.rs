@@ -18,6 +18,11 @@
 //! dropped, tresor's own (`passphrase_file=`, `keyring`) consumed, and the
 //! vault is mounted like `tresor mount` does: daemonised, returning once ready.
 //!
+//! `mount -o remount,ro MNT` (or `remount,rw`) runs the helper form again
+//! with `remount` among the mount's options: no new daemon, just mount(2)
+//! with MS_REMOUNT and the mount's flags; the kernel then answers writes
+//! with EROFS itself.
+//!
 //! `umount MNT` detaches the kernel mount and returns; the daemon then
 //! flushes and commits everything before it exits (FUSE `destroy`). To make
 //! `umount` itself wait for that, link tresor as `/sbin/umount.fuse.tresor`:
@@ -263,6 +268,9 @@ pub fn parse_options(raw: &[String], root: bool) -> Result<MountOptions> {
 
 fn mount_helper(args: &[OsString]) -> Result<()> {
     let a = parse_helper_args(args)?;
+    if a.options.iter().any(|o| o == "remount") {
+        return remount(&a.mountpoint, &a.options, a.fake);
+    }
     if a.mountpoint.starts_with("/dev/fd") {
         return Err(crate::error::usage(
             "mount.fuse3's drop_privileges option passes a pre-opened /dev/fuse, which tresor does not support; remove drop_privileges from the mount options",
@@ -305,6 +313,100 @@ fn mount_helper(args: &[OsString]) -> Result<()> {
         },
         &pass,
     )
+}
+
+/// The mount(2) flags of a remount's options; `None` for an option a remount
+/// cannot change (mount(8) passes the mount's whole option string: the FUSE
+/// ones such as `user_id=0` were fixed at mount time and the kernel ignores
+/// them on a remount), an error for one that means nothing here.
+fn remount_flag(o: &str) -> Result<Option<nix::mount::MsFlags>> {
+    use nix::mount::MsFlags as F;
+    Ok(Some(match o {
+        "ro" => F::MS_RDONLY,
+        "nosuid" => F::MS_NOSUID,
+        "nodev" => F::MS_NODEV,
+        "noexec" => F::MS_NOEXEC,
+        "sync" => F::MS_SYNCHRONOUS,
+        "dirsync" => F::MS_DIRSYNC,
+        "noatime" => F::MS_NOATIME,
+        "nodiratime" => F::MS_NODIRATIME,
+        "relatime" => F::MS_RELATIME,
+        "strictatime" => F::MS_STRICTATIME,
+        "lazytime" => F::MS_LAZYTIME,
+        "remount"
+        | "rw"
+        | "suid"
+        | "dev"
+        | "exec"
+        | "async"
+        | "atime"
+        | "diratime"
+        | "norelatime"
+        | "nostrictatime"
+        | "nolazytime"
+        | "default_permissions"
+        | "allow_other"
+        | "allow_root"
+        | "allow_dev"
+        | "allow_suid"
+        | "keyring" => return Ok(None),
+        _ if IGNORED.contains(&o) || IGNORED_PREFIXES.iter().any(|p| o.starts_with(p)) => {
+            return Ok(None)
+        }
+        _ if [
+            "user_id=",
+            "group_id=",
+            "max_read=",
+            "blksize=",
+            "passphrase_file=",
+        ]
+        .iter()
+        .any(|p| o.starts_with(p)) =>
+        {
+            return Ok(None)
+        }
+        _ => {
+            return Err(crate::error::usage(format!(
+                "mount option `{o}` cannot be changed by a remount of a tresor mount; \
+                 a remount changes ro/rw and the mount flags (nosuid, nodev, noexec, sync, \
+                 dirsync, noatime, nodiratime, relatime, strictatime, lazytime)"
+            )))
+        }
+    }))
+}
+
+/// `mount -o remount,ro MNT` (or `remount,rw`): mount(8) runs the helper
+/// again with `remount` among the options. No new daemon: the running one
+/// keeps serving, and the kernel changes the mount in place (FUSE accepts a
+/// reconfiguration of its flags) and from then on answers every write to a
+/// read-only mount with EROFS itself. The flags replace the mount's, so
+/// mount(8)'s list (the mount's current flags plus the new ones) is kept.
+fn remount(mountpoint: &Path, options: &[String], fake: bool) -> Result<()> {
+    let mp = std::fs::canonicalize(mountpoint)
+        .with_context(|| format!("remount: {}", mountpoint.display()))?;
+    if daemon::mountpoint_containing(&mp).as_deref() != Some(mp.as_path()) {
+        bail!("remount: {} is not a tresor mount", mp.display());
+    }
+    let mut flags = nix::mount::MsFlags::MS_REMOUNT;
+    // The later of two opposites wins, as in mount(8).
+    for o in options.iter().map(|o| o.trim()) {
+        match o {
+            "rw" => flags.remove(nix::mount::MsFlags::MS_RDONLY),
+            "suid" | "allow_suid" => flags.remove(nix::mount::MsFlags::MS_NOSUID),
+            "dev" | "allow_dev" => flags.remove(nix::mount::MsFlags::MS_NODEV),
+            "exec" => flags.remove(nix::mount::MsFlags::MS_NOEXEC),
+            _ => flags |= remount_flag(o)?.unwrap_or(nix::mount::MsFlags::empty()),
+        }
+    }
+    if fake {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("remount: only root can remount a FUSE filesystem (fusermount3 cannot)");
+    }
+    nix::mount::mount(None::<&str>, &mp, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("remount of {} ({flags:?})", mp.display()))?;
+    Ok(())
 }
 
 /// `umount.fuse.tresor MOUNTPOINT [-n] [-l] [-f] [-v] [-r] [-t TYPE]`.

@@ -10,6 +10,9 @@
 //! hard links and ctime updates on other names must show up promptly.
 //! `st_blocks` comes from the core (data extents, not the size), and
 //! `lseek` (SEEK_DATA/SEEK_HOLE) and every fallocate mode go to the core.
+//! `FUSE_POSIX_ACL` with `FUSE_DONT_MASK`: the kernel enforces and caches
+//! ACLs, the core inherits default ACLs and applies the umask otherwise
+//! (`fs/acl.rs`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -31,11 +34,39 @@ pub const MAX_WRITE: u32 = 1024 * 1024;
 
 pub struct TresorFuse {
     core: Arc<FsCore>,
+    /// The session's notifier, set once the session exists (see
+    /// [`TresorFuse::notifier_slot`]).
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl TresorFuse {
     pub fn new(core: Arc<FsCore>) -> TresorFuse {
-        TresorFuse { core }
+        TresorFuse {
+            core,
+            notifier: Arc::default(),
+        }
+    }
+
+    /// Where the daemon puts `session.notifier()` once it has the session.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Before a write, truncate or fallocate: the core clears a setgid bit
+    /// the kernel leaves set; the kernel's cached attributes are then
+    /// dropped so the next stat shows it (a fallocate or write reply
+    /// carries no attributes).
+    fn clear_setgid(&self, req: &Request, ino: u64) -> Result<(), FsError> {
+        if self.core.clear_setgid_for(caller(req), ino)? {
+            if let Some(n) = self.notifier.get() {
+                // offset -1: attributes only, no page cache (no lock the
+                // request in progress holds).
+                if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                    log::debug!("invalidating inode {ino}'s attributes: {e}");
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -112,6 +143,17 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
+        umask: 0,
+    }
+}
+
+/// The caller of a create, with its umask: the kernel does not apply it
+/// (`FUSE_DONT_MASK`), the core does unless a default ACL applies.
+fn creator(req: &Request, umask: u32) -> Caller {
+    Caller {
+        umask,
+        ..caller(req)
     }
 }
 
@@ -186,8 +228,21 @@ impl fuser::Filesystem for TresorFuse {
             fuser::InitFlags::FUSE_DO_READDIRPLUS
                 | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
                 | fuser::InitFlags::FUSE_PARALLEL_DIROPS
-                | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+                | fuser::InitFlags::FUSE_CACHE_SYMLINKS
+                // open_by_handle_at and NFS export: inode numbers are never
+                // reused (generation 0 stays right) and the core answers
+                // lookups of `.` and `..` (see FsCore::lookup).
+                | fuser::InitFlags::FUSE_EXPORT_SUPPORT,
         );
+        // POSIX ACLs: the kernel checks permissions against them and caches
+        // them; the core keeps them in step with the mode and inherits
+        // default ACLs, for which it needs the create mode before the umask.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK)
+            .is_err()
+        {
+            log::warn!("the kernel offers no FUSE_POSIX_ACL: default ACLs are not inherited");
+        }
         Ok(())
     }
 
@@ -277,7 +332,7 @@ impl fuser::Filesystem for TresorFuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -302,7 +357,13 @@ impl fuser::Filesystem for TresorFuse {
             mtime: mtime.map(time_set),
             ctime: ctime.map(kernel_time),
         };
-        match self.core.setattr(ino.0, s) {
+        // A truncate by an outsider clears a lone setgid bit (the core says
+        // when); a chmod's mode comes from the kernel with that done.
+        let r = match size {
+            Some(_) => self.clear_setgid(req, ino.0),
+            None => Ok(()),
+        };
+        match r.and_then(|()| self.core.setattr(ino.0, s)) {
             Ok(a) => reply.attr(&TTL, &to_fuse_attr(&a)),
             Err(e) => reply.error(errno("setattr", ino.0, &e)),
         }
@@ -325,13 +386,17 @@ impl fuser::Filesystem for TresorFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
         reply_entry(
             reply,
             "mknod",
             parent.0,
-            self.core
-                .mknod(caller(req), parent.0, name.as_bytes(), mode, rdev),
+            self.core.mknod(
+                creator(req, umask),
+                parent.0,
+                name.as_bytes(),
+                mode & (libc::S_IFMT | 0o7777),
+                rdev,
+            ),
         );
     }
 
@@ -349,10 +414,10 @@ impl fuser::Filesystem for TresorFuse {
             "mkdir",
             parent.0,
             self.core.mkdir(
-                caller(req),
+                creator(req, umask),
                 parent.0,
                 name.as_bytes(),
-                mode & 0o7777 & !umask,
+                mode & 0o7777,
             ),
         );
     }
@@ -472,7 +537,7 @@ impl fuser::Filesystem for TresorFuse {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -482,7 +547,10 @@ impl fuser::Filesystem for TresorFuse {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.core.write(ino.0, offset, data) {
+        let r = self
+            .clear_setgid(req, ino.0)
+            .and_then(|()| self.core.write(ino.0, offset, data));
+        match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno("write", ino.0, &e)),
         }
@@ -628,7 +696,7 @@ impl fuser::Filesystem for TresorFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -640,7 +708,8 @@ impl fuser::Filesystem for TresorFuse {
             reply,
             "setxattr",
             ino.0,
-            self.core.setxattr(ino.0, name.as_bytes(), value, flags),
+            self.core
+                .setxattr(caller(req), ino.0, name.as_bytes(), value, flags),
         );
     }
 
@@ -683,10 +752,10 @@ impl fuser::Filesystem for TresorFuse {
         reply: ReplyCreate,
     ) {
         match self.core.create(
-            caller(req),
+            creator(req, umask),
             parent.0,
             name.as_bytes(),
-            mode & 0o7777 & !umask,
+            mode & 0o7777,
         ) {
             Ok((a, fh)) => reply.created(
                 &TTL,
@@ -701,7 +770,7 @@ impl fuser::Filesystem for TresorFuse {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -713,7 +782,8 @@ impl fuser::Filesystem for TresorFuse {
             reply,
             "fallocate",
             ino.0,
-            self.core.fallocate(ino.0, offset, length, mode),
+            self.clear_setgid(req, ino.0)
+                .and_then(|()| self.core.fallocate(ino.0, offset, length, mode)),
         );
     }
 

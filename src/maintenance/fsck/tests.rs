@@ -18,7 +18,12 @@ use crate::store::packstore::PackStore;
 use crate::store::Store;
 use crate::vault::keys::MasterKey;
 
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const ROOT: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+    umask: 0,
+};
 
 fn open_core(dir: &Path, master: &MasterKey, create: bool) -> FsCore {
     let sk = master.subkeys();
@@ -68,7 +73,7 @@ impl Fixture {
         let sub = core.mkdir(ROOT, d, b"sub", 0o755).unwrap().ino;
         write(sub, "e", &data(3, 1024));
         core.symlink(ROOT, ROOT_INO, b"s", b"a").unwrap();
-        core.setxattr(a, b"user.k", b"v", 0).unwrap();
+        core.setxattr(ROOT, a, b"user.k", b"v", 0).unwrap();
         core.shutdown().unwrap();
         drop(core);
         Fixture {

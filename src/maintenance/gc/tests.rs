@@ -14,7 +14,12 @@ use crate::store::Store;
 use crate::vault::keys::MasterKey;
 
 const MIB: usize = 1024 * 1024;
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+const ROOT: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+    umask: 0,
+};
 
 fn open_core(dir: &Path, master: &MasterKey, create: bool) -> FsCore {
     let sk = master.subkeys();
