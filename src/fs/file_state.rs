@@ -59,17 +59,25 @@ impl FsCore {
 
     /// Drops a file's in-memory state once nothing is open, dirty or being
     /// flushed. Takes the map lock first (lock order), then re-checks.
+    ///
+    /// The state is only try-locked: whoever holds the map lock must never
+    /// wait, because `drop_link` takes the map under the index lock, and a
+    /// state holder may be waiting for the index (getattr under the state
+    /// lock). Waiting here closed that cycle under fsstress (generic/013).
+    /// A state someone holds is in use, so not idle: nothing is forgotten.
     pub(super) fn forget_if_idle(&self, ino: u64) {
         let mut files = self.files.lock();
         let idle = match files.get(&ino) {
-            Some(slot) => {
-                let st = slot.state.lock();
-                st.open_count == 0
-                    && st.dirty.is_empty()
-                    && !st.size_dirty
-                    && !st.job_running
-                    && st.job_error.is_none()
-            }
+            Some(slot) => match slot.state.try_lock() {
+                Some(st) => {
+                    st.open_count == 0
+                        && st.dirty.is_empty()
+                        && !st.size_dirty
+                        && !st.job_running
+                        && st.job_error.is_none()
+                }
+                None => false,
+            },
             None => false,
         };
         if idle {
@@ -85,10 +93,19 @@ impl FsCore {
     pub(super) fn open_inode(&self, ino: u64) -> u64 {
         // Under the map lock, so `forget_if_idle` cannot drop the slot
         // between lookup and count.
-        let mut files = self.files.lock();
-        let slot = files.entry(ino).or_default().clone();
-        slot.state.lock().open_count += 1;
-        drop(files);
+        // Never wait for the state while holding the map (see
+        // `forget_if_idle`): if the state is busy, wait for it without the
+        // map, then look the slot up again (it may have been forgotten).
+        loop {
+            let mut files = self.files.lock();
+            let slot = files.entry(ino).or_default().clone();
+            let counted = slot.state.try_lock().map(|mut st| st.open_count += 1);
+            drop(files);
+            if counted.is_some() {
+                break;
+            }
+            drop(slot.state.lock());
+        }
         *self.open_handles.lock().entry(ino).or_default() += 1;
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }

@@ -14,7 +14,12 @@
 //! what makes copies of a file deduplicate.
 //!
 //! Lock order: `files` map → one `FileState` → `index` → pack store. The index
-//! lock is never held across sealing or store reads.
+//! lock is never held across sealing or store reads. One exception:
+//! deleting a file's last link takes the `files` map under the index lock
+//! (to drop the deleted file's state), so whoever holds the map only
+//! *try-locks* a `FileState` and never waits while holding it; waiting
+//! there deadlocked unlink, release and open under fsstress
+//! (xfstests generic/013).
 //!
 //! Durability: `fsync` flushes the file, finishes the open pack, waits until
 //! every pack is durable in the store and then commits the index with
