@@ -31,12 +31,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::index::Index;
+
 use crate::progress::Progress;
 use crate::remote::backend::{self, BackendConfig, Credentials, Secret, VaultConfig};
 use crate::remote::snapshot::{self, Manifest, SnapshotCrypto};
 use crate::remote::sync::REMOTE_KEY_PATH;
 use crate::store::Store;
-use crate::vault::keys::{KeyFile, MasterKey, SecretKey};
+use crate::vault::keys::{self, KeyFile, MasterKey, SecretKey};
 use crate::vault::VaultPaths;
 
 /// What a restore file says.
@@ -198,7 +199,7 @@ pub fn open_backends(
             }
         };
         let store = Store::remote(op, runtime.clone());
-        match store.read_all(REMOTE_KEY_PATH) {
+        match store.read_all(REMOTE_KEY_PATH, keys::MAX_KEYFILE_LEN as u64) {
             Ok(bytes) => {
                 let kf = KeyFile::from_bytes(&bytes).with_context(|| {
                     format!(
@@ -282,7 +283,10 @@ pub fn find_manifests(
             if generation.is_some_and(|want| want != g) {
                 continue;
             }
-            let obj = match store.read_all(&snapshot::manifest_path(g)) {
+            let obj = match store.read_all(
+                &snapshot::manifest_path(g),
+                snapshot::MAX_MANIFEST_OBJECT_LEN,
+            ) {
                 Ok(o) => o,
                 Err(e) => {
                     warnings.push(format!("backend {}: {e}", b.name));
@@ -364,7 +368,7 @@ pub fn download_index(
         let mut last = None;
         for &i in &order {
             let (b, store) = &stores[i];
-            match store.read_all(&snapshot::block_path(id)) {
+            match store.read_all(&snapshot::block_path(id), snapshot::MAX_BLOCK_OBJECT_LEN) {
                 Ok(obj) => match crypto.open_block(id, &obj) {
                     Ok(raw) => return Ok(raw),
                     Err(e) => last = Some(format!("backend {}: {e}", b.name)),

@@ -364,6 +364,9 @@ const HEADER_LEN: usize = 8 + 1 + VAULT_ID_LEN + 1;
 const SLOT_AAD_LEN: usize = 1 + 4 + 4 + 4 + SALT_LEN;
 const SLOT_LEN: usize = SLOT_AAD_LEN + NONCE_LEN + WRAPPED_LEN; // 101
 pub const MAX_SLOTS: usize = 32;
+/// The longest key file there can be (a copy read from a backend is capped
+/// at this, see `Store::read_all`).
+pub const MAX_KEYFILE_LEN: usize = HEADER_LEN + MAX_SLOTS * SLOT_LEN;
 
 #[derive(Clone)]
 struct Slot {
