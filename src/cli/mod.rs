@@ -44,6 +44,8 @@ enum Command {
     Init {
         #[command(flatten)]
         vault: VaultArgs,
+        #[command(flatten)]
+        slot: session::NewSlotArgs,
     },
     /// Mount a vault; returns once the mount is ready (daemonises unless -f)
     Mount {
@@ -58,6 +60,8 @@ enum Command {
         /// Create the vault first if it does not exist yet (prints the recovery key)
         #[arg(long)]
         init: bool,
+        #[command(flatten)]
+        slot: session::NewSlotArgs,
         /// Print "ready" on stdout once mounted (used when daemonising)
         #[arg(long, hide = true)]
         ready_stdout: bool,
@@ -217,6 +221,8 @@ enum Command {
         /// Read the new passphrase from the first line of FILE (else asked twice)
         #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        slot: session::NewSlotArgs,
     },
     /// Key slots: list, add-recovery, add-keyfile FILE, remove SLOT
     #[command(subcommand)]
@@ -267,10 +273,11 @@ fn exit_with(result: Result<()>) -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { vault } => {
+        Command::Init { vault, slot } => {
             let paths = vault.paths()?;
             let pass = vault.secret(true)?;
-            let recovery = vault::init(&paths, &pass)?;
+            slot.check(&pass)?;
+            let recovery = vault::init(&paths, &pass, &slot.params())?;
             print_created(&paths, &recovery);
             println!(
                 "Mount it with: tresor mount --vault {} MOUNTPOINT",
@@ -283,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
             foreground,
             options,
             init,
+            slot,
             ready_stdout,
             mountpoint,
         } => {
@@ -299,7 +307,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let pass = vault.secret(creating)?;
             if creating {
-                let recovery = vault::init(&paths, &pass)?;
+                slot.check(&pass)?;
+                let recovery = vault::init(&paths, &pass, &slot.params())?;
                 print_created(&paths, &recovery);
             }
             let options: Vec<String> = options
@@ -315,7 +324,7 @@ fn run(cli: Cli) -> Result<()> {
                     &paths,
                     &mountpoint,
                     &options,
-                    &pass,
+                    pass,
                     Some(std::io::stdout()),
                 );
             }
@@ -330,7 +339,7 @@ fn run(cli: Cli) -> Result<()> {
                     options,
                     foreground,
                 },
-                &pass,
+                pass,
             )?;
             if let Some(root) = announce {
                 println!(
@@ -406,7 +415,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Passwd {
             vault,
             new_passphrase_file,
-        } => key::passwd(&vault, new_passphrase_file.as_deref()),
+            slot,
+        } => key::passwd(&vault, new_passphrase_file.as_deref(), &slot),
         Command::Key(cmd) => key::key(cmd),
     }
 }
@@ -416,7 +426,7 @@ fn print_created(paths: &VaultPaths, recovery: &crate::vault::keys::RecoveryKey)
     println!();
     println!("Recovery key (shown once; it opens the vault if the passphrase is lost):");
     println!();
-    println!("    {}", recovery.to_display_string());
+    println!("    {}", recovery.to_display_string().as_str());
     println!();
 }
 

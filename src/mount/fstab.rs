@@ -305,7 +305,7 @@ fn mount_helper(args: &[OsString]) -> Result<()> {
             options: opts.fuse,
             foreground: false,
         },
-        &pass,
+        pass,
     )
 }
 

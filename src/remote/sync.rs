@@ -505,8 +505,7 @@ impl SyncEngine {
     }
 
     fn upload_key(&self, remote: &Remote) -> Result<()> {
-        let bytes = std::fs::read(&self.key_file)
-            .with_context(|| format!("cannot read {}", self.key_file.display()))?;
+        let bytes = crate::vault::config::key_file_for_backends(&self.vault, &self.key_file)?;
         let own = crate::vault::keys::KeyFile::from_bytes(&bytes)
             .with_context(|| format!("{} is not a key file", self.key_file.display()))?
             .vault_id();
