@@ -92,3 +92,63 @@ fn a_truncated_or_deleted_index_is_restored_from_a_local_copy() {
     let clean = v.tresor_cmd(&["fsck"], &[], true);
     assert!(clean.success(), "fsck after the restores: {clean}");
 }
+
+/// Issue 11, "Done when" 2: with no intact local copy, `fsck --repair`
+/// puts back the newest index snapshot from the vault's backend (a
+/// directory backend here), through restore's own download, and the tree
+/// is the same afterwards.
+#[test]
+fn a_deleted_index_without_local_copies_is_restored_from_a_backend_snapshot() {
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    let disk = v.scratch.join("disk");
+    v.tresor_cmd(
+        &["backend", "add", "disk"],
+        &[
+            "--dir",
+            disk.to_str().unwrap(),
+            "--location",
+            "DE",
+            "--operator",
+            "Own disk",
+            "--operator-country",
+            "DE",
+        ],
+        true,
+    )
+    .ok();
+    v.mount();
+    fs::create_dir_all(v.path("docs")).unwrap();
+    for i in 0..20u64 {
+        fs::write(
+            v.path(format!("docs/f{i}")),
+            random_bytes(i, 5000 + i as usize),
+        )
+        .unwrap();
+    }
+    fs::write(v.path("big"), random_bytes(77, 3 * MIB as usize)).unwrap();
+    v.tresor_cmd(&["sync"], &["--timeout", "120"], true).ok();
+    let before = tree_hashes(&v.mnt);
+    v.unmount();
+
+    fs::remove_dir_all(v.vault.join("index-copies")).unwrap();
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = fs::remove_file(v.vault.join(f));
+    }
+    damaged_mount_names_the_repair(&v);
+    let run = v.tresor_cmd(&["fsck"], &["--repair"], true).ok();
+    assert!(
+        run.stdout.contains("restored the index from the snapshot"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("backend disk"), "{run}");
+    v.mount();
+    assert_eq!(
+        tree_hashes(&v.mnt),
+        before,
+        "tree after restoring the index from the backend"
+    );
+    v.unmount();
+    v.tresor_cmd(&["fsck"], &[], true).ok();
+}

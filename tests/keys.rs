@@ -541,3 +541,140 @@ fn damaged_key_slot_is_damage_not_a_wrong_passphrase() {
     );
     assert!(!r.stderr.contains("wrong passphrase"), "{r}");
 }
+
+/// Issue 11, "Offline passphrase guessing": a weak new passphrase is
+/// refused (exit 2, with what to do) unless --weak-passphrase; --kdf strong
+/// is recorded in the slot; with passphrase slots kept local, the key file
+/// on a backend has no passphrase slot (nothing to guess offline) and a
+/// restore from it opens with the recovery key but not the passphrase.
+#[test]
+fn weak_passphrases_strong_kdf_and_local_passphrase_slots() {
+    let v = TestVault::uninitialised();
+    let weak = v.scratch.join("weak");
+    std::fs::write(&weak, "password123\n").unwrap();
+    let init = |extra: &[&str]| {
+        let mut a: Vec<&OsStr> = vec!["init".as_ref(), "--vault".as_ref(), v.vault.as_os_str()];
+        a.push("--passphrase-file".as_ref());
+        a.push(weak.as_os_str());
+        a.extend(extra.iter().map(OsStr::new));
+        v.tresor(&a)
+    };
+    let r = init(&[]);
+    assert_eq!(
+        r.status.code(),
+        Some(2),
+        "a weak passphrase was accepted: {r}"
+    );
+    assert!(r.stderr.contains("--weak-passphrase"), "{r}");
+    assert!(!v.vault.join("tresor.key").exists(), "refused, yet created");
+    let r = init(&["--weak-passphrase", "--kdf", "strong"]).ok();
+    assert!(r.stderr.contains("weak"), "no warning: {r}");
+    let rk = recovery_key(&r.stdout);
+    let list = v.tresor_cmd(&["key", "list"], &["--json"], false).ok();
+    let j: serde_json::Value = serde_json::from_str(list.stdout.trim()).unwrap();
+    assert_eq!(j["slots"][0]["argon2id"]["m_kib"], 256 * 1024, "{j}");
+    assert_eq!(j["slots"][0]["argon2id"]["t"], 4, "{j}");
+
+    // passwd checks the new passphrase too.
+    let r = v.tresor_cmd(
+        &["passwd"],
+        &[
+            "--passphrase-file",
+            weak.to_str().unwrap(),
+            "--new-passphrase-file",
+            weak.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(2),
+        "passwd took a weak passphrase: {r}"
+    );
+
+    // Passphrase slots kept local: the backend's copy has none.
+    let disk = v.scratch.join("disk");
+    v.tresor_cmd(
+        &["backend", "add", "disk"],
+        &[
+            "--passphrase-file",
+            weak.to_str().unwrap(),
+            "--dir",
+            disk.to_str().unwrap(),
+            "--root",
+            "r",
+            "--location",
+            "DE",
+            "--operator",
+            "Own disk",
+            "--operator-country",
+            "DE",
+        ],
+        false,
+    )
+    .ok();
+    v.tresor_cmd(
+        &["key", "passphrase-slots", "--local"],
+        &["--passphrase-file", weak.to_str().unwrap()],
+        false,
+    )
+    .ok();
+    // (and a sync, which uploads the key file again, keeps it so)
+    v.tresor_cmd(
+        &["sync"],
+        &[
+            "--timeout",
+            "60",
+            "--passphrase-file",
+            weak.to_str().unwrap(),
+        ],
+        false,
+    )
+    .ok();
+    let remote = std::fs::read(disk.join("r/keys/tresor.key")).unwrap();
+    let local = std::fs::read(v.vault.join("tresor.key")).unwrap();
+    assert_eq!(local[25], 2, "the local key file keeps both slots");
+    assert_eq!(remote[25], 1, "the backend's copy must hold one slot");
+    assert_eq!(remote[26], 2, "and it is the recovery-key slot");
+    let export = v.scratch.join("restore.toml");
+    v.tresor_cmd(
+        &["backend", "export"],
+        &[
+            "--passphrase-file",
+            weak.to_str().unwrap(),
+            "-o",
+            export.to_str().unwrap(),
+        ],
+        false,
+    )
+    .ok();
+    let w = TestVault::uninitialised();
+    let r = w.tresor_cmd(
+        &["restore"],
+        &[
+            "--backend-config",
+            export.to_str().unwrap(),
+            "--passphrase-file",
+            weak.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(3),
+        "the passphrase opened the backend copy: {r}"
+    );
+    let rk_file = w.scratch.join("rk");
+    std::fs::write(&rk_file, format!("{rk}\n")).unwrap();
+    w.tresor_cmd(
+        &["restore"],
+        &[
+            "--backend-config",
+            export.to_str().unwrap(),
+            "--passphrase-file",
+            rk_file.to_str().unwrap(),
+        ],
+        false,
+    )
+    .ok();
+}

@@ -341,3 +341,116 @@ fn foreground_mount_under_systemd_logs_for_the_journal() {
         "tresor.log was written under systemd"
     );
 }
+
+/// Where `needle` occurs in the readable memory of process `pid` (read
+/// through /proc/PID/mem, which root may do even of a non-dumpable
+/// process): the names of the mappings that hold it.
+fn memory_holding(pid: u32, needle: &[u8]) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        let name = line
+            .split_whitespace()
+            .nth(5)
+            .unwrap_or("[anon]")
+            .to_string();
+        if !perms.starts_with('r') || name == "[vvar]" || name == "[vsyscall]" {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        if b - a > 1 << 30 {
+            continue; // a reservation, not memory in use
+        }
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            found.push(format!("{range} {name}"));
+        }
+    }
+    found
+}
+
+/// Issue 11, "Passphrase in memory": the daemon kept the passphrase for the
+/// whole mount (and `-f` kept TRESOR_PASSPHRASE in its environment block).
+/// Now it unlocks, wipes the secret and keeps only the subkeys: neither the
+/// passphrase nor a binary key file's bytes are anywhere in its memory once
+/// it serves, whether it got the secret over the pipe from `tresor mount`
+/// or from TRESOR_PASSPHRASE in the foreground.
+#[test]
+fn the_mounted_daemon_holds_no_passphrase_or_key_file_bytes() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    fs::write(v.path("f"), b"data").unwrap();
+    let pid = v.daemon_pid();
+    let held = memory_holding(pid, PASSPHRASE.as_bytes());
+    assert!(
+        held.is_empty(),
+        "the daemon holds the passphrase in {held:?}"
+    );
+    v.unmount();
+
+    // A binary key file (newlines and NULs), over the same pipe.
+    let key = v.scratch.join("key.bin");
+    let mut contents = random_bytes(5, 96);
+    contents[10] = b'\n';
+    contents[20] = 0;
+    fs::write(&key, &contents).unwrap();
+    v.tresor_cmd(&["key", "add-keyfile", key.to_str().unwrap()], &[], true)
+        .ok();
+    let run = v
+        .tresor_cmd(
+            &["mount"],
+            &["--key-file", key.to_str().unwrap(), v.mnt.to_str().unwrap()],
+            false,
+        )
+        .ok();
+    let pid = find_daemon(&v.mnt).unwrap_or_else(|| panic!("no daemon: {run}"));
+    let held = memory_holding(pid, &contents[..48]);
+    assert!(held.is_empty(), "the daemon holds the key file in {held:?}");
+    assert_content(&v.path("f"), b"data");
+    v.tresor(&["unmount".as_ref(), v.mnt.as_os_str()]).ok();
+
+    // In the foreground with TRESOR_PASSPHRASE (how systemd units run).
+    let mut child = v
+        .cmd()
+        .args(["mount", "-f", "--vault"])
+        .arg(&v.vault)
+        .arg(&v.mnt)
+        .env("TRESOR_PASSPHRASE", PASSPHRASE)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the foreground mount",
+        std::time::Duration::from_secs(60),
+        || is_fuse_mounted(&v.mnt),
+    );
+    let pid = child.id();
+    let held = memory_holding(pid, PASSPHRASE.as_bytes());
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    v.tresor(&["unmount".as_ref(), v.mnt.as_os_str()]).ok();
+    let _ = child.wait();
+    assert!(
+        held.is_empty(),
+        "the -f daemon holds the passphrase in {held:?}"
+    );
+    assert!(
+        !environ
+            .windows(PASSPHRASE.len())
+            .any(|w| w == PASSPHRASE.as_bytes()),
+        "/proc/PID/environ still shows TRESOR_PASSPHRASE"
+    );
+}

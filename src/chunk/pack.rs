@@ -37,6 +37,12 @@ use crate::vault::keys::SecretKey;
 /// reaches it, so packs are 16 MiB plus at most one sealed chunk.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 pub const PACK_FORMAT_VERSION: u8 = 1;
+/// The most a pack object can be: a chunk region under 16 MiB plus one
+/// sealed chunk (≤ 4.2 MiB), a trailer of at most one 48-byte entry per
+/// 553-byte minimal sealed chunk (< 2 MiB padded) and the footer, < 23 MiB.
+/// Reads of whole packs whose size the index does not know are capped here
+/// (`Store::read_all`), so a hostile object cannot exhaust memory.
+pub const MAX_PACK_LEN: u64 = 32 * 1024 * 1024;
 pub const FOOTER_LEN: usize = 8;
 
 const FOOTER_MAGIC: &[u8; 3] = b"TPK";

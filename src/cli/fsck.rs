@@ -71,11 +71,28 @@ pub fn run(args: &VaultArgs, repair_it: bool, json_out: bool) -> Result<()> {
     let _lock = crate::vault::lock_vault(&paths)?;
     let key = &unlocked.subkeys.index;
     let mut restored = None;
+    let mut from_backend = None;
     let index = match open_intact(&paths, key) {
         Ok(index) => index,
         Err(e) if repair_it => {
-            let Some(copy) = index_copies::restore_newest(&paths, key)? else {
-                return Err(crate::error::Error::Damaged(format!(
+            let copy = index_copies::restore_newest(&paths, key)?;
+            if copy.is_none() {
+                // No intact local copy: the newest snapshot on a backend,
+                // through restore's own search and download.
+                if let Some(found) = crate::maintenance::restore::index_from_backends(
+                    &paths,
+                    &unlocked.subkeys,
+                    unlocked.key_file.vault_id(),
+                )? {
+                    eprintln!("{e:#}");
+                    from_backend = Some(found);
+                }
+            }
+            let copy = match (copy, &from_backend) {
+                (Some(c), _) => Some(c),
+                (None, Some(_)) => None,
+                (None, None) => {
+                    return Err(crate::error::Error::Damaged(format!(
                     "{e:#}; no intact copy in {} to put back{}",
                     paths.index_copies().display(),
                     if crate::remote::backend::VaultConfig::load(&paths.root)
@@ -87,21 +104,39 @@ pub fn run(args: &VaultArgs, repair_it: bool, json_out: bool) -> Result<()> {
                     }
                 ))
                 .into());
+                }
             };
-            eprintln!("{e:#}");
-            restored = Some(copy);
+            if copy.is_some() {
+                eprintln!("{e:#}");
+            }
+            restored = copy;
             Index::open(&paths.index(), key, false).context("cannot open the restored index")?
         }
         Err(e) => return Err(e),
     };
-    if let Some(copy) = &restored {
-        let when = crate::remote::snapshot::utc(copy.taken_ms / 1000);
-        println!(
-            "restored the index from the local copy of {when} ({}); \
-             changes made after it are lost:",
-            copy.path.display()
-        );
-        let changed = changed_after(&paths, key, copy.taken_ms / 1000);
+    let since = match (&restored, &from_backend) {
+        (Some(copy), _) => {
+            let when = crate::remote::snapshot::utc(copy.taken_ms / 1000);
+            println!(
+                "restored the index from the local copy of {when} ({}); \
+                 changes made after it are lost:",
+                copy.path.display()
+            );
+            Some(copy.taken_ms / 1000)
+        }
+        (None, Some((m, backend))) => {
+            println!(
+                "restored the index from the snapshot of {} (generation {}) on backend {backend}; \
+                 changes made after it are lost:",
+                crate::remote::snapshot::utc(m.created_s),
+                m.generation
+            );
+            Some(m.created_s)
+        }
+        (None, None) => None,
+    };
+    if let Some(since) = since {
+        let changed = changed_after(&paths, key, since);
         match changed {
             Some(list) if list.is_empty() => {
                 println!("  (the damaged index shows no later change)")

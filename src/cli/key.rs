@@ -12,7 +12,7 @@
 //! only while another slot remains.
 
 use crate::mount::control::Request;
-use std::io::{BufRead, IsTerminal};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,10 +21,11 @@ use clap::Subcommand;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::cli::session::NewSlotArgs;
 use crate::cli::VaultArgs;
 use crate::remote::backend::{self, Credentials, VaultConfig};
 use crate::store::Store;
-use crate::vault::keys::{KdfParams, KeyError, KeyFile, MasterKey, SlotKind};
+use crate::vault::keys::{KeyError, KeyFile, MasterKey, SlotKind};
 use crate::vault::VaultPaths;
 
 #[derive(Subcommand)]
@@ -42,12 +43,33 @@ pub enum KeyCmd {
         #[command(flatten)]
         vault: VaultArgs,
     },
-    /// Add a slot opened by the exact contents of FILE (at least 32 bytes; use random bytes)
+    /// Add a slot opened by the exact contents of FILE (at least 32 bytes;
+    /// its key comes from Argon2id, like a passphrase's)
     AddKeyfile {
         #[command(flatten)]
         vault: VaultArgs,
+        #[command(flatten)]
+        slot: NewSlotArgs,
         /// The key file whose contents open the new slot
         file: PathBuf,
+    },
+    /// Keep passphrase slots on this machine (--local): the key file on the
+    /// backends then holds only recovery-key and key-file slots, so nobody
+    /// can guess the passphrase from a provider's copy; a restore on a new
+    /// machine needs the recovery key or a key file. --uploaded undoes it.
+    PassphraseSlots {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Keep passphrase slots local
+        #[arg(
+            long,
+            conflicts_with = "uploaded",
+            required_unless_present = "uploaded"
+        )]
+        local: bool,
+        /// Upload passphrase slots with the rest (the default)
+        #[arg(long)]
+        uploaded: bool,
     },
     /// Remove key slot SLOT (numbered as in `tresor key list`); the last slot is never removed
     Remove {
@@ -99,7 +121,10 @@ fn upload(paths: &VaultPaths) -> Result<()> {
     }
     let creds = Credentials::load(&paths.root)?;
     let runtime = Arc::new(crate::store::new_runtime("tresor-keys")?);
-    let bytes = bytes::Bytes::from(std::fs::read(paths.key_file())?);
+    let bytes = bytes::Bytes::from(crate::vault::config::key_file_for_backends(
+        &paths.root,
+        &paths.key_file(),
+    )?);
     let mut failed = Vec::new();
     for b in &config.backends {
         let r = backend::build_operator(b, &creds.for_backend(&b.name)).and_then(|op| {
@@ -126,14 +151,13 @@ fn upload(paths: &VaultPaths) -> Result<()> {
 /// The new passphrase: first line of `file`, else asked twice on a terminal.
 fn new_passphrase(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
     let p = if let Some(f) = file {
-        let file = std::fs::File::open(f)
+        let all = std::fs::File::open(f)
+            .and_then(|mut file| {
+                crate::mount::secret::read_secret(&mut file, crate::mount::secret::MAX_SECRET_LEN)
+            })
             .with_context(|| format!("cannot read new passphrase file {}", f.display()))?;
-        let mut line = Zeroizing::new(String::new());
-        std::io::BufReader::new(file)
-            .read_line(&mut line)
-            .with_context(|| format!("cannot read new passphrase file {}", f.display()))?;
-        let s = line.trim_end_matches(['\n', '\r']);
-        Zeroizing::new(s.as_bytes().to_vec())
+        crate::mount::secret::first_line(&all)
+            .map_err(|_| anyhow::anyhow!("the new passphrase is empty; nothing was changed"))?
     } else {
         if !std::io::stdin().is_terminal() {
             bail!("no new passphrase: pass --new-passphrase-file FILE or run on a terminal");
@@ -154,7 +178,7 @@ fn new_passphrase(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
 /// `tresor passwd`: replaces the passphrase slot that the old passphrase
 /// opens; unlocked with a recovery key or key file, replaces the vault's
 /// only passphrase slot (or adds one if there is none).
-pub fn passwd(args: &VaultArgs, new_file: Option<&Path>) -> Result<()> {
+pub fn passwd(args: &VaultArgs, new_file: Option<&Path>, slot: &NewSlotArgs) -> Result<()> {
     let (paths, mut kf, opened, master) = open(args)?;
     let kinds = kf.slots();
     let replace = if kinds[opened] == SlotKind::Passphrase {
@@ -175,7 +199,8 @@ pub fn passwd(args: &VaultArgs, new_file: Option<&Path>) -> Result<()> {
         }
     };
     let new = new_passphrase(new_file)?;
-    kf.add_passphrase_slot(&master, &new, &KdfParams::interactive())?;
+    slot.check(&new)?;
+    kf.add_passphrase_slot(&master, &new, &slot.params())?;
     if let Some(old) = replace {
         kf.remove_slot(old)?;
     }
@@ -195,16 +220,38 @@ pub fn key(cmd: KeyCmd) -> Result<()> {
             // Listing needs no secret: the slot kinds are not secret.
             let kf = KeyFile::load(&paths.key_file())?;
             let kinds = kf.slots();
+            let kdf = kf.slot_kdf();
+            let local = VaultConfig::load(&paths.root)?.keys.local_passphrase_slots;
             if json {
                 let slots: Vec<_> = kinds
                     .iter()
+                    .zip(&kdf)
                     .enumerate()
-                    .map(|(i, k)| json!({"slot": i, "kind": kind_name(*k)}))
+                    .map(|(i, (k, p))| {
+                        json!({
+                            "slot": i,
+                            "kind": kind_name(*k),
+                            "argon2id": p.map(|p| json!({"m_kib": p.m_cost_kib, "t": p.t_cost, "p": p.p_cost})),
+                            "uploaded": !(local && *k == SlotKind::Passphrase),
+                        })
+                    })
                     .collect();
                 println!("{}", json!({ "slots": slots }));
             } else {
-                for (i, k) in kinds.iter().enumerate() {
-                    println!("{i}  {}", kind_name(*k));
+                for (i, (k, p)) in kinds.iter().zip(&kdf).enumerate() {
+                    let cost = p.map_or(String::new(), |p| {
+                        format!(
+                            "  Argon2id {} MiB, {} passes",
+                            p.m_cost_kib / 1024,
+                            p.t_cost
+                        )
+                    });
+                    let here = if local && *k == SlotKind::Passphrase {
+                        "  (this machine only)"
+                    } else {
+                        ""
+                    };
+                    println!("{i}  {}{cost}{here}", kind_name(*k));
                 }
             }
             Ok(())
@@ -215,23 +262,45 @@ pub fn key(cmd: KeyCmd) -> Result<()> {
             save(&paths, &kf)?;
             println!("Recovery key (shown once; it opens the vault if the passphrase is lost):");
             println!();
-            println!("    {}", rk.to_display_string());
+            println!("    {}", rk.to_display_string().as_str());
             println!();
             Ok(())
         }
-        KeyCmd::AddKeyfile { vault, file } => {
-            let contents = Zeroizing::new(
-                std::fs::read(&file)
-                    .with_context(|| format!("cannot read key file {}", file.display()))?,
-            );
+        KeyCmd::AddKeyfile { vault, slot, file } => {
+            let contents = crate::cli::session::read_key_file(&file)?;
             let (paths, mut kf, _, master) = open(&vault)?;
-            kf.add_keyfile_slot(&master, &contents)?;
+            kf.add_keyfile_slot(&master, &contents, &slot.params())?;
             save(&paths, &kf)?;
             println!(
                 "key-file slot {} added: unlock with --key-file {}",
                 kf.slots().len() - 1,
                 file.display()
             );
+            Ok(())
+        }
+        KeyCmd::PassphraseSlots {
+            vault,
+            local,
+            uploaded: _,
+        } => {
+            let paths = vault.paths()?;
+            crate::vault::require_exists(&paths)?;
+            let kf = KeyFile::load(&paths.key_file())?;
+            if local && kf.bytes_for_backend(false).is_none() {
+                bail!(
+                    "the key file has only passphrase slots: add a recovery key \
+                     (`tresor key add-recovery`) or a key file first, or a backend's copy could not open the vault"
+                );
+            }
+            let mut config = VaultConfig::load(&paths.root)?;
+            config.keys.local_passphrase_slots = local;
+            config.save(&paths.root)?;
+            upload(&paths)?;
+            if local {
+                println!("passphrase slots are kept on this machine; the backends' key file holds only recovery-key and key-file slots");
+            } else {
+                println!("passphrase slots are uploaded with the key file again");
+            }
             Ok(())
         }
         KeyCmd::Remove { vault, slot } => {

@@ -45,6 +45,8 @@ enum Command {
     Init {
         #[command(flatten)]
         vault: VaultArgs,
+        #[command(flatten)]
+        slot: session::NewSlotArgs,
     },
     /// Mount a vault; returns once the mount is ready (daemonises unless -f)
     Mount {
@@ -59,6 +61,8 @@ enum Command {
         /// Create the vault first if it does not exist yet (prints the recovery key)
         #[arg(long)]
         init: bool,
+        #[command(flatten)]
+        slot: session::NewSlotArgs,
         /// Print "ready" on stdout once mounted (used when daemonising)
         #[arg(long, hide = true)]
         ready_stdout: bool,
@@ -230,6 +234,8 @@ enum Command {
         /// Read the new passphrase from the first line of FILE (else asked twice)
         #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        slot: session::NewSlotArgs,
     },
     /// Key slots: list, add-recovery, add-keyfile FILE, remove SLOT
     #[command(subcommand)]
@@ -317,10 +323,11 @@ fn exit_with(result: Result<()>) -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { vault } => {
+        Command::Init { vault, slot } => {
             let paths = vault.paths()?;
             let pass = vault.secret(true)?;
-            let recovery = vault::init(&paths, &pass)?;
+            slot.check(&pass)?;
+            let recovery = vault::init(&paths, &pass, &slot.params())?;
             print_created(&paths, &recovery);
             println!(
                 "Mount it with: tresor mount --vault {} MOUNTPOINT",
@@ -333,6 +340,7 @@ fn run(cli: Cli) -> Result<()> {
             foreground,
             options,
             init,
+            slot,
             ready_stdout,
             mountpoint,
             log: _,
@@ -350,7 +358,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let pass = vault.secret(creating)?;
             if creating {
-                let recovery = vault::init(&paths, &pass)?;
+                slot.check(&pass)?;
+                let recovery = vault::init(&paths, &pass, &slot.params())?;
                 print_created(&paths, &recovery);
             }
             let options: Vec<String> = options
@@ -366,7 +375,7 @@ fn run(cli: Cli) -> Result<()> {
                     &paths,
                     &mountpoint,
                     &options,
-                    &pass,
+                    pass,
                     Some(std::io::stdout()),
                 );
             }
@@ -381,7 +390,7 @@ fn run(cli: Cli) -> Result<()> {
                     options,
                     foreground,
                 },
-                &pass,
+                pass,
             )?;
             if let Some(root) = announce {
                 println!(
@@ -465,7 +474,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Passwd {
             vault,
             new_passphrase_file,
-        } => key::passwd(&vault, new_passphrase_file.as_deref()),
+            slot,
+        } => key::passwd(&vault, new_passphrase_file.as_deref(), &slot),
         Command::Key(cmd) => key::key(cmd),
     }
 }
@@ -475,7 +485,7 @@ fn print_created(paths: &VaultPaths, recovery: &crate::vault::keys::RecoveryKey)
     println!();
     println!("Recovery key (shown once; it opens the vault if the passphrase is lost):");
     println!();
-    println!("    {}", recovery.to_display_string());
+    println!("    {}", recovery.to_display_string().as_str());
     println!();
 }
 

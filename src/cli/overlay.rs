@@ -71,7 +71,7 @@ fn mount_on(paths: &VaultPaths, mp: &Path, pass: &[u8]) -> Result<()> {
             options: Vec::new(),
             foreground: false,
         },
-        pass,
+        zeroize::Zeroizing::new(pass.to_vec()),
     )
 }
 
@@ -267,17 +267,18 @@ pub fn run(o: OverlayOpts) -> Result<()> {
     let creating = !paths.key_file().exists();
     let pass = vault_args.secret(creating)?;
     if creating {
-        let recovery = vault::init(&paths, &pass)?;
-        let text = format!(
+        crate::mount::secret::check_strength(&pass, false)?;
+        let recovery = vault::init(&paths, &pass, &crate::vault::keys::KdfParams::interactive())?;
+        let text = zeroize::Zeroizing::new(format!(
             "Created vault {}\n\nRecovery key (shown once; it opens the vault if the passphrase is lost):\n\n    {}\n",
             root.display(),
-            recovery.to_display_string()
-        );
+            recovery.to_display_string().as_str()
+        ));
         // With --json, stdout carries exactly one JSON line.
         if o.json {
-            eprintln!("{text}");
+            eprintln!("{}", text.as_str());
         } else {
-            println!("{text}");
+            println!("{}", text.as_str());
         }
     }
     let ctx = Ctx {

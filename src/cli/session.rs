@@ -17,7 +17,8 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::mount::control::{self, Request};
-use crate::mount::secret::PassphraseSource;
+use crate::mount::secret::{self, PassphraseSource};
+use crate::vault::keys::KdfParams;
 use crate::vault::{self, UnlockedVault, VaultPaths};
 
 #[derive(Args, Clone)]
@@ -53,10 +54,10 @@ impl VaultArgs {
     /// The unlock secret: the whole `--key-file`, else the passphrase.
     pub fn secret(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         if self.secret_stdin {
-            let mut bytes = Zeroizing::new(Vec::new());
-            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
-                .context("cannot read the secret from standard input")?;
-            return Ok(bytes);
+            // Raw bytes up to EOF (a key file may hold newlines and NULs),
+            // into zeroizing memory only.
+            return secret::read_secret(&mut secret::raw_stdin()?, secret::MAX_SECRET_LEN)
+                .context("cannot read the secret from standard input");
         }
         if let Some(f) = &self.key_file {
             if confirm {
@@ -78,6 +79,42 @@ impl VaultArgs {
                 .then(|| self.paths().map(|p| p.root))
                 .transpose()?,
         })
+    }
+}
+
+/// How a new passphrase or key-file slot is made (`init`, `mount --init`,
+/// `passwd`, `key add-keyfile`).
+#[derive(Args, Clone, Default)]
+pub struct NewSlotArgs {
+    /// Argon2id cost of the new slot, recorded in it: interactive (64 MiB,
+    /// 3 passes) or strong (256 MiB, 4 passes: each offline guess costs
+    /// five times as much, and so does every unlock)
+    #[arg(long, value_enum, default_value_t = Kdf::Interactive)]
+    pub kdf: Kdf,
+    /// Accept a new passphrase that the strength estimate calls weak
+    /// (warns instead of refusing)
+    #[arg(long)]
+    pub weak_passphrase: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kdf {
+    #[default]
+    Interactive,
+    Strong,
+}
+
+impl NewSlotArgs {
+    pub fn params(&self) -> KdfParams {
+        match self.kdf {
+            Kdf::Interactive => KdfParams::interactive(),
+            Kdf::Strong => KdfParams::strong(),
+        }
+    }
+
+    /// Refuses a weak new passphrase unless `--weak-passphrase`.
+    pub fn check(&self, passphrase: &[u8]) -> Result<()> {
+        secret::check_strength(passphrase, self.weak_passphrase)
     }
 }
 
@@ -113,8 +150,8 @@ pub fn ask_daemon(
 }
 
 /// Reads a whole key file (a key-file slot's secret).
-fn read_key_file(path: &PathBuf) -> Result<Zeroizing<Vec<u8>>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
-    Ok(Zeroizing::new(bytes))
+pub fn read_key_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
+    std::fs::File::open(path)
+        .and_then(|mut f| secret::read_secret(&mut f, secret::MAX_SECRET_LEN))
+        .with_context(|| format!("cannot read key file {}", path.display()))
 }

@@ -29,6 +29,17 @@ impl Index {
         Ok(b.and_then(|b| b.try_into().ok()))
     }
 
+    /// The recorded size of the stored pack named `name` (what a download
+    /// of it may be at most).
+    pub fn pack_size_by_name(&self, name: &[u8; 16]) -> Result<Option<u64>, IndexError> {
+        let size: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT size FROM packs WHERE name = ?1 AND size > 0")?
+            .query_row(params![&name[..]], |r| r.get(0))
+            .optional()?;
+        Ok(size.map(|s| s as u64))
+    }
+
     /// Up to `limit` stored packs not yet placed on `backend`, oldest first:
     /// (pack number, name, size).
     pub fn unplaced_packs(

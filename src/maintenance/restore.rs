@@ -31,12 +31,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::index::Index;
+
 use crate::progress::Progress;
 use crate::remote::backend::{self, BackendConfig, Credentials, Secret, VaultConfig};
 use crate::remote::snapshot::{self, Manifest, SnapshotCrypto};
 use crate::remote::sync::REMOTE_KEY_PATH;
 use crate::store::Store;
-use crate::vault::keys::{KeyFile, MasterKey, SecretKey};
+use crate::vault::keys::{self, KeyFile, MasterKey, SecretKey};
 use crate::vault::VaultPaths;
 
 /// What a restore file says.
@@ -198,7 +199,7 @@ pub fn open_backends(
             }
         };
         let store = Store::remote(op, runtime.clone());
-        match store.read_all(REMOTE_KEY_PATH) {
+        match store.read_all(REMOTE_KEY_PATH, keys::MAX_KEYFILE_LEN as u64) {
             Ok(bytes) => {
                 let kf = KeyFile::from_bytes(&bytes).with_context(|| {
                     format!(
@@ -282,7 +283,10 @@ pub fn find_manifests(
             if generation.is_some_and(|want| want != g) {
                 continue;
             }
-            let obj = match store.read_all(&snapshot::manifest_path(g)) {
+            let obj = match store.read_all(
+                &snapshot::manifest_path(g),
+                snapshot::MAX_MANIFEST_OBJECT_LEN,
+            ) {
                 Ok(o) => o,
                 Err(e) => {
                     warnings.push(format!("backend {}: {e}", b.name));
@@ -355,6 +359,23 @@ pub fn download_index(
         .mode(0o700)
         .create(&paths.root)
         .with_context(|| format!("cannot create {}", paths.root.display()))?;
+    if let Err(e) = fetch_index(paths, stores, from, crypto, manifest, bar) {
+        discard_partial_restore(paths);
+        return Err(e.context("restore failed; nothing was kept"));
+    }
+    Ok(())
+}
+
+/// Downloads the manifest's blocks into `VAULT/index.sqlite.restoring`
+/// and renames that to the index (removing only the temp file on failure).
+fn fetch_index(
+    paths: &VaultPaths,
+    stores: &[(BackendConfig, Store)],
+    from: usize,
+    crypto: &SnapshotCrypto,
+    manifest: &Manifest,
+    bar: &Progress,
+) -> Result<()> {
     let tmp = restoring_index(paths);
     let total = manifest.db_len;
     let order: Vec<usize> = std::iter::once(from)
@@ -364,7 +385,7 @@ pub fn download_index(
         let mut last = None;
         for &i in &order {
             let (b, store) = &stores[i];
-            match store.read_all(&snapshot::block_path(id)) {
+            match store.read_all(&snapshot::block_path(id), snapshot::MAX_BLOCK_OBJECT_LEN) {
                 Ok(obj) => match crypto.open_block(id, &obj) {
                     Ok(raw) => return Ok(raw),
                     Err(e) => last = Some(format!("backend {}: {e}", b.name)),
@@ -433,11 +454,56 @@ pub fn download_index(
         std::fs::rename(&tmp, paths.index())?;
         Ok(())
     };
-    if let Err(e) = write() {
-        discard_partial_restore(paths);
-        return Err(e.context("restore failed; nothing was kept"));
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    Ok(())
+    r
+}
+
+/// `fsck --repair` of an existing vault whose index is damaged and has no
+/// intact local copy: puts the newest authentic snapshot from the vault's
+/// own backends in its place, with the same search, rollback check and
+/// download as `restore`. The damaged index files are moved aside (not
+/// deleted). `None` when the vault has no backend or none holds a snapshot.
+/// Returns the manifest and the name of the backend it came from.
+pub fn index_from_backends(
+    paths: &VaultPaths,
+    subkeys: &crate::vault::keys::Subkeys,
+    vault_id: [u8; 16],
+) -> Result<Option<(Manifest, String)>> {
+    let config = VaultConfig::load(&paths.root)?;
+    if config.backends.is_empty() {
+        return Ok(None);
+    }
+    let creds = Credentials::load(&paths.root)?;
+    let runtime = Arc::new(crate::store::new_runtime("tresor-repair")?);
+    let mut stores = Vec::new();
+    for b in &config.backends {
+        match backend::build_operator(b, &creds.for_backend(&b.name)) {
+            Ok(op) => stores.push((b.clone(), Store::remote(op, runtime.clone()))),
+            Err(e) => eprintln!("backend {}: {e:#}", b.name),
+        }
+    }
+    let crypto = SnapshotCrypto::new(&subkeys.snapshot, vault_id);
+    let mut candidates = find_manifests(&stores, &crypto, None);
+    for w in &candidates.warnings {
+        eprintln!("{w}");
+    }
+    if candidates.best.is_none() {
+        return Ok(None);
+    }
+    let (manifest, from) = choose(&mut candidates, &vault_id, None, false)?;
+    crate::vault::index_copies::move_damaged_aside(paths)?;
+    fetch_index(
+        paths,
+        &stores,
+        from,
+        &crypto,
+        &manifest,
+        &Progress::new(true, "", |_, _, _| String::new()),
+    )?;
+    Ok(Some((manifest, stores[from].0.name.clone())))
 }
 
 /// The local vault around the downloaded index: every pack marked evicted

@@ -331,7 +331,12 @@ pub fn run(paths: &VaultPaths, unlocked: &UnlockedVault, opts: VerifyOpts) -> Re
                     bad_chunks: all,
                 },
                 Some(size) if opts.data => {
-                    let got = w.loc.store.read_all(&path);
+                    // The index knows how long the pack is; a longer object is not read.
+                    let max = match pack.size {
+                        0 => crate::chunk::pack::MAX_PACK_LEN,
+                        n => n,
+                    };
+                    let got = w.loc.store.read_all(&path, max);
                     bytes_done += size;
                     packs_done += 1;
                     progress.set_message(format!("{packs_done} of {packs_total} packs"));
@@ -340,6 +345,12 @@ pub fn run(paths: &VaultPaths, unlocked: &UnlockedVault, opts: VerifyOpts) -> Re
                         Ok(object) => check_object(pack, &object, &chunks, pack_key, &sealer),
                         Err(e) if e.is_not_found() => Findings {
                             problems: vec!["missing (disappeared while being checked)".into()],
+                            bad_chunks: all,
+                        },
+                        Err(crate::store::StoreError::TooLarge { max, .. }) => Findings {
+                            problems: vec![format!(
+                                "object is longer than the {max} bytes the index says; not read"
+                            )],
                             bad_chunks: all,
                         },
                         Err(e) => {

@@ -25,6 +25,7 @@ use crate::error::Kind;
 use crate::fs::IndexAccess;
 use crate::vault::index_copies;
 use anyhow::{bail, Context, Result};
+use zeroize::Zeroizing;
 
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::ChunkSealer;
@@ -207,6 +208,16 @@ fn check_vault_path(paths: &VaultPaths) -> Result<()> {
 /// be ptrace'd or core-dumped by other processes of the same user (the
 /// keys are in its memory), drops `TRESOR_PASSPHRASE` from its environment,
 /// and makes the vault directory owner-only.
+/// Overwrites the stack below the caller's frame, where unlocking left
+/// copies of the secret that no type owned (Argon2's BLAKE2b state, which
+/// `argon2` does not wipe, and other temporaries).
+#[inline(never)]
+fn scrub_stack() {
+    let mut area = [0u8; 256 * 1024];
+    zeroize::Zeroize::zeroize(&mut area[..]);
+    std::hint::black_box(&area);
+}
+
 fn harden_daemon(paths: &VaultPaths) {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // SAFETY: PR_SET_DUMPABLE takes an integer argument and touches only
@@ -257,11 +268,14 @@ fn check_policy(config: &VaultConfig) -> Result<()> {
     Ok(())
 }
 
-pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
+/// `secret` is taken by value: it is handed to the daemon (or, with
+/// `--foreground`, used to unlock) and then wiped; nothing keeps it for
+/// the life of the mount.
+pub fn mount(req: MountRequest, secret: Zeroizing<Vec<u8>>) -> Result<()> {
     let mountpoint = check_mountpoint(&req.mountpoint)?;
     check_vault_path(&req.vault)?;
     // Check the passphrase here so a typo is reported by this command.
-    vault::unlock(&req.vault, passphrase)?;
+    vault::unlock(&req.vault, &secret)?;
     check_policy(&VaultConfig::load(&req.vault.root)?)?;
     if vault::is_mounted(&req.vault) {
         bail!(
@@ -273,7 +287,7 @@ pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
         );
     }
     if req.foreground {
-        return run_daemon(&req.vault, &mountpoint, &req.options, passphrase, None);
+        return run_daemon(&req.vault, &mountpoint, &req.options, secret, None);
     }
     let exe = std::env::current_exe().context("cannot find the tresor executable")?;
     let log = std::fs::OpenOptions::new()
@@ -311,8 +325,9 @@ pub fn mount(req: MountRequest, passphrase: &[u8]) -> Result<()> {
         // The secret as raw bytes up to EOF: a key file is arbitrary
         // binary, not a line of UTF-8 (dropping `stdin` closes the pipe).
         let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin.write_all(passphrase)?;
+        stdin.write_all(&secret)?;
     }
+    drop(secret);
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -409,10 +424,15 @@ pub fn run_daemon(
     paths: &VaultPaths,
     mountpoint: &Path,
     options: &[String],
-    passphrase: &[u8],
+    secret: Zeroizing<Vec<u8>>,
     ready: Option<std::io::Stdout>,
 ) -> Result<()> {
     harden_daemon(paths);
+    // Unlock, then wipe the secret: the daemon keeps only the subkeys
+    // (zeroized on drop), never the passphrase or key-file bytes.
+    let unlocked = vault::unlock(paths, &secret);
+    drop(secret);
+    scrub_stack();
     let report = |msg: &str| {
         if let Some(out) = &ready {
             let mut l = out.lock();
@@ -428,7 +448,9 @@ pub fn run_daemon(
         Arc<SyncEngine>,
     );
     let result = (|| -> Result<Opened> {
-        let unlocked = vault::unlock(paths, passphrase)?;
+        // Dropped when this closure returns: the master key and the key
+        // file go with it; what serves the mount holds subkeys only.
+        let unlocked = unlocked?;
         let lock = vault::lock_vault(paths)?;
         // A status left by an earlier daemon does not describe this mount.
         let _ = std::fs::remove_file(paths.unmount_status());

@@ -311,7 +311,7 @@ fn mount_helper(args: &[OsString]) -> Result<()> {
             options: opts.fuse,
             foreground: false,
         },
-        &pass,
+        pass,
     )
 }
 

@@ -64,6 +64,15 @@ const FORMAT_VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = 4 + 1 + NONCE_LEN;
 
+/// Size caps for objects read from a backend (a hostile provider must not
+/// be able to exhaust memory with an oversized body; `Store::read_all`
+/// stops reading past them). A sealed block is exactly header ‖ 16 KiB ‖ tag.
+pub const MAX_BLOCK_OBJECT_LEN: u64 = (HEADER_LEN + BLOCK_SIZE + 16) as u64;
+/// 32 bytes per 16 KiB block: 64 MiB lists two million blocks, a 32 GiB index.
+pub const MAX_MANIFEST_OBJECT_LEN: u64 = 64 * 1024 * 1024;
+/// A lease is a few short strings of JSON.
+pub const MAX_LEASE_OBJECT_LEN: u64 = 64 * 1024;
+
 const CONTEXT_BLOCK_ID: &str = "tresor v1 snapshot block-id";
 const CONTEXT_SEAL: &str = "tresor v1 snapshot seal";
 

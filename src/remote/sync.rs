@@ -76,7 +76,7 @@ pub fn check_key_owner(store: &Store, own: &[u8; 16]) -> Result<()> {
     if store.size_of(REMOTE_KEY_PATH)?.is_none() {
         return Ok(());
     }
-    let bytes = store.read_all(REMOTE_KEY_PATH)?;
+    let bytes = store.read_all(REMOTE_KEY_PATH, crate::vault::keys::MAX_KEYFILE_LEN as u64)?;
     let theirs = match crate::vault::keys::KeyFile::from_bytes(&bytes) {
         Ok(k) => k.vault_id(),
         Err(e) => {
@@ -491,12 +491,15 @@ impl SyncEngine {
             };
             let (number, name, _size) = job;
             let path = PackId(name).object_path();
-            let result = self.local.read_all(&path).and_then(|bytes| {
-                remote
-                    .store
-                    .write(&path, bytes.clone())
-                    .map(|_| bytes.len())
-            });
+            let result = self
+                .local
+                .read_all(&path, crate::chunk::pack::MAX_PACK_LEN)
+                .and_then(|bytes| {
+                    remote
+                        .store
+                        .write(&path, bytes.clone())
+                        .map(|_| bytes.len())
+                });
             match result {
                 Ok(len) => {
                     let recorded = self.with_index(|idx| idx.add_placement(number, &remote.cfg.id));
@@ -531,14 +534,17 @@ impl SyncEngine {
     }
 
     fn upload_key(&self, remote: &Remote) -> Result<()> {
-        let bytes = std::fs::read(&self.key_file)
-            .with_context(|| format!("cannot read {}", self.key_file.display()))?;
+        let bytes = crate::vault::config::key_file_for_backends(&self.vault, &self.key_file)?;
         let own = crate::vault::keys::KeyFile::from_bytes(&bytes)
             .with_context(|| format!("{} is not a key file", self.key_file.display()))?
             .vault_id();
         check_key_owner(&remote.store, &own)?;
         if remote.store.size_of(REMOTE_KEY_PATH)? == Some(bytes.len() as u64)
-            && remote.store.read_all(REMOTE_KEY_PATH)?.as_ref() == bytes.as_slice()
+            && remote
+                .store
+                .read_all(REMOTE_KEY_PATH, crate::vault::keys::MAX_KEYFILE_LEN as u64)?
+                .as_ref()
+                == bytes.as_slice()
         {
             return Ok(());
         }
@@ -867,6 +873,7 @@ impl SyncEngine {
             }
             f.insert(path.to_string());
         }
+        let index = self.index.lock().clone();
         let remotes = self.remotes();
         let local = self.local.clone();
         let owned = path.to_string();
@@ -877,6 +884,17 @@ impl SyncEngine {
             .name("tresor-refill".into())
             .spawn(move || {
                 let path = owned;
+                // The size the index recorded for this pack caps the
+                // download (looked up here, not by the reader that may
+                // hold the index lock).
+                let mut max = crate::chunk::pack::MAX_PACK_LEN;
+                if let (Some(access), Some(name)) = (index, pack_name_of(&path)) {
+                    access.with_index(&mut |idx| {
+                        if let Ok(Some(size)) = idx.pack_size_by_name(&name) {
+                            max = size;
+                        }
+                    });
+                }
                 let mut authentic = false;
                 for r in remotes {
                     // Only a copy that authenticates in full (trailer bound
@@ -885,7 +903,7 @@ impl SyncEngine {
                     // read still fails or succeeds chunk by chunk.
                     let fetched = r
                         .store
-                        .read_all(&path)
+                        .read_all(&path, max)
                         .map(|b| (check(&path, &b), b));
                     match fetched {
                         Ok((Err(why), _)) => {

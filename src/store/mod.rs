@@ -49,6 +49,11 @@ pub enum StoreError {
         got: usize,
         want: usize,
     },
+    #[error(
+        "store object {path} is larger than {max} bytes, the most it can be; \
+         refusing to read it: the object is damaged or was planted by the backend"
+    )]
+    TooLarge { path: String, max: u64 },
     #[error("store I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -108,13 +113,53 @@ impl Store {
         }
     }
 
-    /// Reads a whole object.
-    pub fn read_all(&self, path: &str) -> Result<bytes::Bytes, StoreError> {
-        let buf = self
-            .runtime
-            .block_on(self.operator.read(path))
-            .map_err(Self::backend_err(path))?;
-        Ok(buf.to_bytes())
+    /// Reads a whole object of at most `max` bytes. Objects come from a
+    /// provider that may be hostile: the body is streamed and reading stops
+    /// (with [`StoreError::TooLarge`]) once it passes `max`, so an oversized
+    /// object costs at most `max` bytes of memory, whatever the server sends
+    /// or claims.
+    pub fn read_all(&self, path: &str, max: u64) -> Result<bytes::Bytes, StoreError> {
+        self.read_capped(path, 0.., max)
+    }
+
+    /// Streams `range` of `path`, failing as soon as more than `max` bytes
+    /// arrive (the rest of the body is never read).
+    fn read_capped(
+        &self,
+        path: &str,
+        range: impl std::ops::RangeBounds<u64>,
+        max: u64,
+    ) -> Result<bytes::Bytes, StoreError> {
+        use futures_core::Stream;
+        let too_large = || StoreError::TooLarge {
+            path: path.to_string(),
+            max,
+        };
+        self.runtime.block_on(async {
+            let reader = self
+                .operator
+                .reader(path)
+                .await
+                .map_err(Self::backend_err(path))?;
+            let mut stream = reader
+                .into_stream(range)
+                .await
+                .map_err(Self::backend_err(path))?;
+            let mut parts: Vec<opendal::Buffer> = Vec::new();
+            let mut got = 0u64;
+            while let Some(part) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx)).await
+            {
+                let part = part.map_err(Self::backend_err(path))?;
+                got += part.len() as u64;
+                if got > max {
+                    return Err(too_large());
+                }
+                parts.push(part);
+            }
+            let buf: opendal::Buffer = parts.into_iter().flatten().collect();
+            Ok(buf.to_bytes())
+        })
     }
 
     /// The files under `prefix` (recursive).
@@ -167,24 +212,29 @@ impl Store {
         Ok(())
     }
 
-    /// Reads `len` bytes at `offset` (a ranged GET on object stores).
+    /// Reads `len` bytes at `offset` (a ranged GET on object stores). A
+    /// server that ignores the range and sends more is cut off after `len`
+    /// bytes ([`StoreError::TooLarge`]), never read to its end.
     pub fn read_range(
         &self,
         path: &str,
         offset: u64,
         len: u64,
     ) -> Result<bytes::Bytes, StoreError> {
-        let buf = self
-            .runtime
-            .block_on(
-                self.operator
-                    .read_with(path)
-                    .range(offset..offset + len)
-                    .into_future(),
-            )
-            .map_err(Self::backend_err(path))?;
-        // One contiguous piece for the fs service: no copy.
-        let v = buf.to_bytes();
+        let v = if self.local_root.is_some() {
+            // The local disk: one contiguous piece, no copy.
+            self.runtime
+                .block_on(
+                    self.operator
+                        .read_with(path)
+                        .range(offset..offset + len)
+                        .into_future(),
+                )
+                .map_err(Self::backend_err(path))?
+                .to_bytes()
+        } else {
+            self.read_capped(path, offset..offset + len, len)?
+        };
         if (v.len() as u64) < len {
             return Err(StoreError::Short {
                 path: path.to_string(),
@@ -235,7 +285,7 @@ impl StoreError {
         match self {
             StoreError::Backend { error, .. } => error.kind() == opendal::ErrorKind::NotFound,
             StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-            StoreError::Short { .. } => false,
+            StoreError::Short { .. } | StoreError::TooLarge { .. } => false,
         }
     }
 }

@@ -303,6 +303,42 @@ pub struct VaultConfig {
     /// `[gc]`: garbage collection (`maintenance/gc.rs`).
     #[serde(default, skip_serializing_if = "GcConfig::is_default")]
     pub gc: GcConfig,
+    /// `[keys]`: what of the key file goes to the backends.
+    #[serde(default, skip_serializing_if = "KeysConfig::is_default")]
+    pub keys: KeysConfig,
+}
+
+/// `[keys]` (`tresor key passphrase-slots --local|--uploaded`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysConfig {
+    /// Keep passphrase slots on this machine: the key file on every backend
+    /// holds only the recovery-key and key-file slots, so nobody with a
+    /// provider's copy can guess the passphrase offline (a restore on a new
+    /// machine then needs the recovery key or a key file).
+    #[serde(default)]
+    pub local_passphrase_slots: bool,
+}
+
+impl KeysConfig {
+    pub fn is_default(&self) -> bool {
+        *self == KeysConfig::default()
+    }
+}
+
+/// The bytes of the key file at `path` as the backends get them (see
+/// [`KeysConfig::local_passphrase_slots`]).
+pub fn key_file_for_backends(vault: &Path, path: &Path) -> Result<Vec<u8>> {
+    let local = VaultConfig::load(vault)?.keys.local_passphrase_slots;
+    let kf = crate::vault::keys::KeyFile::load(path)
+        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+    kf.bytes_for_backend(!local).with_context(|| {
+        format!(
+            "the key file {} has only passphrase slots, which are kept on this machine \
+             (`tresor key passphrase-slots --local`); add a recovery key or key file \
+             (`tresor key add-recovery`) so a backend's copy can open the vault",
+            path.display()
+        )
+    })
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -109,6 +109,15 @@ pub fn restore_newest(paths: &VaultPaths, key: &SecretKey) -> Result<Option<Inde
     let Some(copy) = list(paths).into_iter().find(|c| is_intact(&c.path, key)) else {
         return Ok(None);
     };
+    move_damaged_aside(paths)?;
+    let bytes = std::fs::read(&copy.path)
+        .with_context(|| format!("cannot read {}", copy.path.display()))?;
+    crate::vault::write_private(&paths.index(), &bytes)?;
+    Ok(Some(copy))
+}
+
+/// Renames the index files (with WAL) to `index.sqlite.damaged-MS` etc.
+pub fn move_damaged_aside(paths: &VaultPaths) -> Result<()> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -121,8 +130,5 @@ pub fn restore_newest(paths: &VaultPaths, key: &SecretKey) -> Result<Option<Inde
                 .with_context(|| format!("cannot move {} aside", f.display()))?;
         }
     }
-    let bytes = std::fs::read(&copy.path)
-        .with_context(|| format!("cannot read {}", copy.path.display()))?;
-    crate::vault::write_private(&paths.index(), &bytes)?;
-    Ok(Some(copy))
+    Ok(())
 }

@@ -69,6 +69,8 @@ impl SecretKey {
         }
         let mut k = SecretKey::zeroed();
         hasher.finalize_xof().fill(&mut k.0[..]);
+        // The hasher's buffer holds (part of) the secret material.
+        hasher.zeroize();
         k
     }
 }
@@ -160,11 +162,18 @@ pub struct KdfParams {
 }
 
 /// Upper bounds accepted from a key file. The key file is also stored at the
-/// provider, so a hostile copy must not be able to make `unlock` allocate
-/// unbounded memory or spin forever.
-const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024; // 4 GiB
-const MAX_T_COST: u32 = 64;
-const MAX_P_COST: u32 = 64;
+/// provider, so a hostile copy must not be able to make `unlock` (or a
+/// `restore` on a new machine) allocate unbounded memory or spin for long:
+/// per slot m ≤ 1 GiB, t ≤ 16, p ≤ 8 and m·t ≤ 4 GiB-passes, and all
+/// Argon2id slots of one key file together ≤ 8 GiB-passes (about 40
+/// interactive derivations; the old bounds allowed about an hour).
+const MAX_M_COST_KIB: u32 = 1024 * 1024; // 1 GiB
+const MAX_T_COST: u32 = 16;
+const MAX_P_COST: u32 = 8;
+/// m·t of one slot, in KiB-passes.
+pub const MAX_SLOT_WORK_KIB: u64 = 4 * 1024 * 1024;
+/// Σ m·t over the Argon2id slots of one key file, in KiB-passes.
+pub const MAX_TOTAL_WORK_KIB: u64 = 8 * 1024 * 1024;
 
 impl KdfParams {
     /// 64 MiB, t = 3, p = 1. Measured on the 2-core dev box (release build,
@@ -179,11 +188,30 @@ impl KdfParams {
         }
     }
 
+    /// 256 MiB, t = 4, p = 1 (`--kdf strong`): 5.3× the memory-time of
+    /// `interactive`; every offline guess costs an attacker the same.
+    pub fn strong() -> Self {
+        KdfParams {
+            m_cost_kib: 256 * 1024,
+            t_cost: 4,
+            p_cost: 1,
+        }
+    }
+
+    /// The work one derivation costs, m·t in KiB-passes (what the limits cap).
+    pub fn work_kib(&self) -> u64 {
+        u64::from(self.m_cost_kib) * u64::from(self.t_cost)
+    }
+
     fn argon2(&self) -> Result<Argon2<'static>, KeyError> {
-        if self.m_cost_kib > MAX_M_COST_KIB || self.t_cost > MAX_T_COST || self.p_cost > MAX_P_COST
+        if self.m_cost_kib > MAX_M_COST_KIB
+            || self.t_cost > MAX_T_COST
+            || self.p_cost > MAX_P_COST
+            || self.work_kib() > MAX_SLOT_WORK_KIB
         {
             return Err(KeyError::InvalidKdfParams(format!(
-                "{self:?} exceeds the limits m ≤ {MAX_M_COST_KIB} KiB, t ≤ {MAX_T_COST}, p ≤ {MAX_P_COST}"
+                "{self:?} exceeds the limits m ≤ {MAX_M_COST_KIB} KiB, t ≤ {MAX_T_COST}, \
+                 p ≤ {MAX_P_COST}, m·t ≤ {MAX_SLOT_WORK_KIB} KiB"
             )));
         }
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(KEY_LEN))
@@ -223,12 +251,16 @@ impl RecoveryKey {
         c
     }
 
-    pub fn to_display_string(&self) -> String {
+    /// The display form, in a string that is zeroized on drop (its
+    /// capacity is reserved up front, so no reallocation leaves a copy).
+    pub fn to_display_string(&self) -> Zeroizing<String> {
         let mut raw = Zeroizing::new([0u8; KEY_LEN + RECOVERY_CHECKSUM_LEN]);
         raw[..KEY_LEN].copy_from_slice(self.0.as_bytes());
         raw[KEY_LEN..].copy_from_slice(&Self::checksum(self.0.as_bytes()));
         // 35 bytes = 280 bits = exactly 56 five-bit symbols, most significant first.
-        let mut out = String::with_capacity(RECOVERY_CHARS + RECOVERY_CHARS / RECOVERY_GROUP);
+        let mut out = Zeroizing::new(String::with_capacity(
+            RECOVERY_CHARS + RECOVERY_CHARS / RECOVERY_GROUP,
+        ));
         let (mut acc, mut bits, mut n) = (0u32, 0u32, 0usize);
         for &b in raw.iter() {
             acc = (acc << 8) | u32::from(b);
@@ -387,6 +419,9 @@ const HEADER_LEN: usize = 8 + 1 + VAULT_ID_LEN + 1;
 const SLOT_AAD_LEN: usize = 1 + 4 + 4 + 4 + SALT_LEN;
 const SLOT_LEN: usize = SLOT_AAD_LEN + NONCE_LEN + WRAPPED_LEN; // 101
 pub const MAX_SLOTS: usize = 32;
+/// The longest key file there can be (a copy read from a backend is capped
+/// at this, see `Store::read_all`).
+pub const MAX_KEYFILE_LEN: usize = HEADER_LEN + MAX_SLOTS * SLOT_LEN;
 
 #[derive(Clone)]
 struct Slot {
@@ -402,10 +437,29 @@ struct Slot {
     wrapped: [u8; WRAPPED_LEN],
 }
 
+/// Kind byte of a key-file slot whose KEK comes from Argon2id (written since
+/// 2026-12); kind 3 is the older key-file slot with a BLAKE3 KEK, still
+/// opened. See `docs/FORMAT.md` §1.
+const KIND_KEYFILE_ARGON2: u8 = 4;
+
 impl Slot {
+    /// The kind byte on disk: a key-file slot with Argon2id parameters is
+    /// kind 4, one without (BLAKE3 KEK) kind 3.
+    fn kind_byte(&self) -> u8 {
+        match self.kind {
+            SlotKind::KeyFile if self.params != NO_KDF => KIND_KEYFILE_ARGON2,
+            k => k.to_byte(),
+        }
+    }
+
+    /// Whether the KEK comes from Argon2id (slow: tried after the others).
+    fn slow(&self) -> bool {
+        self.params != NO_KDF
+    }
+
     fn aad_prefix(&self) -> [u8; SLOT_AAD_LEN] {
         let mut a = [0u8; SLOT_AAD_LEN];
-        a[0] = self.kind.to_byte();
+        a[0] = self.kind_byte();
         a[1..5].copy_from_slice(&self.params.m_cost_kib.to_le_bytes());
         a[5..9].copy_from_slice(&self.params.t_cost.to_le_bytes());
         a[9..13].copy_from_slice(&self.params.p_cost.to_le_bytes());
@@ -566,7 +620,7 @@ impl KeyFile {
                 (SlotKind::RecoveryKey, Ok(Ok(rk))) => {
                     Slot::kek_from_material(context::SLOT_RECOVERY, &slot.salt, rk.0.as_bytes())
                 }
-                (SlotKind::KeyFile, _) => {
+                (SlotKind::KeyFile, _) if !slot.slow() => {
                     Slot::kek_from_material(context::SLOT_KEYFILE, &slot.salt, secret)
                 }
                 _ => continue,
@@ -575,10 +629,7 @@ impl KeyFile {
                 return Ok((i, m));
             }
         }
-        for (i, slot) in self.slots.iter().enumerate() {
-            if slot.kind != SlotKind::Passphrase || slot.damaged.is_some() {
-                continue;
-            }
+        for (i, slot) in self.slow_slots_for(secret) {
             let kek = slot.params.derive(secret, &slot.salt)?;
             if let Some(m) = slot.unwrap(&kek, &self.vault_id) {
                 return Ok((i, m));
@@ -608,6 +659,57 @@ impl KeyFile {
     /// writes version 2.
     pub fn is_legacy(&self) -> bool {
         self.legacy
+    }
+
+    /// The Argon2id slots `secret` could open, in the order worth trying:
+    /// key-file slots only for secrets of key-file length (≥ 32 bytes),
+    /// and first when the secret is not a line of text (a binary key file).
+    fn slow_slots_for<'a>(&'a self, secret: &[u8]) -> Vec<(usize, &'a Slot)> {
+        let binary = std::str::from_utf8(secret).map_or(true, |s| s.contains(['\n', '\0']));
+        let mut v: Vec<(usize, &Slot)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.damaged.is_none())
+            .filter(|(_, s)| match s.kind {
+                SlotKind::Passphrase => true,
+                SlotKind::KeyFile => s.slow() && secret.len() >= KEY_LEN,
+                SlotKind::RecoveryKey => false,
+            })
+            .collect();
+        v.sort_by_key(|(_, s)| (s.kind == SlotKind::KeyFile) != binary);
+        v
+    }
+
+    /// The bytes to store at a backend: all slots, or (`keep_passphrase` =
+    /// false, `tresor key passphrase-slots --local`) only the recovery-key
+    /// and key-file slots, so the provider's copy cannot be attacked by
+    /// guessing passphrases offline. `None` if no slot would be left.
+    pub fn bytes_for_backend(&self, keep_passphrase: bool) -> Option<Vec<u8>> {
+        if keep_passphrase {
+            return Some(self.to_bytes());
+        }
+        let kept = KeyFile {
+            vault_id: self.vault_id,
+            legacy: false,
+            origin: None,
+            slots: self
+                .slots
+                .iter()
+                .filter(|s| s.kind != SlotKind::Passphrase)
+                .cloned()
+                .collect(),
+        };
+        (!kept.slots.is_empty()).then(|| kept.to_bytes())
+    }
+
+    /// Argon2id parameters of each slot (`None` for slots without), for
+    /// `tresor key list`.
+    pub fn slot_kdf(&self) -> Vec<Option<KdfParams>> {
+        self.slots
+            .iter()
+            .map(|s| s.slow().then_some(s.params))
+            .collect()
     }
 
     fn push_slot(&mut self, slot: Slot) -> Result<(), KeyError> {
@@ -655,21 +757,24 @@ impl KeyFile {
         Ok(rk)
     }
 
-    /// Adds a slot opened by the exact contents of a key file (≥ 32 bytes,
-    /// which should be random: no slow KDF protects this slot).
+    /// Adds a slot opened by the exact contents of a key file (≥ 32 bytes).
+    /// Its KEK comes from Argon2id with `params`, like a passphrase's: a key
+    /// file may be a file the user chose (a photo, a document) rather than
+    /// random bytes, and every provider holds the slot to guess against.
     pub fn add_keyfile_slot(
         &mut self,
         master: &MasterKey,
         contents: &[u8],
+        params: &KdfParams,
     ) -> Result<(), KeyError> {
         if contents.len() < KEY_LEN {
             return Err(KeyError::KeyMaterialTooShort(contents.len()));
         }
         let salt = random_salt();
-        let kek = Slot::kek_from_material(context::SLOT_KEYFILE, &salt, contents);
+        let kek = params.derive(contents, &salt)?;
         let slot = Slot::wrap(
             SlotKind::KeyFile,
-            NO_KDF,
+            *params,
             salt,
             &kek,
             master,
@@ -762,6 +867,7 @@ impl KeyFile {
         let le = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4-byte slice"));
         let mut slots = Vec::with_capacity(count);
         let sums_at = HEADER_LEN + count * SLOT_LEN;
+        let mut total_work = 0u64;
         for (i, s) in b[HEADER_LEN..sums_at].chunks_exact(SLOT_LEN).enumerate() {
             if !legacy {
                 let stored: [u8; CHECKSUM_LEN] = b[sums_at + i * CHECKSUM_LEN..][..CHECKSUM_LEN]
@@ -780,18 +886,33 @@ impl KeyFile {
                     continue;
                 }
             }
-            let kind = SlotKind::from_byte(s[0])
-                .ok_or_else(|| KeyError::Corrupt(format!("slot {i} has unknown kind {}", s[0])))?;
+            let (kind, argon2) = match s[0] {
+                KIND_KEYFILE_ARGON2 => (SlotKind::KeyFile, true),
+                k => {
+                    let kind = SlotKind::from_byte(k).ok_or_else(|| {
+                        KeyError::Corrupt(format!("slot {i} has unknown kind {k}"))
+                    })?;
+                    (kind, kind == SlotKind::Passphrase)
+                }
+            };
             let params = KdfParams {
                 m_cost_kib: le(&s[1..5]),
                 t_cost: le(&s[5..9]),
                 p_cost: le(&s[9..13]),
             };
-            if kind == SlotKind::Passphrase {
+            if argon2 {
                 // Validate bounds now so a hostile file fails here, not in unlock.
                 params
                     .argon2()
                     .map_err(|e| KeyError::Corrupt(format!("slot {i}: {e}")))?;
+                total_work += params.work_kib();
+                if total_work > MAX_TOTAL_WORK_KIB {
+                    return Err(KeyError::Corrupt(format!(
+                        "its Argon2id slots ask for more than {} GiB-passes of work in all \
+                         (the limit, so that a hostile copy cannot stall an unlock)",
+                        MAX_TOTAL_WORK_KIB / (1024 * 1024)
+                    )));
+                }
             } else if params != NO_KDF {
                 return Err(KeyError::Corrupt(format!(
                     "slot {i}: KDF parameters on a {kind:?} slot"
@@ -1003,7 +1124,7 @@ mod tests {
             Err(KeyError::RecoveryKeyMalformed(_))
         ));
         assert!(matches!(
-            RecoveryKey::parse(&format!("{s}A")),
+            RecoveryKey::parse(&format!("{}A", s.as_str())),
             Err(KeyError::RecoveryKeyMalformed(_))
         ));
         assert!(matches!(
@@ -1045,16 +1166,100 @@ mod tests {
     fn keyfile_slot() {
         let (mut kf, master, _) = KeyFile::create(b"pw", &FAST).unwrap();
         assert!(matches!(
-            kf.add_keyfile_slot(&master, &[1; 31]),
+            kf.add_keyfile_slot(&master, &[1; 31], &FAST),
             Err(KeyError::KeyMaterialTooShort(31))
         ));
-        kf.add_keyfile_slot(&master, &[9; 64]).unwrap();
-        let kf = KeyFile::from_bytes(&kf.to_bytes()).unwrap();
-        assert!(same(&kf.unlock(&[9; 64]).unwrap(), &master));
+        // Binary contents with newlines and NULs open intact.
+        let mut contents = vec![9u8; 64];
+        contents[3] = b'\n';
+        contents[10] = 0;
+        kf.add_keyfile_slot(&master, &contents, &FAST).unwrap();
+        let bytes = kf.to_bytes();
+        // New key-file slots are kind 4 (Argon2id KEK) with their parameters.
+        let slot = &bytes[HEADER_LEN + 2 * SLOT_LEN..];
+        assert_eq!(slot[0], 4);
+        assert_eq!(&slot[1..5], &FAST.m_cost_kib.to_le_bytes());
+        let kf = KeyFile::from_bytes(&bytes).unwrap();
+        assert!(same(&kf.unlock(&contents).unwrap(), &master));
         assert!(matches!(
-            kf.unlock(&[9; 63]),
+            kf.unlock(&contents[..63]),
             Err(KeyError::WrongPassphrase)
         ));
+    }
+
+    /// Key files written before key-file slots used Argon2id (kind 3, BLAKE3
+    /// KEK, zero parameters) still open.
+    #[test]
+    fn legacy_blake3_keyfile_slot_still_opens() {
+        let (mut kf, master, _) = KeyFile::create(b"pw", &FAST).unwrap();
+        let contents = [7u8; 40];
+        let salt = random_salt();
+        let kek = Slot::kek_from_material(context::SLOT_KEYFILE, &salt, &contents);
+        let slot = Slot::wrap(SlotKind::KeyFile, NO_KDF, salt, &kek, &master, &kf.vault_id);
+        kf.push_slot(slot).unwrap();
+        let bytes = kf.to_bytes();
+        let legacy = &bytes[HEADER_LEN + 2 * SLOT_LEN..];
+        assert_eq!(legacy[0], 3);
+        assert_eq!(&legacy[1..13], &[0u8; 12]);
+        let kf = KeyFile::from_bytes(&bytes).unwrap();
+        assert!(same(&kf.unlock(&contents).unwrap(), &master));
+        assert_eq!(kf.slot_kdf()[2], None);
+        // Turning it into a kind-4 slot (or back) breaks its AAD.
+        let mut v = bytes.clone();
+        v[HEADER_LEN + 2 * SLOT_LEN] = 4;
+        assert!(KeyFile::from_bytes(&v).is_err());
+    }
+
+    /// A hostile key file cannot demand unbounded Argon2id work: each slot
+    /// is bounded, and so is the sum over all slots (before: up to 32 slots
+    /// of 4 GiB × 64 passes, about an hour).
+    #[test]
+    fn total_kdf_work_is_capped() {
+        let (mut kf, master, _) = KeyFile::create(b"pw", &FAST).unwrap();
+        kf.add_passphrase_slot(&master, b"pw2", &FAST).unwrap();
+        kf.add_passphrase_slot(&master, b"pw3", &FAST).unwrap();
+        let mut b = kf.to_bytes();
+        let set = |b: &mut Vec<u8>, slot: usize, m: u32, t: u32| {
+            let at = HEADER_LEN + slot * SLOT_LEN;
+            b[at + 1..at + 5].copy_from_slice(&m.to_le_bytes());
+            b[at + 5..at + 9].copy_from_slice(&t.to_le_bytes());
+        };
+        // One slot at the per-slot limit is fine to parse ...
+        set(&mut b, 0, 1024 * 1024, 4);
+        assert!(KeyFile::from_bytes(&b).is_ok());
+        // ... over it is not ...
+        set(&mut b, 0, 1024 * 1024, 5);
+        assert!(matches!(KeyFile::from_bytes(&b), Err(KeyError::Corrupt(_))));
+        // ... and three slots at it together exceed the total.
+        for slot in [0, 2, 3] {
+            set(&mut b, slot, 1024 * 1024, 4);
+        }
+        match KeyFile::from_bytes(&b) {
+            Err(KeyError::Corrupt(why)) => assert!(why.contains("GiB-passes"), "{why}"),
+            other => panic!("expected the total-work limit, got {:?}", other.err()),
+        }
+        assert!(KdfParams::strong().argon2().is_ok());
+        assert!(KdfParams::strong().work_kib() <= MAX_SLOT_WORK_KIB);
+    }
+
+    /// With passphrase slots kept local, the backend's copy holds only the
+    /// recovery-key and key-file slots.
+    #[test]
+    fn backend_copy_without_passphrase_slots() {
+        let (kf, master, rk) = KeyFile::create(b"pw", &FAST).unwrap();
+        assert_eq!(kf.bytes_for_backend(true).unwrap(), kf.to_bytes());
+        let remote = KeyFile::from_bytes(&kf.bytes_for_backend(false).unwrap()).unwrap();
+        assert_eq!(remote.slots(), vec![SlotKind::RecoveryKey]);
+        assert_eq!(remote.vault_id(), kf.vault_id());
+        assert!(matches!(
+            remote.unlock(b"pw"),
+            Err(KeyError::WrongPassphrase)
+        ));
+        let display: Zeroizing<String> = rk.to_display_string();
+        assert!(same(&remote.unlock(display.as_bytes()).unwrap(), &master));
+        let mut only_pass = kf.clone();
+        only_pass.remove_slot(1).unwrap();
+        assert!(only_pass.bytes_for_backend(false).is_none());
     }
 
     #[test]

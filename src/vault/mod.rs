@@ -85,7 +85,7 @@ pub fn default_vault_dir() -> Result<PathBuf> {
 }
 
 /// Creates a new vault; refuses if one (or anything else) is already there.
-pub fn init(paths: &VaultPaths, passphrase: &[u8]) -> Result<RecoveryKey> {
+pub fn init(paths: &VaultPaths, passphrase: &[u8], kdf: &KdfParams) -> Result<RecoveryKey> {
     if paths.key_file().exists() {
         bail!(
             "a vault already exists at {}; refusing to overwrite it",
@@ -109,7 +109,7 @@ pub fn init(paths: &VaultPaths, passphrase: &[u8]) -> Result<RecoveryKey> {
         .mode(0o700)
         .create(&paths.root)
         .with_context(|| format!("cannot create vault directory {}", paths.root.display()))?;
-    let (kf, master, recovery) = KeyFile::create(passphrase, &KdfParams::interactive())?;
+    let (kf, master, recovery) = KeyFile::create(passphrase, kdf)?;
     let subkeys = master.subkeys();
     let index = Index::open(&paths.index(), &subkeys.index, true)?;
     index.close()?;

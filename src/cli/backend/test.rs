@@ -75,7 +75,7 @@ pub(super) fn probe(
     store.write(&path, body.clone().into())?;
     let w = ms(t);
     let t = Instant::now();
-    let back = store.read_all(&path)?;
+    let back = store.read_all(&path, body.len() as u64)?;
     let r = ms(t);
     if back.as_ref() != body.as_slice() {
         bail!("the probe object read back differs from what was written");

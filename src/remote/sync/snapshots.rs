@@ -129,7 +129,10 @@ impl SyncEngine {
             ..BackendSnaps::default()
         };
         for g in listing.generations {
-            let obj = remote.store.read_all(&snapshot::manifest_path(g))?;
+            let obj = remote.store.read_all(
+                &snapshot::manifest_path(g),
+                snapshot::MAX_MANIFEST_OBJECT_LEN,
+            )?;
             match setup.crypto.open_manifest(g, &obj) {
                 Ok(m) => {
                     if g > b.durable {
@@ -192,7 +195,9 @@ impl SyncEngine {
     }
 
     fn lease_of(&self, setup: &Setup, remote: &Remote) -> Result<Option<Lease>> {
-        match remote.store.read_all(snapshot::LEASE_PATH) {
+        match remote
+            .store
+            .read_all(snapshot::LEASE_PATH, snapshot::MAX_LEASE_OBJECT_LEN) {
             Ok(obj) => Ok(Some(setup.crypto.open_lease(&obj).with_context(|| {
                 format!(
                     "the lease on backend {} is unreadable; if nobody else uses the vault, `tresor lease break` replaces it",
@@ -702,7 +707,10 @@ impl SyncEngine {
             match snapshot::list_remote(&r.store) {
                 Ok(listing) => {
                     for g in listing.generations {
-                        let obj = r.store.read_all(&snapshot::manifest_path(g));
+                        let obj = r.store.read_all(
+                            &snapshot::manifest_path(g),
+                            snapshot::MAX_MANIFEST_OBJECT_LEN,
+                        );
                         let (m, size) = match (&obj, &setup) {
                             (Ok(o), Some(s)) => (s.crypto.open_manifest(g, o).ok(), o.len() as u64),
                             (Ok(o), None) => (None, o.len() as u64),
