@@ -7,5 +7,6 @@ pub mod backend;
 pub mod deletion;
 pub mod policy;
 pub mod presets;
+pub mod retention;
 pub mod snapshot;
 pub mod sync;
