@@ -100,8 +100,11 @@ pub struct PackStore {
     prefetching: Mutex<std::collections::HashSet<ChunkId>>,
     /// Recently read pack windows: (pack number, window index) → sealed bytes.
     windows: Mutex<lru::LruCache<(u64, u64), bytes::Bytes>>,
-    /// Authenticated segment tables of v2 chunks read segment by segment.
-    headers: Mutex<lru::LruCache<ChunkId, Arc<SegmentTable>>>,
+    /// Authenticated segment tables of v2 chunks read segment by segment,
+    /// keyed by where the chunk is (pack number, offset): a repack re-seals
+    /// a chunk, so its table changes with its place (pack numbers are never
+    /// reused).
+    headers: Mutex<lru::LruCache<(u64, u64), Arc<SegmentTable>>>,
     /// Plaintext segments opened for random readers: (chunk, index).
     segments: Mutex<SegmentCache>,
     cache_bytes: Mutex<usize>,
@@ -448,7 +451,7 @@ impl PackStore {
             return None;
         }
         let path = PackId(*pack_name).object_path();
-        let cached = self.headers.lock().get(id).cloned();
+        let cached = self.headers.lock().get(&(loc.pack, loc.offset)).cloned();
         let table = match cached {
             Some(t) => t,
             None => {
@@ -460,7 +463,7 @@ impl PackStore {
                     return None;
                 }
                 let t = Arc::new(self.sealer.open_header(id, &head).ok()?);
-                self.headers.lock().put(*id, t.clone());
+                self.headers.lock().put((loc.pack, loc.offset), t.clone());
                 t
             }
         };
