@@ -589,8 +589,8 @@ fn ls_answers_while_writers_wait_for_back_pressure() {
         })
         .collect();
     // Bounded wait until every writer is stuck (no file grows for 4 s).
-    // Sizes come from a bounded `stat`: with too few request threads even
-    // that hangs (seen with the old 4 threads), which must fail, not hang.
+    // Sizes come from a bounded `stat` (run_bounded panics on timeout): with
+    // the old 4 request threads even that hung, which must fail, not hang.
     let deadline = Instant::now() + Duration::from_secs(90);
     let sizes = || -> String {
         let mut cmd = Command::new("stat");
@@ -598,12 +598,7 @@ fn ls_answers_while_writers_wait_for_back_pressure() {
         for i in 0..WRITERS {
             cmd.arg(v.path(format!("w{i}.bin")));
         }
-        let run = run_bounded(&mut cmd, Duration::from_secs(30));
-        assert!(
-            run.status.code().is_some(),
-            "stat hung while writers wait: {run}"
-        );
-        run.stdout
+        run_bounded(&mut cmd, Duration::from_secs(30)).stdout
     };
     let mut last = sizes();
     let mut stable_since = Instant::now();
