@@ -568,6 +568,75 @@ fn backlog_over_cache_budget_slows_writers_without_errors() {
     v.unmount();
 }
 
+/// More writers wait for back-pressure than the old four FUSE request
+/// threads: `ls -l` and `stat` of the mount still answer.
+#[test]
+fn ls_answers_while_writers_wait_for_back_pressure() {
+    let Some(mut v) = TestVault::new() else {
+        return;
+    };
+    let mut s3 = S3Server::start("blocked");
+    v.add_s3(&s3, "down", "DE", "DE").ok();
+    v.tresor_cmd(&["cache", "set-size"], &["4M"], false).ok();
+    s3.stop();
+    v.mount();
+    const WRITERS: u64 = 8;
+    let total = 32 * MIB;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let target = v.path(format!("w{i}.bin"));
+            std::thread::spawn(move || write_random_file(&target, 100 + i, total))
+        })
+        .collect();
+    // Bounded wait until every writer is stuck (no file grows for 4 s).
+    // Sizes come from a bounded `stat` (run_bounded panics on timeout): with
+    // the old 4 request threads even that hung, which must fail, not hang.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let sizes = || -> String {
+        let mut cmd = Command::new("stat");
+        cmd.args(["-c", "%s"]);
+        for i in 0..WRITERS {
+            cmd.arg(v.path(format!("w{i}.bin")));
+        }
+        run_bounded(&mut cmd, Duration::from_secs(30)).stdout
+    };
+    let mut last = sizes();
+    let mut stable_since = Instant::now();
+    loop {
+        assert!(Instant::now() < deadline, "writers never got stuck");
+        std::thread::sleep(Duration::from_millis(500));
+        let now = sizes();
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    assert!(writers.iter().all(|w| !w.is_finished()), "sizes {last:?}");
+    let ls = run_bounded(
+        Command::new("ls").arg("-l").arg(&v.mnt),
+        Duration::from_secs(30),
+    );
+    assert!(ls.success(), "ls hung or failed while writers wait: {ls}");
+    assert!(ls.stdout.contains("w7.bin"), "{ls}");
+    let stat = run_bounded(
+        Command::new("stat").arg(v.path("w0.bin")),
+        Duration::from_secs(30),
+    );
+    assert!(stat.success(), "{stat}");
+    s3.restart();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !writers.iter().all(|w| w.is_finished()) {
+        assert!(Instant::now() < deadline, "writers did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for w in writers {
+        w.join().expect("a writer got an error");
+    }
+    v.unmount();
+}
+
 fn round_trip_via(v: &mut TestVault, name: &str) {
     v.mount();
     let hashes = write_tree(v, 99, 20 * MIB);

@@ -70,10 +70,13 @@ impl std::fmt::Debug for ChunkId {
     }
 }
 
+/// The version byte of the original, whole-chunk format (§5 of FORMAT.md,
+/// "v1"). New chunks are sealed segmented (`super::segmented`, v2); v1
+/// chunks stay readable.
 pub const FORMAT_VERSION: u8 = 1;
 
-const NONCE_LEN: usize = 24;
-const TAG_LEN: usize = 16;
+pub(super) const NONCE_LEN: usize = 24;
+pub(super) const TAG_LEN: usize = 16;
 /// version ‖ nonce
 const PREFIX_LEN: usize = 1 + NONCE_LEN;
 /// encoding ‖ plain_len ‖ body_len
@@ -81,11 +84,11 @@ const INNER_HEADER_LEN: usize = 1 + 4 + 4;
 /// Smallest sealed chunk: prefix, a minimum-padded inner, tag.
 pub const MIN_SEALED_LEN: usize = PREFIX_LEN + MIN_PADDED + TAG_LEN;
 
-const ENCODING_STORED: u8 = 0;
-const ENCODING_ZSTD: u8 = 1;
+pub(super) const ENCODING_STORED: u8 = 0;
+pub(super) const ENCODING_ZSTD: u8 = 1;
 /// zstd level 1; incompressible chunks are screened out by a sample first
 /// (`looks_incompressible`), compressible text runs at ≈ 2 GB/s end to end.
-const ZSTD_LEVEL: i32 = 1;
+pub(super) const ZSTD_LEVEL: i32 = 1;
 
 /// Inner lengths below this are padded up to it, so all tiny chunks (small
 /// files, file tails) look alike to the provider. 512 B costs ≤ 51 MB per
@@ -116,7 +119,7 @@ const SAMPLE_PIECE_LEN: usize = 4 * 1024;
 /// runs at only ≈ 1.4 GB/s on random data here, so the full attempt would
 /// cost more than the AEAD itself (≈ 2.2 GB/s); the sample costs ≈ 3 % of
 /// it. A misjudged chunk is merely stored uncompressed.
-fn looks_incompressible(plain: &[u8]) -> bool {
+pub(super) fn looks_incompressible(plain: &[u8]) -> bool {
     if plain.len() < SAMPLE_MIN_CHUNK {
         return false;
     }
@@ -164,7 +167,7 @@ fn xchacha_key(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) 
 }
 
 /// Encrypts `in_out` in place; returns the detached tag.
-fn xchacha_seal(
+pub(super) fn xchacha_seal(
     key: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
@@ -179,7 +182,7 @@ fn xchacha_seal(
 
 /// Verifies `tag` and decrypts `in_out` in place. On failure `in_out` holds
 /// garbage and must be discarded.
-fn xchacha_open(
+pub(super) fn xchacha_open(
     key: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
@@ -195,9 +198,9 @@ fn xchacha_open(
 /// Seals and opens chunks. `Send + Sync`: share one per vault via `Arc` and
 /// seal on many threads; every call is independent (random nonce, no state).
 pub struct ChunkSealer {
-    id_key: SecretKey,
+    pub(super) id_key: SecretKey,
     /// XChaCha20-Poly1305 key; `SecretKey` zeroizes it on drop.
-    seal_key: SecretKey,
+    pub(super) seal_key: SecretKey,
 }
 
 impl ChunkSealer {
@@ -224,7 +227,10 @@ impl ChunkSealer {
     /// then XChaCha20-Poly1305 with a random nonce and AAD = version ‖ id.
     ///
     /// Panics if `plain` exceeds `u32::MAX` bytes (chunks are ≤ 4 MiB).
-    pub fn seal(&self, id: &ChunkId, plain: &[u8]) -> Vec<u8> {
+    /// Seals in the v1 layout. New chunks are sealed by `seal` (v2,
+    /// `super::segmented`); this stays for the tests that pin v1 and for
+    /// the v1 fixtures of the compatibility tests.
+    pub fn seal_v1(&self, id: &ChunkId, plain: &[u8]) -> Vec<u8> {
         let plain_len = u32::try_from(plain.len()).expect("chunk larger than 4 GiB");
         debug_assert!(self.chunk_id(plain) == *id, "seal called with a foreign id");
         let stored_padded = padded_len(INNER_HEADER_LEN + plain.len());
@@ -274,7 +280,8 @@ impl ChunkSealer {
         out
     }
 
-    pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    /// Opens a v1 chunk (`open` dispatches here on the version byte).
+    pub fn open_v1(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         let version = *sealed.first().ok_or(SealError::Malformed("empty"))?;
         if version != FORMAT_VERSION {
             return Err(SealError::UnsupportedVersion(version));
@@ -355,8 +362,8 @@ mod tests {
 
     fn round_trip(s: &ChunkSealer, plain: &[u8]) -> Vec<u8> {
         let id = s.chunk_id(plain);
-        let sealed = s.seal(&id, plain);
-        assert_eq!(s.open(&id, &sealed).unwrap(), plain);
+        let sealed = s.seal_v1(&id, plain);
+        assert_eq!(s.open_v1(&id, &sealed).unwrap(), plain);
         sealed
     }
 
@@ -432,7 +439,7 @@ mod tests {
     fn same_plaintext_seals_differently() {
         let s = sealer();
         let id = s.chunk_id(b"hello");
-        assert_ne!(s.seal(&id, b"hello"), s.seal(&id, b"hello"));
+        assert_ne!(s.seal_v1(&id, b"hello"), s.seal_v1(&id, b"hello"));
     }
 
     #[test]
@@ -451,29 +458,29 @@ mod tests {
         let s = sealer();
         let plain = random(300_000, 4);
         let id = s.chunk_id(&plain);
-        let sealed = s.seal(&id, &plain);
+        let sealed = s.seal_v1(&id, &plain);
         // Flip a bit in the nonce, the ciphertext body, and the tag.
         for pos in [5, PREFIX_LEN, sealed.len() / 2, sealed.len() - 1] {
             let mut t = sealed.clone();
             t[pos] ^= 0x01;
             assert!(
-                matches!(s.open(&id, &t), Err(SealError::Authentication)),
+                matches!(s.open_v1(&id, &t), Err(SealError::Authentication)),
                 "pos {pos}"
             );
         }
         let mut t = sealed.clone();
         t[0] = 2;
         assert!(matches!(
-            s.open(&id, &t),
+            s.open_v1(&id, &t),
             Err(SealError::UnsupportedVersion(2))
         ));
-        assert!(matches!(s.open(&id, &[]), Err(SealError::Malformed(_))));
+        assert!(matches!(s.open_v1(&id, &[]), Err(SealError::Malformed(_))));
         assert!(matches!(
-            s.open(&id, &sealed[..10]),
+            s.open_v1(&id, &sealed[..10]),
             Err(SealError::Malformed(_))
         ));
         for cut in [1, TAG_LEN, sealed.len() - MIN_SEALED_LEN] {
-            let r = s.open(&id, &sealed[..sealed.len() - cut]);
+            let r = s.open_v1(&id, &sealed[..sealed.len() - cut]);
             assert!(
                 matches!(r, Err(SealError::Authentication)),
                 "truncated by {cut}"
@@ -482,7 +489,7 @@ mod tests {
         let mut longer = sealed.clone();
         longer.push(0);
         assert!(matches!(
-            s.open(&id, &longer),
+            s.open_v1(&id, &longer),
             Err(SealError::Authentication)
         ));
     }
@@ -492,12 +499,18 @@ mod tests {
         let s = sealer();
         let (a, b) = (random(1000, 5), random(1000, 6));
         let (ia, ib) = (s.chunk_id(&a), s.chunk_id(&b));
-        let (sa, sb) = (s.seal(&ia, &a), s.seal(&ib, &b));
-        assert!(matches!(s.open(&ib, &sa), Err(SealError::Authentication)));
-        assert!(matches!(s.open(&ia, &sb), Err(SealError::Authentication)));
+        let (sa, sb) = (s.seal_v1(&ia, &a), s.seal_v1(&ib, &b));
+        assert!(matches!(
+            s.open_v1(&ib, &sa),
+            Err(SealError::Authentication)
+        ));
+        assert!(matches!(
+            s.open_v1(&ia, &sb),
+            Err(SealError::Authentication)
+        ));
         let other = ChunkSealer::new(&MasterKey::for_tests(10).subkeys());
         assert!(matches!(
-            other.open(&ia, &sa),
+            other.open_v1(&ia, &sa),
             Err(SealError::Authentication)
         ));
     }
@@ -698,7 +711,7 @@ mod tests {
         for plain in [Vec::new(), random(5000, 12), random(1 << 20, 13)] {
             let id = s.chunk_id(&plain);
             let aad = ChunkSealer::aad(&id);
-            let sealed = s.seal(&id, &plain);
+            let sealed = s.seal_v1(&id, &plain);
             let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
             let nonce: &[u8; NONCE_LEN] = body[1..PREFIX_LEN].try_into().unwrap();
             let inner = reference_open(
@@ -717,7 +730,7 @@ mod tests {
             let old = [&[FORMAT_VERSION][..], &old_nonce, &ct, &tag].concat();
             assert_eq!(old.len(), sealed.len());
             assert!(
-                s.open(&id, &old).unwrap() == plain,
+                s.open_v1(&id, &old).unwrap() == plain,
                 "a chunk sealed by RustCrypto opens"
             );
         }
@@ -758,17 +771,17 @@ mod tests {
         // faults (≈ 1 GB/s on their own here) and shows ≈ 0.35 GB/s.
         let t = std::time::Instant::now();
         for (c, id) in chunks.iter().zip(&ids) {
-            std::hint::black_box(s.seal(id, c));
+            std::hint::black_box(s.seal_v1(id, c));
         }
         println!("seal, incompressible 1 MiB: {:.2} GB/s", gbps(t));
         let sealed: Vec<Vec<u8>> = chunks
             .iter()
             .zip(&ids)
-            .map(|(c, id)| s.seal(id, c))
+            .map(|(c, id)| s.seal_v1(id, c))
             .collect();
         let t = std::time::Instant::now();
         for (x, id) in sealed.iter().zip(&ids) {
-            s.open(id, x).unwrap();
+            s.open_v1(id, x).unwrap();
         }
         println!(
             "open incl. id check, incompressible 1 MiB: {:.2} GB/s",
@@ -780,7 +793,7 @@ mod tests {
         let id = s.chunk_id(&text);
         let t = std::time::Instant::now();
         for _ in 0..128 {
-            s.seal(&id, &text);
+            s.seal_v1(&id, &text);
         }
         println!("seal, compressible 1 MiB: {:.2} GB/s", gbps(t));
     }

@@ -128,11 +128,25 @@ impl Index {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Points a chunk row at its copy in another pack.
-    pub fn gc_move_chunk(&self, id: &ChunkId, pack: u64, offset: u64) -> Result<(), IndexError> {
+    /// Points a chunk row at a re-sealed copy in another pack (repack
+    /// seals every chunk it moves afresh, so its sealed length changes).
+    pub fn gc_move_resealed_chunk(
+        &self,
+        id: &ChunkId,
+        pack: u64,
+        offset: u64,
+        sealed_len: u32,
+    ) -> Result<(), IndexError> {
         self.conn
-            .prepare_cached("UPDATE chunks SET pack = ?2, offset = ?3 WHERE id = ?1")?
-            .execute(params![&id.0[..], pack as i64, offset as i64])?;
+            .prepare_cached(
+                "UPDATE chunks SET pack = ?2, offset = ?3, sealed_len = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                &id.0[..],
+                pack as i64,
+                offset as i64,
+                sealed_len as i64
+            ])?;
         Ok(())
     }
 

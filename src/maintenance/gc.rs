@@ -429,22 +429,29 @@ fn repack_group(
                     continue 'packs;
                 }
             };
-            if let Err(e) = ps.open_sealed(&c.id, &sealed) {
-                log::error!(
-                    "gc: chunk {} in pack {hex} at offset {} fails authentication ({e}); \
+            // Re-sealed with a fresh nonce (and in the current format): a
+            // byte-for-byte copy would show the provider, with old and new
+            // pack side by side, exact chunk boundaries and which chunks died.
+            let plain = match ps.open_sealed(&c.id, &sealed) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::error!(
+                        "gc: chunk {} in pack {hex} at offset {} fails authentication ({e}); \
                      the pack is left alone — run `tresor fsck`",
-                    c.id.to_hex(),
-                    c.offset
-                );
-                report.corrupt.push(format!(
-                    "chunk {} in pack {hex} at offset {}: {e}",
-                    c.id.to_hex(),
-                    c.offset
-                ));
-                continue 'packs;
-            }
+                        c.id.to_hex(),
+                        c.offset
+                    );
+                    report.corrupt.push(format!(
+                        "chunk {} in pack {hex} at offset {}: {e}",
+                        c.id.to_hex(),
+                        c.offset
+                    ));
+                    continue 'packs;
+                }
+            };
+            let resealed = bytes::Bytes::from(ps.seal_chunk(&c.id, &plain));
             copied.insert(c.id, (c.offset, chunks.len() + mine.len()));
-            mine.push((c.id, sealed, c.plain_len));
+            mine.push((c.id, resealed, c.plain_len));
         }
         chunks.extend(mine);
         sources.push(Source { pack, copied });
@@ -474,7 +481,8 @@ fn repack_group(
                 for r in &rows {
                     if let Some(&(old_offset, k)) = src.copied.get(&r.id) {
                         if r.offset == old_offset {
-                            idx.gc_move_chunk(&r.id, new_pack, offsets[k])?;
+                            let sealed_len = chunks[k].1.len() as u32;
+                            idx.gc_move_resealed_chunk(&r.id, new_pack, offsets[k], sealed_len)?;
                         }
                     }
                 }

@@ -41,7 +41,13 @@ use crate::vault::{self, VaultPaths};
 /// How often the index is committed (not durably) while mounted.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(2);
 const MOUNT_READY_TIMEOUT: Duration = Duration::from_secs(120);
-const FUSE_THREADS: usize = 4;
+/// FUSE request threads. A request thread blocks while a write waits for
+/// back-pressure (uploads behind the cache budget) or a read waits for a
+/// remote backend; with 4 threads, 4 such writers left none for `ls` or
+/// `stat`. 16 keeps requests answered under that many blocked writers
+/// (`tests/cloud.rs`, `ls_answers_while_writers_wait_for_back_pressure`);
+/// an idle thread costs a stack and one blocked read on /dev/fuse.
+const FUSE_THREADS: usize = 16;
 /// After unmount, pending uploads get this long before the daemon exits.
 const UPLOAD_GRACE_SECS: u64 = 30;
 

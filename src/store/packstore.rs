@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::chunk::pack::{PackBuilder, PackId, PACK_TARGET};
 use crate::chunk::seal::{ChunkId, ChunkSealer, SealError};
+use crate::chunk::segmented::{SegmentTable, HEADER_LEN, SEGMENT_LEN, VERSION_2};
 use crate::index::{ChunkLocation, Index, IndexError};
 use crate::store::{Store, StoreError};
 use crate::vault::keys::SecretKey;
@@ -32,6 +33,10 @@ const SMALL_CHUNK: u64 = 256 * 1024;
 const READ_WINDOW: u64 = 1024 * 1024;
 /// Pack windows kept in memory (× 1 MiB).
 const WINDOW_CACHE: usize = 32;
+/// Segment tables of v2 chunks kept in memory (≈ 330 bytes each).
+const HEADER_CACHE: usize = 16 * 1024;
+/// Opened segments kept in memory for random readers (× 64 KiB = 32 MiB).
+const SEGMENT_CACHE: usize = 32 * 1024 * 1024 / SEGMENT_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkReadError {
@@ -48,6 +53,9 @@ pub enum ChunkReadError {
         source: Box<StoreError>,
     },
 }
+
+/// Opened plaintext segments: (chunk, segment index) → bytes.
+type SegmentCache = lru::LruCache<(ChunkId, u32), Arc<Vec<u8>>>;
 
 struct OpenPack {
     number: u64,
@@ -92,6 +100,13 @@ pub struct PackStore {
     prefetching: Mutex<std::collections::HashSet<ChunkId>>,
     /// Recently read pack windows: (pack number, window index) → sealed bytes.
     windows: Mutex<lru::LruCache<(u64, u64), bytes::Bytes>>,
+    /// Authenticated segment tables of v2 chunks read segment by segment,
+    /// keyed by where the chunk is (pack number, offset): a repack re-seals
+    /// a chunk, so its table changes with its place (pack numbers are never
+    /// reused).
+    headers: Mutex<lru::LruCache<(u64, u64), Arc<SegmentTable>>>,
+    /// Plaintext segments opened for random readers: (chunk, index).
+    segments: Mutex<SegmentCache>,
     cache_bytes: Mutex<usize>,
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Where packs missing from the local store come from (remote backends).
@@ -152,6 +167,12 @@ impl PackStore {
             prefetching: Mutex::new(std::collections::HashSet::new()),
             windows: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(WINDOW_CACHE).expect("non-zero"),
+            )),
+            headers: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(HEADER_CACHE).expect("non-zero"),
+            )),
+            segments: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(SEGMENT_CACHE).expect("non-zero"),
             )),
             cache_bytes: Mutex::new(0),
             writers: Mutex::new(writers),
@@ -339,25 +360,7 @@ impl PackStore {
         pack_name: &[u8; 16],
     ) -> Result<Arc<Vec<u8>>, ChunkReadError> {
         let pack_path = PackId(*pack_name).object_path();
-        let start = loc.offset as usize;
-        let end = start + loc.sealed_len as usize;
-        let from_memory: Option<bytes::Bytes> = {
-            let open = self.open.lock();
-            match open.as_ref() {
-                Some(op) if op.number == loc.pack && op.builder.bytes().len() >= end => Some(
-                    bytes::Bytes::copy_from_slice(&op.builder.bytes()[start..end]),
-                ),
-                _ => None,
-            }
-        }
-        .or_else(|| {
-            let q = self.shared.queue.lock();
-            q.in_flight
-                .get(&loc.pack)
-                .filter(|b| b.len() >= end)
-                .map(|b| b.slice(start..end))
-        });
-        let sealed = match from_memory {
+        let sealed = match self.sealed_from_memory(loc) {
             Some(s) => s,
             None => match self.read_from_store(&pack_path, loc) {
                 Ok(b) => b,
@@ -388,6 +391,108 @@ impl PackStore {
         let plain = Arc::new(plain);
         self.cache_insert(*id, plain.clone());
         Ok(plain)
+    }
+
+    /// The sealed bytes of a chunk whose pack is still in memory (open,
+    /// queued or being written).
+    fn sealed_from_memory(&self, loc: &ChunkLocation) -> Option<bytes::Bytes> {
+        let start = loc.offset as usize;
+        let end = start + loc.sealed_len as usize;
+        {
+            let open = self.open.lock();
+            match open.as_ref() {
+                Some(op) if op.number == loc.pack && op.builder.bytes().len() >= end => Some(
+                    bytes::Bytes::copy_from_slice(&op.builder.bytes()[start..end]),
+                ),
+                _ => None,
+            }
+        }
+        .or_else(|| {
+            let q = self.shared.queue.lock();
+            q.in_flight
+                .get(&loc.pack)
+                .filter(|b| b.len() >= end)
+                .map(|b| b.slice(start..end))
+        })
+    }
+
+    /// Plaintext bytes `want` of a chunk for a random reader: only the
+    /// segments that hold them are read (a ranged read of the chunk's
+    /// header, cached, and of the segments) and authenticated. Returns
+    /// bytes and the chunk offset of their first byte; they cover `want`.
+    /// A v1 chunk, a chunk still in memory or already cached whole, and
+    /// any segment that fails to read or authenticate go through
+    /// [`Self::read_chunk`] (which also tries the other copies).
+    pub fn read_chunk_part(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLocation,
+        pack_name: &[u8; 16],
+        want: std::ops::Range<usize>,
+    ) -> Result<(Arc<Vec<u8>>, usize), ChunkReadError> {
+        if let Some(c) = self.cache.lock().get(id) {
+            return Ok((c.clone(), 0));
+        }
+        match self.read_segments(id, loc, pack_name, want) {
+            Some(part) => Ok(part),
+            None => Ok((self.read_chunk(id, loc, pack_name)?, 0)),
+        }
+    }
+
+    /// `None`: read the whole chunk instead (see `read_chunk_part`).
+    fn read_segments(
+        &self,
+        id: &ChunkId,
+        loc: &ChunkLocation,
+        pack_name: &[u8; 16],
+        want: std::ops::Range<usize>,
+    ) -> Option<(Arc<Vec<u8>>, usize)> {
+        if want.is_empty() || (loc.sealed_len as usize) < HEADER_LEN {
+            return None;
+        }
+        let path = PackId(*pack_name).object_path();
+        let cached = self.headers.lock().get(&(loc.pack, loc.offset)).cloned();
+        let table = match cached {
+            Some(t) => t,
+            None => {
+                if self.sealed_from_memory(loc).is_some() {
+                    return None;
+                }
+                let head = self.store_read(&path, loc.offset, HEADER_LEN as u64).ok()?;
+                if head.first() != Some(&VERSION_2) {
+                    return None;
+                }
+                let t = Arc::new(self.sealer.open_header(id, &head).ok()?);
+                self.headers.lock().put((loc.pack, loc.offset), t.clone());
+                t
+            }
+        };
+        if want.end > table.plain_len() {
+            return None;
+        }
+        let (first, last) = (table.segment_of(want.start), table.segment_of(want.end - 1));
+        if first == last {
+            if let Some(seg) = self.segments.lock().get(&(*id, first as u32)) {
+                return Some((seg.clone(), table.plain_range(first).start));
+            }
+        }
+        let span = table.sealed_range(first).start..table.sealed_range(last).end;
+        let sealed = self
+            .store_read(&path, loc.offset + span.start as u64, span.len() as u64)
+            .ok()?;
+        let mut out = Vec::with_capacity((last - first + 1) * SEGMENT_LEN);
+        for i in first..=last {
+            let r = table.sealed_range(i);
+            let bytes = &sealed[r.start - span.start..r.end - span.start];
+            let plain = self.sealer.open_segment(id, &table, i, bytes).ok()?;
+            if first == last {
+                let plain = Arc::new(plain);
+                self.segments.lock().put((*id, i as u32), plain.clone());
+                return Some((plain, table.plain_range(i).start));
+            }
+            out.extend_from_slice(&plain);
+        }
+        Some((Arc::new(out), table.plain_range(first).start))
     }
 
     /// The chunk's bytes failed authentication: forgets the pack window
@@ -522,6 +627,11 @@ impl PackStore {
     /// Authenticates sealed chunk bytes against their id.
     pub fn open_sealed(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         self.sealer.open(id, sealed)
+    }
+
+    /// Seals a chunk afresh (current format, new random nonce).
+    pub fn seal_chunk(&self, id: &ChunkId, plain: &[u8]) -> Vec<u8> {
+        self.sealer.seal(id, plain)
     }
 
     /// Writes a pack of already sealed chunks straight to the store (not
@@ -684,5 +794,185 @@ fn store_writer(shared: Arc<Shared>) {
                 std::thread::sleep(delay);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::keys::MasterKey;
+    use rand::{RngCore, SeedableRng};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A second store on the local disk acting as the remote backend,
+    /// counting the bytes each ranged read returns.
+    struct CountingRemote {
+        store: Store,
+        bytes: AtomicU64,
+        reads: AtomicU64,
+    }
+
+    impl RemoteFetch for CountingRemote {
+        fn fetch_range(
+            &self,
+            path: &str,
+            offset: u64,
+            len: u64,
+        ) -> Result<bytes::Bytes, StoreError> {
+            let b = self.store.read_range(path, offset, len)?;
+            self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Ok(b)
+        }
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+        v
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        packs: PackStore,
+        sealer: Arc<ChunkSealer>,
+        plains: Vec<Vec<u8>>,
+        chunks: Vec<(ChunkId, ChunkLocation)>,
+        name: [u8; 16],
+        store_dir: std::path::PathBuf,
+    }
+
+    /// One pack holding a v2 chunk and a v1 chunk of 1 MiB each, written
+    /// to `VAULT/store`.
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let sk = MasterKey::for_tests(31).subkeys();
+        let sealer = Arc::new(ChunkSealer::new(&sk));
+        let store_dir = dir.path().join("store");
+        let store = Arc::new(Store::open_local(&store_dir).unwrap());
+        let packs = PackStore::new(store, sealer.clone(), sk.pack.clone());
+        let plains = vec![random(1 << 20, 1), random(1 << 20, 2)];
+        let ids: Vec<ChunkId> = plains.iter().map(|p| sealer.chunk_id(p)).collect();
+        let sealed = [
+            sealer.seal(&ids[0], &plains[0]),
+            sealer.seal_v1(&ids[1], &plains[1]),
+        ];
+        let input: Vec<(ChunkId, bytes::Bytes, u32)> = (0..2)
+            .map(|i| (ids[i], bytes::Bytes::from(sealed[i].clone()), 1 << 20))
+            .collect();
+        let (name, size, offsets) = packs.write_pack_now(&input).unwrap();
+        let chunks = (0..2)
+            .map(|i| {
+                let loc = ChunkLocation {
+                    pack: 1,
+                    offset: offsets[i],
+                    sealed_len: sealed[i].len() as u32,
+                    plain_len: 1 << 20,
+                    pack_size: size,
+                };
+                (ids[i], loc)
+            })
+            .collect();
+        Fixture {
+            _dir: dir,
+            packs,
+            sealer,
+            plains,
+            chunks,
+            name,
+            store_dir,
+        }
+    }
+
+    #[test]
+    fn random_read_opens_one_segment_of_a_v2_chunk() {
+        let f = fixture();
+        let (id, loc) = &f.chunks[0];
+        for at in [0usize, 5 << 16, (1 << 20) - 4096, 100_000] {
+            let want = at..at + 4096;
+            let (bytes, base) = f
+                .packs
+                .read_chunk_part(id, loc, &f.name, want.clone())
+                .unwrap();
+            assert!(bytes.len() <= SEGMENT_LEN, "{} bytes opened", bytes.len());
+            assert!(bytes[want.start - base..want.end - base] == f.plains[0][want]);
+        }
+        // Across a segment boundary: both segments, nothing more.
+        let want = SEGMENT_LEN - 100..SEGMENT_LEN + 100;
+        let (bytes, base) = f
+            .packs
+            .read_chunk_part(id, loc, &f.name, want.clone())
+            .unwrap();
+        assert_eq!((bytes.len(), base), (2 * SEGMENT_LEN, 0));
+        assert!(bytes[want.clone()] == f.plains[0][want]);
+        assert!(!f.packs.is_cached(id), "the whole chunk was decrypted");
+        // A v1 chunk is read whole.
+        let (id1, loc1) = &f.chunks[1];
+        let (bytes, base) = f
+            .packs
+            .read_chunk_part(id1, loc1, &f.name, 0..4096)
+            .unwrap();
+        assert_eq!((bytes.len(), base), (1 << 20, 0));
+        assert!(*bytes == f.plains[1]);
+    }
+
+    #[test]
+    fn tampered_segment_fails_the_random_read() {
+        let f = fixture();
+        let (id, loc) = &f.chunks[0];
+        let path = f.store_dir.join(PackId(f.name).object_path());
+        let mut pack = std::fs::read(&path).unwrap();
+        let table = f
+            .sealer
+            .open_header(id, &pack[loc.offset as usize..])
+            .unwrap();
+        let pos = loc.offset as usize + table.sealed_range(3).start + 10;
+        pack[pos] ^= 1;
+        std::fs::write(&path, &pack).unwrap();
+        // Segment 2 is intact and reads; segment 3 does not.
+        let r2 = 2 * SEGMENT_LEN..2 * SEGMENT_LEN + 4096;
+        let (b, base) = f
+            .packs
+            .read_chunk_part(id, loc, &f.name, r2.clone())
+            .unwrap();
+        assert!(b[r2.start - base..r2.end - base] == f.plains[0][r2]);
+        let r3 = 3 * SEGMENT_LEN..3 * SEGMENT_LEN + 4096;
+        assert!(matches!(
+            f.packs.read_chunk_part(id, loc, &f.name, r3),
+            Err(ChunkReadError::Auth { .. })
+        ));
+    }
+
+    #[test]
+    fn cold_4k_read_from_a_backend_transfers_at_most_128_kib() {
+        let f = fixture();
+        // The pack lives only on the "backend": move the store aside.
+        let remote_dir = f.store_dir.with_file_name("remote");
+        std::fs::rename(&f.store_dir, &remote_dir).unwrap();
+        std::fs::create_dir_all(&f.store_dir).unwrap();
+        let remote = Arc::new(CountingRemote {
+            store: Store::open_local(&remote_dir).unwrap(),
+            bytes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+        });
+        f.packs.set_remote(remote.clone());
+        let (id, loc) = &f.chunks[0];
+        let want = 700_000..704_096;
+        let (b, base) = f
+            .packs
+            .read_chunk_part(id, loc, &f.name, want.clone())
+            .unwrap();
+        assert!(b[want.start - base..want.end - base] == f.plains[0][want]);
+        let (bytes, reads) = (
+            remote.bytes.load(Ordering::Relaxed),
+            remote.reads.load(Ordering::Relaxed),
+        );
+        assert_eq!(reads, 2, "header and one segment");
+        assert!(bytes <= 128 * 1024, "{bytes} bytes transferred");
+        assert!(bytes >= SEGMENT_LEN as u64);
+        // A second read in the same chunk needs the segment only.
+        let want = 100_000..104_096;
+        f.packs.read_chunk_part(id, loc, &f.name, want).unwrap();
+        assert_eq!(remote.reads.load(Ordering::Relaxed), 3);
     }
 }
