@@ -1012,8 +1012,18 @@ impl Harness {
             Op::Lookup { entry } => {
                 let (parent, name) = self.entry(&entry, |_| true);
                 self.note = format!("lookup {}", self.entry_path(parent, &name));
+                let is_dir = self.model.node(parent).is_dir();
                 let want = if name.len() > 255 {
                     Err(libc::ENAMETOOLONG)
+                } else if is_dir && name == b"." {
+                    // NFS export: the kernel looks up "." and ".." by inode.
+                    Ok(parent)
+                } else if is_dir && name == b".." {
+                    Ok(if parent == ROOT_INO {
+                        ROOT_INO
+                    } else {
+                        self.model.parent_of(parent)
+                    })
                 } else {
                     self.model.lookup(parent, &name)
                 };

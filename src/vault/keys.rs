@@ -1207,7 +1207,20 @@ mod tests {
         // Turning it into a kind-4 slot (or back) breaks its AAD.
         let mut v = bytes.clone();
         v[HEADER_LEN + 2 * SLOT_LEN] = 4;
+        reseal_checksums(&mut v);
         assert!(KeyFile::from_bytes(&v).is_err());
+    }
+
+    /// Recomputes every slot checksum of a v2 key file, so a test's edit is
+    /// judged by the parser, not caught as damage.
+    fn reseal_checksums(b: &mut [u8]) {
+        let count = (b.len() - HEADER_LEN) / (SLOT_LEN + CHECKSUM_LEN);
+        let sums_at = HEADER_LEN + count * SLOT_LEN;
+        for i in 0..count {
+            let at = HEADER_LEN + i * SLOT_LEN;
+            let sum = slot_checksum(&b[..HEADER_LEN], &b[at..at + SLOT_LEN]);
+            b[sums_at + i * CHECKSUM_LEN..][..CHECKSUM_LEN].copy_from_slice(&sum);
+        }
     }
 
     /// A hostile key file cannot demand unbounded Argon2id work: each slot
@@ -1223,6 +1236,7 @@ mod tests {
             let at = HEADER_LEN + slot * SLOT_LEN;
             b[at + 1..at + 5].copy_from_slice(&m.to_le_bytes());
             b[at + 5..at + 9].copy_from_slice(&t.to_le_bytes());
+            reseal_checksums(b);
         };
         // One slot at the per-slot limit is fine to parse ...
         set(&mut b, 0, 1024 * 1024, 4);
