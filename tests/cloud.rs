@@ -675,28 +675,8 @@ fn sftp_backend_round_trip() {
         return;
     };
     let sftp = SftpServer::start();
-    v.env = sftp.ssh_env();
+    v.add_sftp_box(&sftp).ok();
     let root = sftp.root_dir.join("tresor");
-    let target = format!("{}@127.0.0.1:{}", sftp.user, sftp.port);
-    let mut cmd_env = v.cmd();
-    cmd_env
-        .args(["backend", "add", "box", "--vault"])
-        .arg(&v.vault)
-        .args([
-            "--sftp",
-            &target,
-            "--key",
-            sftp.key_path.to_str().unwrap(),
-            "--root",
-            root.to_str().unwrap(),
-            "--location",
-            "FI",
-            "--operator",
-            "Example Oy",
-            "--operator-country",
-            "FI",
-        ]);
-    run_bounded(&mut cmd_env, Duration::from_secs(120)).ok();
     round_trip_via(&mut v, "box");
     assert!(files_under(&root)
         .iter()

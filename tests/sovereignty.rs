@@ -219,27 +219,7 @@ fn capabilities_are_probed_per_backend_and_shown_in_status() {
     .ok();
 
     let sftp = SftpServer::start();
-    v.env = sftp.ssh_env();
-    let root = sftp.root_dir.join("tresor");
-    let target = format!("{}@127.0.0.1:{}", sftp.user, sftp.port);
-    let mut cmd = v.cmd();
-    cmd.args(["backend", "add", "box", "--vault"])
-        .arg(&v.vault)
-        .args([
-            "--sftp",
-            &target,
-            "--key",
-            sftp.key_path.to_str().unwrap(),
-            "--root",
-            root.to_str().unwrap(),
-            "--location",
-            "FI",
-            "--operator",
-            "Example Oy",
-            "--operator-country",
-            "FI",
-        ]);
-    run_bounded(&mut cmd, Duration::from_secs(120)).ok();
+    v.add_sftp_box(&sftp).ok();
 
     let js = v.tresor_cmd(&["status"], &["--json"], true).ok();
     let js: serde_json::Value = serde_json::from_str(js.stdout.trim()).unwrap();

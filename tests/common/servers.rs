@@ -1736,6 +1736,33 @@ impl Drop for SftpServer {
 impl super::TestVault {
     /// `tresor backend add NAME --s3 …` for `s3` (the secret goes through a
     /// file in scratch), operated by "Loopback Storage GmbH"; unchecked.
+    /// `backend add box --sftp USER@127.0.0.1:PORT` with the server's key,
+    /// root `ROOT/tresor`, data in FI; sets the ssh environment the
+    /// server needs on this vault's commands from here on.
+    pub fn add_sftp_box(&mut self, sftp: &SftpServer) -> super::Run {
+        self.env = sftp.ssh_env();
+        let root = sftp.root_dir.join("tresor");
+        let target = format!("{}@127.0.0.1:{}", sftp.user, sftp.port);
+        let mut cmd = self.cmd();
+        cmd.args(["backend", "add", "box", "--vault"])
+            .arg(&self.vault)
+            .args([
+                "--sftp",
+                &target,
+                "--key",
+                sftp.key_path.to_str().unwrap(),
+                "--root",
+                root.to_str().unwrap(),
+                "--location",
+                "FI",
+                "--operator",
+                "Example Oy",
+                "--operator-country",
+                "FI",
+            ]);
+        super::run_bounded(&mut cmd, Duration::from_secs(120))
+    }
+
     pub fn add_s3(
         &self,
         s3: &S3Server,
