@@ -29,12 +29,18 @@
 #                         concurrent run)
 #   XFS_EXCLUDE           exclude list (default tests/xfstests.exclude)
 #   FSTESTS_TEST_TIMEOUT  seconds per test (default 120)
+#   XFS_FS                tresor (default) or gocryptfs: the anchor, run the same
+#                         way (gocryptfs -init vaults, mount -t fuse.gocryptfs via
+#                         the stock mount.fuse3, plain umount), for the
+#                         pass-for-pass comparison the README reports
 # Exit: 0 if every failure is excluded (or no test failed); 1 on failures;
 #       2 on setup errors.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TRESOR_BIN=$(realpath -m "${TRESOR_BIN:-$ROOT/target/ci/tresor}")
+XFS_FS=${XFS_FS:-tresor}
+[[ $XFS_FS == tresor || $XFS_FS == gocryptfs ]] || { echo "xfstests.sh: XFS_FS must be tresor or gocryptfs" >&2; exit 2; }
 # ../shared/xfstests beside the checkout (as on the development machines)
 if [[ -z "${XFSTESTS_SRC:-}" ]]; then
     XFSTESTS_SRC=$ROOT/../shared/xfstests
@@ -51,7 +57,11 @@ die() { echo "xfstests.sh: $*" >&2; exit 2; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (mounts, useradd, apt-get)"
 [[ -c /dev/fuse ]] || die "/dev/fuse missing"
-[[ -x "$TRESOR_BIN" ]] || die "$TRESOR_BIN not built (cargo build --profile ci)"
+if [[ $XFS_FS == tresor ]]; then
+    [[ -x "$TRESOR_BIN" ]] || die "$TRESOR_BIN not built (cargo build --profile ci)"
+else
+    command -v gocryptfs >/dev/null || die "gocryptfs not installed (apt-get install gocryptfs)"
+fi
 [[ -f "$TARBALL" && -f "$PATCH" ]] || die "$TARBALL or $PATCH missing"
 [[ -f "$XFS_EXCLUDE" ]] || die "exclude list $XFS_EXCLUDE missing"
 
@@ -102,26 +112,35 @@ if [[ "${TRESOR_XFSTESTS_NS:-}" != 1 ]]; then
     TRESOR_XFSTESTS_NS=1 exec unshare --mount --propagation private -- "$0" "$@"
 fi
 BIN_DIR=$XFS_WORK/bin
-mkdir -p "$BIN_DIR"
-# a copy, so that a rebuild during the run does not change the binary under test
-cp -f "$TRESOR_BIN" "$BIN_DIR/tresor.tmp" && mv -f "$BIN_DIR/tresor.tmp" "$BIN_DIR/tresor"
-TRESOR=$BIN_DIR/tresor
-cat >"$BIN_DIR/mount.fuse.tresor" <<EOF
+HELPERS=$BIN_DIR/sbin
+rm -rf "$HELPERS" && mkdir -p "$HELPERS"
+if [[ $XFS_FS == tresor ]]; then
+    # a copy, so that a rebuild during the run does not change the binary under test
+    cp -f "$TRESOR_BIN" "$BIN_DIR/tresor.tmp" && mv -f "$BIN_DIR/tresor.tmp" "$BIN_DIR/tresor"
+    TRESOR=$BIN_DIR/tresor
+    cat >"$HELPERS/mount.fuse.tresor" <<EOF
 #!/bin/sh
 # from tresor's scripts/xfstests.sh: mount(8) -> tresor's mount-helper form
 # (tresor VAULT MOUNTPOINT -o OPTS), with the source's tresor: tag stripped.
 src="\$1"; mnt="\$2"; shift 2
 exec '$TRESOR' "\${src#tresor:}" "\$mnt" "\$@"
 EOF
-chmod 755 "$BIN_DIR/mount.fuse.tresor"
+    # tresor itself as umount.fuse.tresor: umount(8) then waits for the daemon's
+    # final flush, so the next mount of the vault does not find it still locked
+    ln -s "$TRESOR" "$HELPERS/umount.fuse.tresor"
+else
+    # gocryptfs names its mount after the cipher directory, which umount(8)
+    # takes for a mount point; tag it (fsname=gocryptfs:DIR), as tresor does
+    cat >"$HELPERS/mount.fuse.gocryptfs" <<'EOF'
+#!/bin/sh
+# from tresor's scripts/xfstests.sh: gocryptfs:/abs/cipherdir -> gocryptfs
+src="$1"; mnt="$2"; shift 2
+exec /sbin/mount.fuse3 "${src#gocryptfs:}" "$mnt" -t fuse.gocryptfs -o "fsname=$src" "$@"
+EOF
+fi
+chmod 755 "$HELPERS"/mount.fuse.*
 # overlay our helpers over the real /sbin (a merged-/usr /sbin is a link):
 # /sbin/mount.fuse.tresor may be a symlink, which a bind mount would follow
-HELPERS=$BIN_DIR/sbin
-rm -rf "$HELPERS" && mkdir -p "$HELPERS"
-cp "$BIN_DIR/mount.fuse.tresor" "$HELPERS/mount.fuse.tresor"
-# tresor itself as umount.fuse.tresor: umount(8) then waits for the daemon's
-# final flush, so the next mount of the vault does not find it still locked
-ln -s "$TRESOR" "$HELPERS/umount.fuse.tresor"
 SBIN=$(realpath /sbin)
 mount -t overlay overlay -o "lowerdir=$HELPERS:$SBIN" "$SBIN" || die "cannot overlay $HELPERS on $SBIN"
 
@@ -135,7 +154,11 @@ unmount_all() {
     local m i
     for m in "$TEST_MNT" "$SCRATCH_MNT_DIR"; do
         is_mounted "$m" || continue
-        timeout 120 "$TRESOR" unmount "$m" >/dev/null 2>&1 || true
+        if [[ $XFS_FS == tresor ]]; then
+            timeout 120 "$TRESOR" unmount "$m" >/dev/null 2>&1 || true
+        else
+            umount "$m" 2>/dev/null || true
+        fi
         for ((i = 0; i < 50; i++)); do is_mounted "$m" || break; sleep 0.1; done
         if is_mounted "$m"; then
             echo "forcing lazy unmount of $m" >&2
@@ -150,14 +173,33 @@ mkdir -p "$TEST_MNT" "$SCRATCH_MNT_DIR"
 for d in "$RUN" "$(dirname "$RUN")" "$XFS_WORK" "$(dirname "$XFS_WORK")"; do chmod o+x "$d"; done
 printf 'xfstests-%s%s\n' "$RANDOM" "$RANDOM" >"$PASSFILE"
 chmod 600 "$PASSFILE"
+CONFIG=$RUN/tresor.config
+if [[ $XFS_FS == gocryptfs ]]; then
+    for v in gc-test gc-scratch; do
+        mkdir -p "$RUN/$v"
+        gocryptfs -init -q -passfile "$PASSFILE" "$RUN/$v" </dev/null >"$RUN/init-$v.log" 2>&1 ||
+            { cat "$RUN/init-$v.log" >&2; die "gocryptfs -init $RUN/$v failed"; }
+    done
+    cat >"$CONFIG" <<EOF
+export FSTYP=fuse
+export FUSE_SUBTYP=.gocryptfs
+export TEST_DEV=gocryptfs:$RUN/gc-test
+export TEST_DIR=$TEST_MNT
+export SCRATCH_DEV=gocryptfs:$RUN/gc-scratch
+export SCRATCH_MNT=$SCRATCH_MNT_DIR
+export TEST_FS_MOUNT_OPTS="-o passfile=$PASSFILE,allow_other"
+export MOUNT_OPTIONS="-o passfile=$PASSFILE,allow_other"
+export RESULT_BASE=$RUN/results
+EOF
+fi
 for v in tr-test tr-scratch; do
+    [[ $XFS_FS == tresor ]] || break
     "$TRESOR" init --vault "$RUN/$v" --passphrase-file "$PASSFILE" </dev/null >"$RUN/init-$v.log" 2>&1 ||
         { cat "$RUN/init-$v.log" >&2; die "tresor init $RUN/$v failed"; }
 done
-CONFIG=$RUN/tresor.config
 # allow_dev,allow_suid: tresor mounts nodev,nosuid unless told, and mount(8)
 # drops plain dev/suid (generic/011 and 184 open device nodes they create)
-cat >"$CONFIG" <<EOF
+[[ $XFS_FS == tresor ]] && cat >"$CONFIG" <<EOF
 export FSTYP=fuse
 export FUSE_SUBTYP=.tresor
 export TEST_DEV=tresor:$RUN/tr-test
@@ -202,7 +244,8 @@ printf '%s\n' "${!REASON[@]}" | sort >"$EXCL"
 
 # --- run --------------------------------------------------------------------------
 (($#)) || set -- -g quick
-echo "xfstests $VERSION on tresor ($TRESOR_BIN), ${#REASON[@]} excluded, ${FSTESTS_TEST_TIMEOUT}s per test: $*"
+[[ $XFS_FS == tresor ]] && UNDER_TEST="tresor ($TRESOR_BIN)" || UNDER_TEST="$(gocryptfs --version | head -1)"
+echo "xfstests $VERSION on $UNDER_TEST, ${#REASON[@]} excluded, ${FSTESTS_TEST_TIMEOUT}s per test: $*"
 LOG=$RUN/check.log
 rc=0
 (cd "$SRC" && echo "$BASHPID" >"$RUN/check.pid" && HOST_OPTIONS=$CONFIG exec ./check -E "$EXCL" "$@") 2>&1 |
@@ -213,14 +256,14 @@ rm -f "$RUN/check.pid"
 ran=$(sed -n 's/^Ran: //p' "$LOG" | tail -1 | wc -w)
 notrun=$(sed -n 's/^Not run: //p' "$LOG" | tail -1 | wc -w)
 read -r -a failed <<<"$(sed -n 's/^Failures: //p' "$LOG" | tail -1)"
-timeouts=$(grep -c '^LOCAL-TIMEOUT' "$LOG" || true)
+timeouts=$(grep -c 'LOCAL-TIMEOUT' "$LOG" || true)
 echo
 echo "xfstests: ran $ran, passed $((ran - notrun - ${#failed[@]})), failed ${#failed[@]}, not run $notrun, timeouts $timeouts (results: $RUN/results)"
 if ((${#failed[@]})); then
     echo "failures: ${failed[*]}"
     exit 1
 fi
-if ! grep -q '^Passed all\|^Ran: \|^Not run: ' "$LOG"; then
+if ((ran == 0)) || ! grep -q '^Passed all\|^Ran: \|^Not run: ' "$LOG"; then
     echo "xfstests.sh: ./check ran no test (exit status $rc); see $LOG" >&2
     exit 1
 fi
