@@ -215,8 +215,9 @@ pub trait IndexAccess: Send + Sync {
     fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()>;
     /// Makes every sealed pack durable, commits, checkpoints the WAL into
     /// the main database file and runs `f` while the file is the complete
-    /// index and nobody can change it (index snapshots read it then).
-    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()>;
+    /// index and nobody can change it (index snapshots read it then); `f`
+    /// may read the index, which is then exactly that file.
+    fn with_checkpoint(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()>;
     /// The pack store (gc reads and deletes packs through it).
     fn pack_store(&self) -> &PackStore;
 }
@@ -231,9 +232,9 @@ impl IndexAccess for FsCore {
         self.commit_with(|idx| f(idx))
     }
 
-    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
+    fn with_checkpoint(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()> {
         let idx = self.data.index.lock();
-        self.commit_locked(&idx, |idx| Ok(idx.checkpointed(f)?))
+        self.commit_locked(&idx, |idx| Ok(idx.checkpointed(|| f(idx))?))
     }
 
     fn pack_store(&self) -> &PackStore {

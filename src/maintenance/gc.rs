@@ -15,13 +15,20 @@
 //! pack) that is durable before the index commits; then one transaction
 //! points the chunk rows at the new pack and marks the old packs dead.
 //!
-//! **Remote objects** of a dead pack may still be referenced by an index
-//! snapshot on a backend. `gc_dead.after_generation` is the
-//! `meta.snapshot_generation` at marking time + 1: a snapshot of that
-//! generation or later no longer references the pack, so
-//! [`crate::remote::deletion::delete_collected`] removes its objects only once such a snapshot is
-//! durable on every backend. A vault without backends drops the rows right
-//! after the local delete.
+//! **Kept states.** A dead pack may still be referenced by a kept state of
+//! the index: a snapshot generation on a backend, or a local index copy
+//! (`vault/index_copies.rs`). Every collecting step first moves
+//! `meta.snapshot_generation` on by one ([`Index::gc_next_generation`]) and
+//! records the new value as `gc_dead.after_generation`; with pack numbers
+//! only growing, a state references the pack exactly when its generation is
+//! below that and its highest pack number is at least the pack's
+//! ([`crate::index::SnapshotMark::needs`]). The local file of a dead pack
+//! stays while a kept local copy needs it (then it is no leftover either)
+//! and goes at the first pass after the copy ages out;
+//! [`crate::remote::deletion::delete_collected`] removes the remote objects
+//! once no kept state at all needs them. A vault without backends drops a
+//! row once its local file is gone. Which snapshots are kept is the
+//! retention policy's business (`remote/retention.rs`); gc follows it.
 //!
 //! **Why this is safe with the filesystem running.**
 //! - Every decision is made and committed under the index lock (through
@@ -64,13 +71,16 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::pack::{PackId, PACK_TARGET};
 use crate::chunk::seal::ChunkId;
 use crate::fs::{FsCore, FsError, IndexAccess};
-use crate::index::{Index, IndexError, PackChunk, PackLiveness};
+use crate::index::{Index, IndexError, PackChunk, PackLiveness, SnapshotMark};
 use crate::store::packstore::PackStoreError;
 use crate::store::StoreError;
 
 pub use crate::vault::config::REPACK_THRESHOLD_PERCENT;
 /// Dead packs marked per committed step.
 const DEAD_BATCH: usize = 32;
+/// Shortest spacing of the passes that follow a deletion (see
+/// [`spawn_background`]).
+const PROMPT_MIN_GAP: Duration = Duration::from_secs(1);
 
 pub use crate::vault::config::GcConfig;
 
@@ -125,6 +135,8 @@ pub struct GcOptions {
     /// The vault has remote backends: `gc_dead` rows stay until
     /// [`crate::remote::deletion::delete_collected`] removed the remote objects.
     pub has_backends: bool,
+    /// Marks of the kept local index copies: their packs' files stay.
+    pub kept_local: Vec<SnapshotMark>,
 }
 
 impl GcOptions {
@@ -134,7 +146,23 @@ impl GcOptions {
             repack_threshold: cfg.repack_threshold.min(100),
             max_pass_bytes: None,
             has_backends,
+            kept_local: Vec::new(),
         }
+    }
+
+    /// [`Self::from_config`] for the vault at `vault`, keeping what its
+    /// local index copies reference.
+    pub fn for_vault(cfg: &GcConfig, has_backends: bool, vault: &Path) -> GcOptions {
+        GcOptions {
+            kept_local: crate::vault::index_copies::marks(&crate::vault::VaultPaths::new(
+                vault.to_path_buf(),
+            )),
+            ..Self::from_config(cfg, has_backends)
+        }
+    }
+
+    fn kept_locally(&self, dead: &crate::index::GcDeadPack) -> bool {
+        self.kept_local.iter().any(|m| m.needs(dead))
     }
 }
 
@@ -149,6 +177,10 @@ pub struct GcReport {
     pub moved_chunks: u64,
     /// Pack files without an index row (a crash mid-collection) deleted.
     pub leftover_files: u64,
+    /// Collected packs a kept state (a local index copy, or a snapshot on
+    /// a backend) may still reference: kept until none does.
+    #[serde(default)]
+    pub packs_kept_for_snapshots: u64,
     pub bytes_reclaimed_local: u64,
     /// Collected packs whose remote objects wait for a durable snapshot.
     pub bytes_awaiting_remote_deletion: u64,
@@ -233,9 +265,9 @@ pub fn run_pass(
     for batch in dead.chunks(DEAD_BATCH) {
         let marked = commit(v, |idx| {
             idx.gc_atomically(|idx| -> Result<Vec<&PackLiveness>, GcError> {
-                // Read under the same lock as the marking: a snapshot taken
-                // before this commit has a generation below after_generation.
-                let after = idx.snapshot_generation()? + 1;
+                // Under the same lock as the marking: a state taken before
+                // this commit has a generation below after_generation.
+                let after = idx.gc_next_generation()?;
                 let mut marked = Vec::new();
                 for p in batch {
                     if idx.gc_mark_dead(p.pack, after)? {
@@ -246,10 +278,8 @@ pub fn run_pass(
                 Ok(marked)
             })
         })?;
-        let names: Vec<[u8; 16]> = marked.iter().map(|p| p.name).collect();
-        v.pack_store().delete_local_packs(&names)?;
         report.dead_packs += marked.len() as u64;
-        report.bytes_reclaimed_local += marked.iter().map(|p| p.size).sum::<u64>();
+        report.bytes_reclaimed_local += release_local(v, opts)?;
         done += batch.len() as u64;
         progress(done, total);
     }
@@ -270,7 +300,7 @@ pub fn run_pass(
         groups.push(group);
     }
     for g in groups {
-        repack_group(v, &g, &mut report)?;
+        repack_group(v, &g, opts, &mut report)?;
         done += g.len() as u64;
         progress(done, total);
     }
@@ -285,18 +315,16 @@ pub fn run_pass(
         report.bytes_reclaimed_local += size;
     }
 
+    // Files kept for local copies that have aged out since.
+    report.bytes_reclaimed_local += release_local(v, opts)?;
+    let pending = read(v, |idx| idx.gc_dead(u64::MAX))?;
+    report.packs_kept_for_snapshots = pending
+        .iter()
+        .filter(|p| opts.kept_locally(p) || opts.has_backends)
+        .count() as u64;
     if opts.has_backends {
-        let pending = read(v, |idx| idx.gc_dead(u64::MAX))?;
         report.packs_awaiting_remote_deletion = pending.len() as u64;
         report.bytes_awaiting_remote_deletion = pending.iter().map(|p| p.size).sum();
-    } else {
-        // Local-only: the local file was the only copy.
-        commit(v, |idx| {
-            for p in idx.gc_dead(u64::MAX)? {
-                idx.gc_drop_dead(p.pack)?;
-            }
-            Ok(())
-        })?;
     }
     if report.dead_packs + report.repacked_packs + report.leftover_files > 0 {
         log::info!(
@@ -308,6 +336,35 @@ pub fn run_pass(
         );
     }
     Ok(report)
+}
+
+/// Deletes the local files of collected packs that no kept local copy needs
+/// (they may already be gone), and, without backends, forgets those packs:
+/// the local file was the only copy. Returns the bytes freed (pack sizes of
+/// the rows released here for the first time).
+fn release_local(v: &dyn IndexAccess, opts: &GcOptions) -> Result<u64, GcError> {
+    let rows = read(v, |idx| idx.gc_dead(u64::MAX))?;
+    let store = v.pack_store();
+    let release: Vec<_> = rows.iter().filter(|r| !opts.kept_locally(r)).collect();
+    if release.is_empty() {
+        return Ok(0);
+    }
+    let present: HashMap<[u8; 16], u64> = store.local_pack_files()?.into_iter().collect();
+    let freed = release
+        .iter()
+        .filter_map(|r| present.get(&r.name))
+        .sum::<u64>();
+    let names: Vec<[u8; 16]> = release.iter().map(|r| r.name).collect();
+    store.delete_local_packs(&names)?;
+    if !opts.has_backends {
+        commit(v, |idx| {
+            for r in &release {
+                idx.gc_drop_dead(r.pack)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(freed)
 }
 
 /// Pack files in the local store that no `packs` row names. The listing
@@ -341,6 +398,7 @@ struct Source {
 fn repack_group(
     v: &dyn IndexAccess,
     group: &[PackLiveness],
+    opts: &GcOptions,
     report: &mut GcReport,
 ) -> Result<(), GcError> {
     let ps = v.pack_store();
@@ -404,7 +462,7 @@ fn repack_group(
     let (name, size, offsets) = ps.write_pack_now(&chunks)?;
     let outcome = commit(v, |idx| {
         idx.gc_atomically(|idx| -> Result<Vec<usize>, GcError> {
-            let after = idx.snapshot_generation()? + 1;
+            let after = idx.gc_next_generation()?;
             let new_pack = idx.gc_insert_stored_pack(&name, size)?;
             let mut retired = Vec::new();
             for (i, src) in sources.iter().enumerate() {
@@ -446,9 +504,7 @@ fn repack_group(
         }
         Err(e) => return Err(e),
     };
-    let names: Vec<[u8; 16]> = retired.iter().map(|&i| sources[i].pack.name).collect();
-    ps.delete_local_packs(&names)?;
-    let freed: u64 = retired.iter().map(|&i| sources[i].pack.size).sum();
+    let freed = release_local(v, opts)?;
     report.repacked_packs += retired.len() as u64;
     report.new_packs += 1;
     report.moved_chunks += retired
@@ -482,6 +538,8 @@ pub fn spawn_background(
             let (mut cfg, mut has_backends) = load();
             let mut last = Instant::now();
             let mut loaded = Instant::now();
+            let mut last_prompt = Instant::now();
+            let mut prompt_gap = PROMPT_MIN_GAP;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
                 // Picks up `[gc]` edits without a remount (once a second).
@@ -492,6 +550,8 @@ pub fn spawn_background(
                 if core.take_space_pressure() {
                     // The disk is full: delete dead packs now, and rewrite
                     // nothing (a repack needs space before it frees any).
+                    // Dead packs local index copies still reference go
+                    // too: writes that work beat history on a full disk.
                     let opts = GcOptions {
                         repack_threshold: 0,
                         ..GcOptions::from_config(&cfg, has_backends)
@@ -506,18 +566,49 @@ pub fn spawn_background(
                     }
                     continue;
                 }
+                if cfg.prompt
+                    && last_prompt.elapsed() >= prompt_gap
+                    && read(core.as_ref(), |idx| idx.take_released())
+                {
+                    // Something lost a reference: delete the packs that are
+                    // wholly dead now (no repacking), so `rm` frees disk
+                    // within seconds. Each pass scans the chunk table, so
+                    // passes are spaced to ≥ 10× their duration.
+                    let started = Instant::now();
+                    let opts = GcOptions {
+                        repack_threshold: 0,
+                        ..GcOptions::for_vault(&cfg, has_backends, &vault)
+                    };
+                    match run_pass(core.as_ref(), &opts, &mut |_, _| {}) {
+                        Ok(r) if r.dead_packs > 0 => log::info!(
+                            "deleted {} dead packs ({} bytes) after a deletion",
+                            r.dead_packs,
+                            r.bytes_reclaimed_local
+                        ),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("garbage collection after a deletion failed: {e}"),
+                    }
+                    prompt_gap = (started.elapsed() * 10).max(PROMPT_MIN_GAP);
+                    last_prompt = Instant::now();
+                    continue;
+                }
                 if cfg.interval == 0 || last.elapsed() < Duration::from_secs(cfg.interval) {
                     continue;
                 }
                 last = Instant::now();
-                if let Err(e) = background_pass(&core, &cfg, has_backends) {
+                if let Err(e) = background_pass(&core, &cfg, has_backends, &vault) {
                     log::warn!("background garbage collection failed: {e}");
                 }
             }
         })
 }
 
-fn background_pass(core: &FsCore, cfg: &GcConfig, has_backends: bool) -> Result<(), GcError> {
+fn background_pass(
+    core: &FsCore,
+    cfg: &GcConfig,
+    has_backends: bool,
+    vault: &Path,
+) -> Result<(), GcError> {
     let (dead, stored) = dead_bytes(core)?;
     let share = (dead as u128) * 100 >= (cfg.min_dead_percent as u128) * (stored as u128);
     if dead == 0 || (dead < cfg.min_dead_bytes && !share) {
@@ -525,7 +616,7 @@ fn background_pass(core: &FsCore, cfg: &GcConfig, has_backends: bool) -> Result<
     }
     let opts = GcOptions {
         max_pass_bytes: Some(cfg.max_pass_bytes.max(1)),
-        ..GcOptions::from_config(cfg, has_backends)
+        ..GcOptions::for_vault(cfg, has_backends, vault)
     };
     run_pass(core, &opts, &mut |_, _| {})?;
     Ok(())
@@ -542,7 +633,7 @@ pub fn control_gc(
     core.flush_all()?;
     let opts = GcOptions {
         dry_run,
-        ..GcOptions::from_config(&config.gc, !config.backends.is_empty())
+        ..GcOptions::for_vault(&config.gc, !config.backends.is_empty(), vault)
     };
     let report = run_pass(core, &opts, progress)?;
     Ok(serde_json::to_value(report)?)

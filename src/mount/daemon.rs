@@ -59,7 +59,13 @@ fn copy_index(core: &FsCore, paths: &VaultPaths) {
         return;
     }
     let mut result = None;
-    let r = core.with_checkpoint(&mut || result = Some(index_copies::take(paths)));
+    let r = core.with_checkpoint(&mut |idx| {
+        result = Some(
+            idx.snapshot_mark()
+                .map_err(anyhow::Error::from)
+                .and_then(|mark| index_copies::take(paths, mark)),
+        )
+    });
     match (r, result) {
         (Ok(()), Some(Ok(c))) => log::info!("index copied to {}", c.path.display()),
         (Ok(()), Some(Err(e))) => log::warn!("cannot copy the index: {e:#}"),

@@ -124,10 +124,17 @@ impl Vault {
         v
     }
 
+    /// Packs with a `packs` row (collected packs excluded).
     fn known_packs(&self) -> Vec<[u8; 16]> {
+        let dead: Vec<[u8; 16]> = read(self.core(), |idx| idx.gc_dead(u64::MAX))
+            .expect("gc_dead")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         let mut v: Vec<[u8; 16]> = read(self.core(), |idx| idx.gc_known_pack_names())
             .expect("names")
             .into_iter()
+            .filter(|n| !dead.contains(n))
             .collect();
         v.sort();
         v
@@ -339,7 +346,7 @@ impl IndexAccess for Injecting<'_> {
     fn with_index(&self, f: &mut dyn FnMut(&Index)) {
         self.core.with_index(f)
     }
-    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
+    fn with_checkpoint(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()> {
         self.core.with_checkpoint(f)
     }
     fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()> {
@@ -468,9 +475,14 @@ fn interrupted_repack_loses_nothing_and_resumes() {
         v.remount();
         assert_eq!(v.read_file("small"), small);
         let r = pass(v.core(), &local_opts());
-        assert_eq!(r.leftover_files, 1, "{r:?}");
         if crash == Crash::BeforeCommit {
+            // The new pack has no row: a leftover.
+            assert_eq!(r.leftover_files, 1, "{r:?}");
             assert_eq!(r.repacked_packs, 1, "the repack resumes: {r:?}");
+        } else {
+            // The old pack is collected (a `gc_dead` row): released as such.
+            assert_eq!(r.leftover_files, 0, "{r:?}");
+            assert!(r.bytes_reclaimed_local > 0, "{r:?}");
         }
         assert_eq!(v.pack_files(), v.known_packs());
         assert_eq!(v.pack_files().len(), 1);
@@ -543,6 +555,13 @@ fn remote_objects_go_only_after_a_durable_snapshot() {
         s.write(&path, local.clone().into()).expect("upload");
     }
     read(v.core(), |idx| idx.set_snapshot_generation(3)).expect("generation");
+    // Snapshot 3 is taken now: it references both packs.
+    let snap3 = read(v.core(), |idx| idx.snapshot_mark()).expect("mark");
+    // A state taken before "gone" was written does not reference its pack.
+    let older = crate::index::SnapshotMark {
+        generation: Some(2),
+        max_pack: Some(dead.pack - 1),
+    };
     v.delete("gone");
     v.commit();
     let r = pass(
@@ -558,15 +577,23 @@ fn remote_objects_go_only_after_a_durable_snapshot() {
         .enumerate()
         .map(|(i, s)| (format!("b{i}"), s))
         .collect();
-    // Snapshot 3 (taken before the pack died) may still need it.
-    let d = crate::remote::deletion::delete_collected(v.core(), &backends, 3).expect("delete");
-    assert_eq!(d, crate::remote::deletion::RemoteDeletion::default());
+    // Snapshot 3 (taken before the pack died) still needs it; unknown
+    // kept states (a backend not listed) keep everything.
+    for kept in [Some(&[older, snap3][..]), None] {
+        let d =
+            crate::remote::deletion::delete_collected(v.core(), &backends, kept).expect("delete");
+        assert_eq!(d, crate::remote::deletion::RemoteDeletion::default());
+    }
     for s in &stores {
         assert!(s.size_of(&path).unwrap().is_some(), "kept for snapshot 3");
     }
     // One backend already lost it (an interrupted earlier run): still fine.
+    // Snapshot 3 is forgotten; the older state never saw the pack, and a
+    // state taken after the collection does not reference it.
     stores[0].delete(&path).expect("delete one");
-    let d = crate::remote::deletion::delete_collected(v.core(), &backends, 4).expect("delete");
+    let now = read(v.core(), |idx| idx.snapshot_mark()).expect("mark");
+    let d = crate::remote::deletion::delete_collected(v.core(), &backends, Some(&[older, now]))
+        .expect("delete");
     assert_eq!(
         d,
         crate::remote::deletion::RemoteDeletion {
@@ -581,8 +608,8 @@ fn remote_objects_go_only_after_a_durable_snapshot() {
         .expect("rows")
         .is_empty());
     // Idempotent.
-    let d =
-        crate::remote::deletion::delete_collected(v.core(), &backends, 10).expect("delete again");
+    let d = crate::remote::deletion::delete_collected(v.core(), &backends, Some(&[]))
+        .expect("delete again");
     assert_eq!(d.packs, 0);
     assert_eq!(v.read_file("keep"), random_bytes("keep5", MIB));
 }
@@ -603,4 +630,42 @@ fn content_written_again_after_its_pack_was_collected_is_stored_again() {
     let stats = read(v.core(), |idx| idx.stats()).expect("stats");
     assert_eq!(stats.chunks, stats.live_chunks);
     assert!(stats.live_chunks > 0);
+}
+
+/// Issue 14: a local index copy is a kept state. The file of a collected
+/// pack it references stays (and is no leftover) until the copy ages out; a
+/// pack the copy never saw goes at once.
+#[test]
+fn a_kept_local_copy_keeps_the_packs_it_references() {
+    let v = Vault::new();
+    let old = random_bytes("old", 3 * MIB);
+    v.write_file("old", &old);
+    v.commit();
+    let copy = read(v.core(), |idx| idx.snapshot_mark()).expect("mark");
+    v.write_file("young", &random_bytes("young", 3 * MIB));
+    v.commit();
+    let packs = v.liveness();
+    assert_eq!(packs.len(), 2);
+    v.delete("old");
+    v.delete("young");
+    v.commit();
+    let opts = GcOptions {
+        kept_local: vec![copy],
+        ..local_opts()
+    };
+    let r = pass(v.core(), &opts);
+    assert_eq!(r.dead_packs, 2);
+    assert_eq!(r.bytes_reclaimed_local, packs[1].size, "only young's pack");
+    assert_eq!(r.packs_kept_for_snapshots, 1);
+    assert_eq!(v.pack_files(), vec![packs[0].name], "old's pack is kept");
+    // Not a leftover for the next pass either.
+    pass(v.core(), &opts);
+    assert_eq!(v.pack_files(), vec![packs[0].name]);
+    // The copy ages out: the file goes and the row is dropped.
+    let r = pass(v.core(), &local_opts());
+    assert_eq!(r.bytes_reclaimed_local, packs[0].size);
+    assert!(v.pack_files().is_empty());
+    assert!(read(v.core(), |idx| idx.gc_dead(u64::MAX))
+        .expect("rows")
+        .is_empty());
 }
