@@ -34,7 +34,7 @@ pub fn gc_cmd(vault: &VaultArgs, dry_run: bool, quiet: bool, json_out: bool) -> 
             let config = crate::remote::backend::VaultConfig::load(&paths.root)?;
             let opts = GcOptions {
                 dry_run,
-                ..GcOptions::for_vault(&config.gc, off.has_backends(), &paths.root)
+                ..GcOptions::from_config(&config.gc, off.has_backends())
             };
             let r = gc::run_pass(off.as_ref(), &opts, &mut |d, t| bar.update(d, t));
             off.close()?;

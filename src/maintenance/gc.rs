@@ -16,19 +16,23 @@
 //! points the chunk rows at the new pack and marks the old packs dead.
 //!
 //! **Kept states.** A dead pack may still be referenced by a kept state of
-//! the index: a snapshot generation on a backend, or a local index copy
-//! (`vault/index_copies.rs`). Every collecting step first moves
-//! `meta.snapshot_generation` on by one ([`Index::gc_next_generation`]) and
-//! records the new value as `gc_dead.after_generation`; with pack numbers
-//! only growing, a state references the pack exactly when its generation is
-//! below that and its highest pack number is at least the pack's
-//! ([`crate::index::SnapshotMark::needs`]). The local file of a dead pack
-//! stays while a kept local copy needs it (then it is no leftover either)
-//! and goes at the first pass after the copy ages out;
-//! [`crate::remote::deletion::delete_collected`] removes the remote objects
-//! once no kept state at all needs them. A vault without backends drops a
-//! row once its local file is gone. Which snapshots are kept is the
-//! retention policy's business (`remote/retention.rs`); gc follows it.
+//! the index: a snapshot generation the retention policy keeps on a
+//! backend, or a local index copy (`vault/index_copies.rs`). Every
+//! collecting step first moves `meta.snapshot_generation` on by one
+//! ([`Index::gc_next_generation`]) and records the new value as
+//! `gc_dead.after_generation`; with pack numbers only growing, a state
+//! references the pack exactly when its generation is below that and its
+//! highest pack number is at least the pack's
+//! ([`crate::index::SnapshotMark::needs`]). Kept states pin the pack's
+//! *remote* objects: [`crate::remote::deletion::delete_collected`] removes
+//! them once no kept state needs them. They never pin its *local* file:
+//! that goes in the step that collects the pack, so deleted data leaves the
+//! host's disk at once (in a vault with backends the local file is cache;
+//! in a local-only vault there are no kept generations, and a local index
+//! copy is a recovery point for a damaged index, not history: `fsck` names
+//! the files whose data a restored copy lacks). A vault without backends
+//! drops the row with the file. Which snapshots are kept is the retention
+//! policy's business (`remote/retention.rs`); gc follows it.
 //!
 //! **Why this is safe with the filesystem running.**
 //! - Every decision is made and committed under the index lock (through
@@ -71,7 +75,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::pack::{PackId, PACK_TARGET};
 use crate::chunk::seal::ChunkId;
 use crate::fs::{FsCore, FsError, IndexAccess};
-use crate::index::{Index, IndexError, PackChunk, PackLiveness, SnapshotMark};
+use crate::index::{Index, IndexError, PackChunk, PackLiveness};
 use crate::store::packstore::PackStoreError;
 use crate::store::StoreError;
 
@@ -135,8 +139,6 @@ pub struct GcOptions {
     /// The vault has remote backends: `gc_dead` rows stay until
     /// [`crate::remote::deletion::delete_collected`] removed the remote objects.
     pub has_backends: bool,
-    /// Marks of the kept local index copies: their packs' files stay.
-    pub kept_local: Vec<SnapshotMark>,
 }
 
 impl GcOptions {
@@ -146,23 +148,7 @@ impl GcOptions {
             repack_threshold: cfg.repack_threshold.min(100),
             max_pass_bytes: None,
             has_backends,
-            kept_local: Vec::new(),
         }
-    }
-
-    /// [`Self::from_config`] for the vault at `vault`, keeping what its
-    /// local index copies reference.
-    pub fn for_vault(cfg: &GcConfig, has_backends: bool, vault: &Path) -> GcOptions {
-        GcOptions {
-            kept_local: crate::vault::index_copies::marks(&crate::vault::VaultPaths::new(
-                vault.to_path_buf(),
-            )),
-            ..Self::from_config(cfg, has_backends)
-        }
-    }
-
-    fn kept_locally(&self, dead: &crate::index::GcDeadPack) -> bool {
-        self.kept_local.iter().any(|m| m.needs(dead))
     }
 }
 
@@ -177,10 +163,6 @@ pub struct GcReport {
     pub moved_chunks: u64,
     /// Pack files without an index row (a crash mid-collection) deleted.
     pub leftover_files: u64,
-    /// Collected packs a kept state (a local index copy, or a snapshot on
-    /// a backend) may still reference: kept until none does.
-    #[serde(default)]
-    pub packs_kept_for_snapshots: u64,
     pub bytes_reclaimed_local: u64,
     /// Collected packs whose remote objects wait for a durable snapshot.
     pub bytes_awaiting_remote_deletion: u64,
@@ -315,13 +297,9 @@ pub fn run_pass(
         report.bytes_reclaimed_local += size;
     }
 
-    // Files kept for local copies that have aged out since.
+    // Files a crash left between a collecting commit and their deletion.
     report.bytes_reclaimed_local += release_local(v, opts)?;
     let pending = read(v, |idx| idx.gc_dead(u64::MAX))?;
-    report.packs_kept_for_snapshots = pending
-        .iter()
-        .filter(|p| opts.kept_locally(p) || opts.has_backends)
-        .count() as u64;
     if opts.has_backends {
         report.packs_awaiting_remote_deletion = pending.len() as u64;
         report.bytes_awaiting_remote_deletion = pending.iter().map(|p| p.size).sum();
@@ -338,14 +316,13 @@ pub fn run_pass(
     Ok(report)
 }
 
-/// Deletes the local files of collected packs that no kept local copy needs
-/// (they may already be gone), and, without backends, forgets those packs:
-/// the local file was the only copy. Returns the bytes freed (pack sizes of
-/// the rows released here for the first time).
+/// Deletes the local files of collected packs (they may already be gone;
+/// kept states pin remote objects only, see the module doc), and, without
+/// backends, forgets those packs: the local file was the only copy. Returns
+/// the bytes freed (sizes of the files found and deleted).
 fn release_local(v: &dyn IndexAccess, opts: &GcOptions) -> Result<u64, GcError> {
-    let rows = read(v, |idx| idx.gc_dead(u64::MAX))?;
+    let release = read(v, |idx| idx.gc_dead(u64::MAX))?;
     let store = v.pack_store();
-    let release: Vec<_> = rows.iter().filter(|r| !opts.kept_locally(r)).collect();
     if release.is_empty() {
         return Ok(0);
     }
@@ -550,8 +527,6 @@ pub fn spawn_background(
                 if core.take_space_pressure() {
                     // The disk is full: delete dead packs now, and rewrite
                     // nothing (a repack needs space before it frees any).
-                    // Dead packs local index copies still reference go
-                    // too: writes that work beat history on a full disk.
                     let opts = GcOptions {
                         repack_threshold: 0,
                         ..GcOptions::from_config(&cfg, has_backends)
@@ -577,7 +552,7 @@ pub fn spawn_background(
                     let started = Instant::now();
                     let opts = GcOptions {
                         repack_threshold: 0,
-                        ..GcOptions::for_vault(&cfg, has_backends, &vault)
+                        ..GcOptions::from_config(&cfg, has_backends)
                     };
                     match run_pass(core.as_ref(), &opts, &mut |_, _| {}) {
                         Ok(r) if r.dead_packs > 0 => log::info!(
@@ -596,19 +571,14 @@ pub fn spawn_background(
                     continue;
                 }
                 last = Instant::now();
-                if let Err(e) = background_pass(&core, &cfg, has_backends, &vault) {
+                if let Err(e) = background_pass(&core, &cfg, has_backends) {
                     log::warn!("background garbage collection failed: {e}");
                 }
             }
         })
 }
 
-fn background_pass(
-    core: &FsCore,
-    cfg: &GcConfig,
-    has_backends: bool,
-    vault: &Path,
-) -> Result<(), GcError> {
+fn background_pass(core: &FsCore, cfg: &GcConfig, has_backends: bool) -> Result<(), GcError> {
     let (dead, stored) = dead_bytes(core)?;
     let share = (dead as u128) * 100 >= (cfg.min_dead_percent as u128) * (stored as u128);
     if dead == 0 || (dead < cfg.min_dead_bytes && !share) {
@@ -616,7 +586,7 @@ fn background_pass(
     }
     let opts = GcOptions {
         max_pass_bytes: Some(cfg.max_pass_bytes.max(1)),
-        ..GcOptions::for_vault(cfg, has_backends, vault)
+        ..GcOptions::from_config(cfg, has_backends)
     };
     run_pass(core, &opts, &mut |_, _| {})?;
     Ok(())
@@ -633,7 +603,7 @@ pub fn control_gc(
     core.flush_all()?;
     let opts = GcOptions {
         dry_run,
-        ..GcOptions::for_vault(&config.gc, !config.backends.is_empty(), vault)
+        ..GcOptions::from_config(&config.gc, !config.backends.is_empty())
     };
     let report = run_pass(core, &opts, progress)?;
     Ok(serde_json::to_value(report)?)

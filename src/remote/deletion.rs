@@ -5,7 +5,8 @@
 //! which no index snapshot references it. Its `packs/…` object leaves the
 //! backends once no *kept* state references it: no snapshot generation
 //! kept on any backend (or captured and still on its way there) and no
-//! local index copy ([`SnapshotMark::needs`]). So every kept state stays
+//! local index copy ([`SnapshotMark::needs`]; a copy pins remote objects
+//! only, so an index put back from it reads them remotely). So every kept state stays
 //! restorable, and a pack no kept state ever saw (written and deleted
 //! between two snapshots) goes at the next round (`maintenance/gc.rs` has
 //! the full argument).
@@ -30,9 +31,9 @@ pub enum DeletionError {
     Remote { backend: String, message: String },
 }
 
-/// Deletes the objects of collected packs that no kept state needs any
-/// more from every backend (and the local file a kept local copy held),
-/// then forgets them.
+/// Deletes the remote objects of collected packs that no kept state needs
+/// any more from every backend, then forgets them (their local files went
+/// when gc collected them).
 ///
 /// `backends`: every configured backend as (name, store). `kept`: the
 /// marks of every kept state — each snapshot generation on any backend or
@@ -77,11 +78,6 @@ pub fn delete_collected(
             }
         }
         if ok {
-            // Kept locally only while a local copy needed it: not any more.
-            if let Err(e) = index.pack_store().delete_local_packs(&[row.name]) {
-                log::warn!("gc: cannot delete the local file of {path}: {e}");
-                continue;
-            }
             with_index(index, |idx| idx.gc_drop_dead(row.pack))?;
             done.packs += 1;
             done.bytes += row.size;

@@ -13,11 +13,16 @@
 //! about 17 MB). `tresor fsck --repair` puts the newest copy that opens and
 //! passes SQLite's `quick_check` back when the index is missing or damaged.
 //!
-//! A copy is a kept state like a remote snapshot: its name carries its
-//! [`SnapshotMark`] (`index-MS-gGEN-pPACK.sqlite`), and garbage collection
-//! keeps the local file of every collected pack a kept copy still
-//! references (`maintenance/gc.rs`), so each copy stays readable. Names
-//! without a mark (older tresor) need every collected pack until they age out.
+//! A copy is a recovery point for a damaged index, not kept history. Its
+//! name carries its [`SnapshotMark`] (`index-MS-gGEN-pPACK.sqlite`), the
+//! same mark a remote snapshot generation has: in a vault with backends it
+//! keeps the *remote* objects of the collected packs it references
+//! (`remote::deletion`), so an index put back from it reads them from a
+//! backend (`fsck --repair` marks them evicted). It never keeps a pack's
+//! *local* file: deleted data leaves the host's disk at once (issue 15), and
+//! in a local-only vault `fsck` names the files whose data the copy
+//! references but the store no longer holds. Names without a mark (older
+//! tresor) keep every collected pack's remote objects until they age out.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
