@@ -36,6 +36,8 @@
 pub mod acl;
 pub mod error;
 mod file_state;
+/// `.snapshots`: kept generations, read-only (`src/fs/history.rs`).
+pub mod history;
 mod namespace;
 mod read;
 mod sparse;
@@ -188,6 +190,8 @@ pub struct FsCore {
     /// Set when a commit met a full disk: garbage collection then deletes
     /// dead packs at once instead of waiting for its interval.
     space_pressure: std::sync::atomic::AtomicBool,
+    /// The `.snapshots` view of kept generations.
+    history: history::History,
 }
 
 /// What the sync engine plugs into the core (set once, at mount).
@@ -286,6 +290,7 @@ impl FsCore {
             shutdown_error: Mutex::new(None),
             reserve: std::sync::OnceLock::new(),
             space_pressure: std::sync::atomic::AtomicBool::new(false),
+            history: Default::default(),
         })
     }
 

@@ -477,6 +477,10 @@ pub fn run_daemon(
         let read_only = options.iter().any(|o| o == "ro");
         let engine = SyncEngine::open(paths, &config, store, &unlocked, read_only)?;
         engine.attach(&core);
+        // `.snapshots`: the kept generations, read-only (fs/history.rs).
+        if let Some(views) = engine.generation_views(unlocked.subkeys.index.clone()) {
+            core.set_history(Arc::new(views));
+        }
         if !read_only {
             core.keep_space_reserve(paths.store().join("space-reserve"));
         }

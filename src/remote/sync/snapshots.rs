@@ -813,3 +813,128 @@ impl SyncEngine {
         out
     }
 }
+
+/// The `.snapshots` view's source of old generations
+/// (`fs/history.rs`): the kept generations on the backends, each index
+/// downloaded once into `VAULT/history/` and opened read-only.
+pub struct GenerationViews {
+    engine: Arc<SyncEngine>,
+    index_key: crate::vault::keys::SecretKey,
+    dir: PathBuf,
+}
+
+impl SyncEngine {
+    /// The `.snapshots` source for this engine's vault (`None` without
+    /// backends or snapshots). Clears index files an earlier mount left.
+    pub fn generation_views(
+        self: &Arc<Self>,
+        index_key: crate::vault::keys::SecretKey,
+    ) -> Option<GenerationViews> {
+        if self.remotes().is_empty() || self.setup().is_none() {
+            return None;
+        }
+        let dir = self.vault.join("history");
+        let _ = std::fs::remove_dir_all(&dir);
+        Some(GenerationViews {
+            engine: self.clone(),
+            index_key,
+            dir,
+        })
+    }
+
+    /// Generations kept on some backend (listed on first use), with their
+    /// creation time in seconds.
+    fn kept_generations(&self) -> BTreeMap<u64, u64> {
+        let mut out = BTreeMap::new();
+        let Some(setup) = self.setup() else {
+            return out;
+        };
+        for r in self.remotes() {
+            if let Err(e) = self.load_backend(&setup, &r) {
+                log::warn!("{e:#}");
+                continue;
+            }
+            let st = self.snap.lock();
+            if let Some(b) = st.backends.get(&r.cfg.id) {
+                for g in b.manifests.keys() {
+                    out.insert(*g, b.created.get(g).copied().unwrap_or(0));
+                }
+            }
+        }
+        out
+    }
+
+    /// Downloads generation `generation`'s index into `dest`, block by
+    /// block from the first backend that has each (authenticated).
+    fn fetch_generation(&self, generation: u64, dest: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        let setup = self.setup().context("snapshots are not enabled")?;
+        let remotes = self.remotes();
+        let blocks = {
+            let st = self.snap.lock();
+            remotes
+                .iter()
+                .find_map(|r| {
+                    st.backends
+                        .get(&r.cfg.id)
+                        .and_then(|b| b.manifests.get(&generation).cloned())
+                })
+                .with_context(|| format!("generation {generation} is not kept on any backend"))?
+        };
+        let tmp = dest.with_extension("part");
+        let mut f = std::fs::File::create(&tmp)?;
+        for id in &blocks {
+            let path = snapshot::block_path(id);
+            let raw = remotes
+                .iter()
+                .find_map(|r| {
+                    let obj = r
+                        .store
+                        .read_all(&path, snapshot::MAX_BLOCK_OBJECT_LEN)
+                        .ok()?;
+                    setup.crypto.open_block(id, &obj).ok()
+                })
+                .with_context(|| format!("index block {path} is not intact on any backend"))?;
+            f.write_all(&raw)?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)?;
+        Ok(())
+    }
+}
+
+impl crate::fs::history::GenerationSource for GenerationViews {
+    fn generations(&self) -> Vec<(u64, String)> {
+        let kept = self.engine.kept_generations();
+        let mut seen = HashSet::new();
+        kept.into_iter()
+            .map(|(g, t)| {
+                // `2026-12-07T173005Z` (ISO 8601, no colons: scp and rsync
+                // read `a:b` as a host); a second one within the same
+                // second gets its generation appended.
+                let u = snapshot::utc(t).replace(':', "");
+                let mut name = format!("{}T{}Z", &u[..10], &u[11..17]);
+                if !seen.insert(name.clone()) {
+                    name = format!("{name}-g{g}");
+                }
+                (g, name)
+            })
+            .collect()
+    }
+
+    fn open(&self, generation: u64) -> std::result::Result<crate::index::Index, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = self.dir.join(format!("{generation}.sqlite"));
+        if !path.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| e.to_string())?;
+            self.engine
+                .fetch_generation(generation, &path)
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        crate::index::Index::open_read_only(&path, &self.index_key).map_err(|e| e.to_string())
+    }
+}
