@@ -46,6 +46,8 @@ fn deleting_1gib_and_gc_returns_stored_bytes_to_before() {
     let base = random_bytes(1, 24 * MIB as usize);
     fs::write(v.path("base"), &base).unwrap();
     v.unmount();
+    // No prompt collection after the rm: the dry run below must see the 1 GiB.
+    set_gc_config(&v, "prompt = false\n");
     let before = v.stored_bytes();
     let store_before = dir_bytes(&v.vault.join("store"));
 
@@ -54,6 +56,9 @@ fn deleting_1gib_and_gc_returns_stored_bytes_to_before() {
     for i in 0..4u64 {
         write_random_file(&v.path(format!("big/f{i}")), 100 + i, 256 * MIB);
     }
+    // The unmount takes a local index copy that references the 1 GiB: a
+    // recovery point, which keeps no local pack file (ARCHITECTURE.md,
+    // "Garbage collection", 5).
     v.unmount();
     let written = v.stored_bytes();
     assert!(
@@ -203,4 +208,56 @@ fn kill9_during_background_gc_loses_nothing() {
     v.mount();
     assert_content(&v.path("keep"), &keep);
     assert_content(&v.path("partly"), &partly);
+}
+
+/// Issue 15 ("deleted space comes back late"): packs whose every chunk is
+/// dead are deleted by the daemon within seconds of the `rm`, without
+/// `tresor gc`, although the local index copy taken at the remount
+/// references them.
+#[test]
+fn a_deleted_file_that_no_snapshot_saw_frees_its_space_promptly() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    let keep = random_bytes(7, 4 * MIB as usize);
+    fs::write(v.path("keep"), &keep).unwrap();
+    // fsync seals the open pack: "keep" has packs of its own.
+    fs::File::open(v.path("keep")).unwrap().sync_all().unwrap();
+    let store = v.vault.join("store");
+    let before = dir_bytes(&store);
+    write_random_file(&v.path("big"), 8, 256 * MIB);
+    fs::File::open(v.path("big")).unwrap().sync_all().unwrap();
+    let written = dir_bytes(&store);
+    assert!(
+        written >= before + 256 * MIB,
+        "{written} after, {before} before"
+    );
+    // Unmount and mount: the unmount copies the index, which then
+    // references "big".
+    v.unmount();
+    v.mount();
+    assert!(
+        fs::read_dir(v.vault.join("index-copies"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            > 0,
+        "no local index copy"
+    );
+    let started = std::time::Instant::now();
+    fs::remove_file(v.path("big")).unwrap();
+    let mut now = written;
+    wait_until(
+        "the store to shrink after rm",
+        Duration::from_secs(60),
+        || {
+            now = dir_bytes(&store);
+            now < before + 16 * MIB
+        },
+    );
+    eprintln!(
+        "rm of 256 MiB: store {before} B before, {written} B written, {} B {:.1} s after rm",
+        dir_bytes(&store),
+        started.elapsed().as_secs_f64()
+    );
+    assert_content(&v.path("keep"), &keep);
 }

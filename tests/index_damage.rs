@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::time::Duration;
 
 use common::*;
 
@@ -151,4 +152,73 @@ fn a_deleted_index_without_local_copies_is_restored_from_a_backend_snapshot() {
     );
     v.unmount();
     v.tresor_cmd(&["fsck"], &[], true).ok();
+}
+
+/// Issues 14/15: a local index copy is a recovery point, not history, so gc
+/// does not keep the packs of files deleted after it. Put back after such a
+/// deletion, the copy names the file; fsck reports exactly that file as
+/// lost (exit 4), the rest reads back, and once the file is deleted
+/// `fsck --repair` drops the missing pack's rows and the vault is clean.
+#[test]
+fn a_copy_put_back_after_a_deletion_names_the_file_whose_data_is_gone() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    let keep = random_bytes(5, 3 * MIB as usize);
+    fs::write(v.path("keep"), &keep).unwrap();
+    // fsync seals the open pack: "gone" gets packs of its own.
+    fs::File::open(v.path("keep")).unwrap().sync_all().unwrap();
+    write_random_file(&v.path("gone"), 6, 40 * MIB);
+    v.unmount();
+    let copies = |v: &TestVault| -> Vec<std::path::PathBuf> {
+        let mut c: Vec<_> = fs::read_dir(v.vault.join("index-copies"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sqlite"))
+            .collect();
+        c.sort();
+        c
+    };
+    let with_gone = copies(&v);
+    assert!(!with_gone.is_empty(), "no index copy after the unmount");
+
+    v.mount();
+    let store = v.vault.join("store");
+    let full = dir_bytes(&store);
+    fs::remove_file(v.path("gone")).unwrap();
+    wait_until(
+        "the prompt collection after rm",
+        Duration::from_secs(60),
+        || dir_bytes(&store) + 30 * MIB < full,
+    );
+    assert_content(&v.path("keep"), &keep);
+    v.unmount();
+    // Only the copies from before the rm remain, as if the newer ones
+    // were lost too.
+    for c in copies(&v) {
+        if !with_gone.contains(&c) {
+            fs::remove_file(c).unwrap();
+        }
+    }
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = fs::remove_file(v.vault.join(f));
+    }
+    let run = v.tresor_cmd(&["fsck"], &["--repair"], true);
+    assert_eq!(run.status.code(), Some(4), "{run}");
+    assert!(
+        run.stdout
+            .contains("restored the index from the local copy"),
+        "{run}"
+    );
+    assert!(run.stdout.contains("pack_missing"), "{run}");
+    assert!(run.stdout.contains("/gone"), "{run}");
+    assert!(!run.stdout.contains("/keep"), "{run}");
+
+    v.mount();
+    assert_content(&v.path("keep"), &keep);
+    fs::remove_file(v.path("gone")).unwrap();
+    v.unmount();
+    v.tresor_cmd(&["fsck"], &["--repair"], true);
+    assert_fsck_clean(&v, "after deleting the file whose data was gone");
 }

@@ -484,3 +484,143 @@ fn a_kept_snapshot_stays_readable_after_gc() {
     assert_content(&w.path("f1"), &f1);
     w.unmount();
 }
+
+fn pack_keys(s3: &S3Server) -> std::collections::BTreeSet<String> {
+    s3.list_keys()
+        .into_iter()
+        .filter(|k| k.contains("/packs/"))
+        .collect()
+}
+
+/// The tree under a mounted vault: relative path → content.
+fn files_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let content = std::fs::read(&p).unwrap();
+            (p.strip_prefix(dir).unwrap().to_path_buf(), content)
+        })
+        .collect()
+}
+
+/// Issue 14: after `rm` + `gc` every kept generation reads byte-identically
+/// (each is restored on a fresh machine), and after `snapshots forget` +
+/// `gc` the backend's pack bytes fall by exactly the packs only the
+/// forgotten generations referenced.
+#[test]
+fn every_kept_generation_reads_back_and_forget_frees_exactly_its_share() {
+    let s3 = S3Server::start("retention");
+    let machine = tempfile::tempdir().unwrap();
+    let Some(mut v) = s3_vault(&s3, machine.path()) else {
+        return;
+    };
+    v.mount();
+    let mut expected = std::collections::BTreeMap::new();
+    // (newest manifest after the step, the tree then, packs the step wrote)
+    let mut states = Vec::new();
+    for step in 0..4u64 {
+        let before = pack_keys(&s3);
+        if step > 0 {
+            let old = PathBuf::from(format!("f{}", step - 1));
+            std::fs::remove_file(v.mnt.join(&old)).unwrap();
+            expected.remove(&old);
+        }
+        let data = random_bytes(500 + step, 6 * MIB as usize);
+        std::fs::write(v.path(format!("f{step}")), &data).unwrap();
+        expected.insert(PathBuf::from(format!("f{step}")), data);
+        // Collects the previous file's pack; the kept snapshots keep it.
+        v.tresor_cmd(&["gc"], &["--json"], true).ok();
+        sync(&v).ok();
+        let newest = manifests(&s3).last().cloned().expect("a manifest");
+        let wrote: Vec<String> = pack_keys(&s3).difference(&before).cloned().collect();
+        assert!(!wrote.is_empty(), "step {step} uploaded no pack");
+        states.push((newest, expected.clone(), wrote));
+    }
+    // Nothing a kept generation needs left the backend: restore each.
+    let file = export(&v, &v.scratch);
+    let all = manifests(&s3);
+    for (manifest, tree, _) in &states {
+        assert!(all.contains(manifest), "{manifest} was dropped: {all:?}");
+        let generation = u64::from_str_radix(
+            manifest
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .trim_end_matches(".snap"),
+            16,
+        )
+        .unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut w = restored_twin(&v, elsewhere.path());
+        restore(
+            &w,
+            &file,
+            &["--generation", &generation.to_string(), "--accept-rollback"],
+        )
+        .ok();
+        w.mount_opts.push("ro".into());
+        w.mount();
+        let got = files_of(&w.mnt);
+        assert!(
+            &got == tree,
+            "generation {generation} reads {:?}, expected {:?}",
+            got.keys().collect::<Vec<_>>(),
+            tree.keys().collect::<Vec<_>>()
+        );
+        w.unmount();
+    }
+
+    // Keep only the newest snapshot; the daemon reads the policy at mount.
+    v.unmount();
+    let config = v.vault.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("keep = 10"), "{text}");
+    std::fs::write(&config, text.replace("keep = 10", "keep_last = 1")).unwrap();
+    v.mount();
+    let before_manifests = manifests(&s3);
+    let dry = v
+        .tresor_cmd(&["snapshots", "forget"], &["--dry-run", "--json"], true)
+        .ok();
+    let dry: serde_json::Value = serde_json::from_str(dry.stdout.trim()).unwrap();
+    let would = dry["backends"][0]["forgotten"].as_array().unwrap().len();
+    assert_eq!(would + 1, before_manifests.len(), "{dry}");
+    assert_eq!(
+        manifests(&s3),
+        before_manifests,
+        "a dry run deletes nothing"
+    );
+
+    let packs_before = pack_keys(&s3);
+    let bytes_before = pack_bytes(&s3);
+    let all_before = object_bytes(&s3, &s3.list_keys());
+    // Only the last state's packs are referenced by the kept snapshot.
+    let newest_packs: std::collections::BTreeSet<String> =
+        states.last().unwrap().2.iter().cloned().collect();
+    let forgotten_share: u64 = object_bytes(
+        &s3,
+        &packs_before
+            .difference(&newest_packs)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    v.tresor_cmd(&["snapshots", "forget"], &[], true).ok();
+    assert_eq!(manifests(&s3).len(), 1, "{:?}", manifests(&s3));
+    let r = v.tresor_cmd(&["gc"], &["--json"], true).ok();
+    let packs_after = pack_keys(&s3);
+    let bytes_after = pack_bytes(&s3);
+    let all_after = object_bytes(&s3, &s3.list_keys());
+    eprintln!(
+        "forget + gc: pack bytes {bytes_before} → {bytes_after} (−{}), the forgotten snapshots' share {forgotten_share}; \
+         all objects {all_before} → {all_after}; gc {}",
+        bytes_before - bytes_after,
+        r.stdout.trim()
+    );
+    assert_eq!(
+        packs_after, newest_packs,
+        "exactly the kept state's packs remain"
+    );
+    assert_eq!(bytes_before - bytes_after, forgotten_share);
+    // The kept (newest) state still reads.
+    assert_content(&v.path("f3"), &states.last().unwrap().1[Path::new("f3")]);
+    v.unmount();
+}

@@ -141,13 +141,8 @@ enum Command {
     },
     /// Restore a vault on a new machine: key file and newest index snapshot from its backends, cold cache
     Restore(Box<restore::RestoreArgs>),
-    /// List the index snapshots on each backend: generation, time, size, writer
-    Snapshots {
-        #[command(flatten)]
-        vault: VaultArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    /// List the index snapshots on each backend: generation, time, size, writer; `forget` applies the retention policy
+    Snapshots(restore::SnapshotsArgs),
     /// The single-writer lease on the backends: show, break
     #[command(subcommand)]
     Lease(restore::LeaseCmd),
@@ -407,7 +402,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Backend(cmd) => backend::backend(cmd),
         Command::Policy(cmd) => policy::policy(cmd),
         Command::Restore(args) => restore::restore_cmd(*args),
-        Command::Snapshots { vault, json } => restore::snapshots_cmd(&vault, json),
+        Command::Snapshots(args) => match args.cmd {
+            None => restore::snapshots_cmd(&args.vault, args.json),
+            Some(restore::SnapshotsCmd::Forget {
+                vault,
+                dry_run,
+                json,
+            }) => restore::forget_cmd(&vault, dry_run, json),
+        },
         Command::Lease(cmd) => restore::lease_cmd(cmd),
         Command::Sync {
             vault,

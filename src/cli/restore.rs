@@ -43,6 +43,74 @@ pub struct RestoreArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Option<SnapshotsCmd>,
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotsCmd {
+    /// Delete the snapshots the retention policy ([snapshot] keep, keep_hourly, keep_daily, keep_weekly, keep_monthly) does not keep; `tresor gc` then frees the packs only they needed
+    Forget {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Only list what would be forgotten
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tresor snapshots forget`: through the daemon when mounted (it holds
+/// the snapshot list), else with the vault's remotes opened here.
+pub fn forget_cmd(args: &VaultArgs, dry_run: bool, json_out: bool) -> Result<()> {
+    let paths = args.paths()?;
+    crate::vault::require_exists(&paths)?;
+    let answered = crate::mount::control::request(
+        &paths.root,
+        &crate::mount::control::Request::Forget { dry_run },
+        &mut |_| {},
+    )?;
+    let v = match answered {
+        Some(v) => v,
+        None => serde_json::to_value(open_remotes(args)?.engine.forget(dry_run)?)?,
+    };
+    if json_out {
+        println!("{}", json!({"dry_run": dry_run, "backends": v}));
+        return Ok(());
+    }
+    let verb = if dry_run { "would forget" } else { "forgot" };
+    for b in v.as_array().into_iter().flatten() {
+        let list = |k: &str| {
+            b[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|g| g.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        println!(
+            "backend {}: keeps generations [{}], {verb} [{}]",
+            b["backend"].as_str().unwrap_or(""),
+            list("kept"),
+            list("forgotten")
+        );
+    }
+    if !dry_run {
+        println!("run `tresor gc` to delete the packs only forgotten snapshots needed");
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 pub enum LeaseCmd {
     /// Who holds the vault's lease on each backend, since when, last refresh

@@ -33,6 +33,9 @@ pub enum FsError {
     /// SEEK_DATA/SEEK_HOLE at or past the end, or no data after the offset.
     #[error("no such offset")]
     NoSuchOffset,
+    /// A change to an old generation (`.snapshots`).
+    #[error("read-only file system")]
+    ReadOnly,
     #[error("{path}: {source}")]
     Data {
         path: String,
@@ -68,6 +71,7 @@ impl FsError {
             FsError::NotSupported => "not-supported",
             FsError::TooBig => "too-big",
             FsError::NoSuchOffset => "no-such-offset",
+            FsError::ReadOnly => "read-only",
             FsError::Data { .. } => "data",
             FsError::Inconsistent { .. } => "inconsistent",
             FsError::Flush { .. } => "flush",
@@ -96,6 +100,7 @@ impl FsError {
             FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::TooBig => libc::EFBIG,
             FsError::NoSuchOffset => libc::ENXIO,
+            FsError::ReadOnly => libc::EROFS,
             FsError::Data { .. } => libc::EIO,
             FsError::Index(IndexError::Sql(rusqlite::Error::SqliteFailure(e, _)))
                 if e.code == rusqlite::ErrorCode::DiskFull =>

@@ -110,11 +110,26 @@ impl FsCore {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// [`Self::open`] with the open(2) flags: opening an old generation's
+    /// file for writing is EROFS.
+    pub fn open_flags(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        if history::is_view(ino)
+            && (flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0)
+        {
+            return Err(FsError::ReadOnly);
+        }
+        self.open(ino)
+    }
+
     /// Opens a regular file; returns a handle number.
     pub fn open(&self, ino: u64) -> FsResult<u64> {
         let a = self.getattr(ino)?;
         if a.kind == FileKind::Directory {
             return Err(FsError::IsDir);
+        }
+        if history::is_view(ino) {
+            // Old generations have no file state (nothing to flush).
+            return Ok(self.next_fh.fetch_add(1, Ordering::Relaxed));
         }
         Ok(self.open_inode(ino))
     }
@@ -128,12 +143,18 @@ impl FsCore {
         if a.kind != FileKind::Directory {
             return Err(FsError::NotDir);
         }
+        if history::is_view(ino) {
+            return Ok(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        }
         Ok(self.open_inode(ino))
     }
 
     /// Closes a handle: flushes the file's dirty data into the index and
     /// deletes the inode if it was unlinked while open.
     pub fn release(&self, ino: u64) -> FsResult<()> {
+        if history::is_view(ino) {
+            return Ok(());
+        }
         let Some(fs) = self.file_state(ino) else {
             return Ok(());
         };

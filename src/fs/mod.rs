@@ -36,6 +36,8 @@
 pub mod acl;
 pub mod error;
 mod file_state;
+/// `.snapshots`: kept generations, read-only (`src/fs/history.rs`).
+pub mod history;
 mod namespace;
 mod read;
 mod sparse;
@@ -188,6 +190,8 @@ pub struct FsCore {
     /// Set when a commit met a full disk: garbage collection then deletes
     /// dead packs at once instead of waiting for its interval.
     space_pressure: std::sync::atomic::AtomicBool,
+    /// The `.snapshots` view of kept generations.
+    history: history::History,
 }
 
 /// What the sync engine plugs into the core (set once, at mount).
@@ -215,8 +219,9 @@ pub trait IndexAccess: Send + Sync {
     fn locked_commit(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()>;
     /// Makes every sealed pack durable, commits, checkpoints the WAL into
     /// the main database file and runs `f` while the file is the complete
-    /// index and nobody can change it (index snapshots read it then).
-    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()>;
+    /// index and nobody can change it (index snapshots read it then); `f`
+    /// may read the index, which is then exactly that file.
+    fn with_checkpoint(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()>;
     /// The pack store (gc reads and deletes packs through it).
     fn pack_store(&self) -> &PackStore;
 }
@@ -231,9 +236,9 @@ impl IndexAccess for FsCore {
         self.commit_with(|idx| f(idx))
     }
 
-    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
+    fn with_checkpoint(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()> {
         let idx = self.data.index.lock();
-        self.commit_locked(&idx, |idx| Ok(idx.checkpointed(f)?))
+        self.commit_locked(&idx, |idx| Ok(idx.checkpointed(|| f(idx))?))
     }
 
     fn pack_store(&self) -> &PackStore {
@@ -285,6 +290,7 @@ impl FsCore {
             shutdown_error: Mutex::new(None),
             reserve: std::sync::OnceLock::new(),
             space_pressure: std::sync::atomic::AtomicBool::new(false),
+            history: Default::default(),
         })
     }
 

@@ -6,6 +6,9 @@ use super::*;
 
 impl FsCore {
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        if history::is_view(ino) {
+            return self.view_getattr(ino);
+        }
         // Take the file state first (lock order), then the index.
         let fs = self.file_state(ino);
         let guard = fs.as_ref().map(|f| f.state.lock());
@@ -31,6 +34,9 @@ impl FsCore {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
+        if history::is_view(parent) {
+            return self.view_lookup(parent, name);
+        }
         if name == b"." {
             return self.getattr(parent);
         }
@@ -52,7 +58,15 @@ impl FsCore {
             if p.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
             }
-            idx.lookup(parent, name)?.ok_or(FsError::NotFound)?
+            match idx.lookup(parent, name)? {
+                Some(ino) => ino,
+                None => {
+                    drop(idx);
+                    return self
+                        .history_root_lookup(parent, name)
+                        .unwrap_or(Err(FsError::NotFound));
+                }
+            }
         };
         self.getattr(ino)
     }
@@ -102,6 +116,7 @@ impl FsCore {
     }
 
     pub(super) fn parent_dir(idx: &Index, parent: u64) -> FsResult<Attr> {
+        history::refuse(parent)?;
         let p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
         if p.kind != FileKind::Directory {
             return Err(FsError::NotDir);
@@ -225,6 +240,9 @@ impl FsCore {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if history::is_view(ino) {
+            return self.view_readlink(ino);
+        }
         let idx = self.data.index.lock();
         idx.symlink(ino)?.ok_or(FsError::Invalid)
     }
@@ -453,6 +471,7 @@ impl FsCore {
     }
 
     pub fn setattr(&self, ino: u64, s: SetAttr) -> FsResult<Attr> {
+        history::refuse(ino)?;
         if let Some(size) = s.size {
             if size > MAX_FILE_SIZE {
                 return Err(FsError::TooBig);
@@ -509,6 +528,9 @@ impl FsCore {
     /// Entries after cursor `after` (0 = from the start), including `.` and
     /// `..` at cursors 1 and 2; stored entries use cursor id + 2.
     pub fn readdir(&self, ino: u64, after: u64, limit: usize) -> FsResult<Vec<DirEntry>> {
+        if history::is_view(ino) {
+            return self.view_readdir(ino, after, limit);
+        }
         let idx = self.data.index.lock();
         let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         if a.kind != FileKind::Directory {
@@ -545,6 +567,9 @@ impl FsCore {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        if history::is_view(ino) {
+            return self.view_getxattr(ino, name);
+        }
         let idx = self.data.index.lock();
         idx.attr(ino)?.ok_or(FsError::NotFound)?;
         idx.xattr(ino, name)?.ok_or(FsError::NoAttr)
@@ -571,6 +596,7 @@ impl FsCore {
         if value.len() > 65536 {
             return Err(FsError::TooBig);
         }
+        history::refuse(ino)?;
         let idx = self.index();
         let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         let exists = idx.xattr(ino, name)?.is_some();
@@ -605,10 +631,15 @@ impl FsCore {
     }
 
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let idx = self.data.index.lock();
-        idx.attr(ino)?.ok_or(FsError::NotFound)?;
+        let names = if history::is_view(ino) {
+            self.view_xattr_names(ino)?
+        } else {
+            let idx = self.data.index.lock();
+            idx.attr(ino)?.ok_or(FsError::NotFound)?;
+            idx.xattr_names(ino)?
+        };
         let mut out = Vec::new();
-        for n in idx.xattr_names(ino)? {
+        for n in names {
             out.extend_from_slice(&n);
             out.push(0);
         }
@@ -616,6 +647,7 @@ impl FsCore {
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        history::refuse(ino)?;
         let idx = self.index();
         let mut a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
         if !idx.remove_xattr(ino, name)? {

@@ -10,6 +10,9 @@ const SEQUENTIAL_SLACK: u64 = 2 * 1024 * 1024;
 
 impl FsCore {
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        if history::is_view(ino) {
+            return self.view_read(ino, offset, size);
+        }
         // Snapshot extents, locations and dirty overlay under the file lock;
         // decrypt without it (chunks are immutable, content-addressed).
         // Garbage collection deletes no pack file while this guard is held,

@@ -67,6 +67,19 @@ impl FsCore {
             libc::SEEK_HOLE => false,
             _ => return Err(FsError::Invalid),
         };
+        if history::is_view(ino) {
+            // Old generations: one data run up to the end (holes read as
+            // zeros either way).
+            let a = self.view_getattr(ino)?;
+            if a.kind != FileKind::Regular {
+                return Err(FsError::Invalid);
+            }
+            return match (want_data, offset < a.size) {
+                (_, false) => Err(FsError::NoSuchOffset),
+                (true, true) => Ok(offset),
+                (false, true) => Ok(a.size),
+            };
+        }
         // File state first (lock order), then the index.
         let fs = self.file_state(ino);
         let guard = fs.as_ref().map(|f| f.state.lock());

@@ -61,6 +61,7 @@ impl FsCore {
     }
 
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+        history::refuse(ino)?;
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(FsError::TooBig)?;
@@ -251,6 +252,7 @@ impl FsCore {
     /// the range into a hole: see [`FsCore::clear_range`]. Other modes
     /// (collapse, insert, unshare) are EOPNOTSUPP.
     pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        history::refuse(ino)?;
         const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;

@@ -69,6 +69,10 @@ impl Index {
     }
 
     pub(super) fn adjust_refcount(&self, chunk: &ChunkId, delta: i64) -> Result<(), IndexError> {
+        if delta < 0 {
+            self.released
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.conn
             .prepare_cached("UPDATE chunks SET refcount = refcount + ?2 WHERE id = ?1")?
             .execute(params![&chunk.0[..], delta])?;

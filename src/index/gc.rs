@@ -39,6 +39,32 @@ pub struct GcDeadPack {
     pub size: u64,
 }
 
+/// What one kept state of the index (a remote snapshot generation or a
+/// local index copy) can reference, told apart without opening it.
+///
+/// A pack row lives from its creation to `gc_mark_dead`, and pack numbers
+/// only grow (`AUTOINCREMENT`), so a state references a collected pack
+/// exactly when the pack was created before the state was taken
+/// (`pack ≤ max_pack`) and collected after it (`generation < after_generation`;
+/// every collecting step moves `meta.snapshot_generation` on first, see
+/// [`Index::gc_next_generation`]). An unknown value is the conservative one:
+/// a state with neither needs every collected pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotMark {
+    /// `meta.snapshot_generation` of the state.
+    pub generation: Option<u64>,
+    /// The highest pack number allocated when it was taken.
+    pub max_pack: Option<u64>,
+}
+
+impl SnapshotMark {
+    /// Whether this state references the collected pack `dead`.
+    pub fn needs(&self, dead: &GcDeadPack) -> bool {
+        self.generation.is_none_or(|g| g < dead.after_generation)
+            && self.max_pack.is_none_or(|m| m >= dead.pack)
+    }
+}
+
 fn name_from_blob(b: Vec<u8>) -> rusqlite::Result<[u8; 16]> {
     b.try_into().map_err(|_| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -177,6 +203,39 @@ impl Index {
         Ok(v.unwrap_or(0).max(0) as u64)
     }
 
+    /// Moves `meta.snapshot_generation` on by one and returns the new value:
+    /// the `after_generation` of the packs a collecting step marks dead. A
+    /// state taken before the step has a lower generation, one taken after
+    /// it this one or higher, so [`SnapshotMark::needs`] tells them apart
+    /// even without remote snapshots (local index copies).
+    pub fn gc_next_generation(&self) -> Result<u64, IndexError> {
+        let g = self.snapshot_generation()? + 1;
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('snapshot_generation', ?1)",
+            )?
+            .execute(params![g as i64])?;
+        Ok(g)
+    }
+
+    /// The highest pack number ever allocated (0 before the first pack).
+    pub fn max_pack_number(&self) -> Result<u64, IndexError> {
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'packs'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    /// This index's own mark: what a copy of it taken now references.
+    pub fn snapshot_mark(&self) -> Result<SnapshotMark, IndexError> {
+        Ok(SnapshotMark {
+            generation: Some(self.snapshot_generation()?),
+            max_pack: Some(self.max_pack_number()?),
+        })
+    }
+
     /// `gc_dead` rows with `after_generation ≤ max_generation` (all rows
     /// with `u64::MAX`).
     pub fn gc_dead(&self, max_generation: u64) -> Result<Vec<GcDeadPack>, IndexError> {
@@ -203,10 +262,13 @@ impl Index {
         Ok(())
     }
 
-    /// Names of every pack the index knows (any state): a file in the
-    /// store with another name is a leftover.
+    /// Names of every pack the index knows (any state, and collected packs
+    /// a kept state may still need): a file in the store with another name
+    /// is a leftover.
     pub fn gc_known_pack_names(&self) -> Result<std::collections::HashSet<[u8; 16]>, IndexError> {
-        let mut st = self.conn.prepare_cached("SELECT name FROM packs")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name FROM packs UNION SELECT name FROM gc_dead")?;
         let rows = st.query_map([], |r| name_from_blob(r.get(0)?))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -286,5 +348,28 @@ mod tests {
         assert_eq!(idx.snapshot_generation().unwrap(), 0, "absent = 0");
         idx.set_snapshot_generation(4).unwrap();
         assert_eq!(idx.snapshot_generation().unwrap(), 4);
+    }
+
+    #[test]
+    fn a_mark_needs_exactly_the_packs_it_saw_alive() {
+        use super::{GcDeadPack, SnapshotMark};
+        let dead = |pack, after| GcDeadPack {
+            pack,
+            name: [0; 16],
+            after_generation: after,
+            size: 1,
+        };
+        let m = SnapshotMark {
+            generation: Some(5),
+            max_pack: Some(10),
+        };
+        assert!(m.needs(&dead(10, 6)), "created before, collected after");
+        assert!(!m.needs(&dead(11, 6)), "created after the state");
+        assert!(!m.needs(&dead(3, 5)), "collected before the state");
+        let unknown = SnapshotMark {
+            generation: None,
+            max_pack: None,
+        };
+        assert!(unknown.needs(&dead(99, 1)), "unknown keeps everything");
     }
 }

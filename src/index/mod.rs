@@ -34,7 +34,7 @@ use crate::vault::keys::SecretKey;
 
 /// Garbage collection's queries (`src/index/gc.rs`).
 mod gc;
-pub use gc::{PackChunk, PackLiveness};
+pub use gc::{GcDeadPack, PackChunk, PackLiveness, SnapshotMark};
 mod extents;
 /// fsck's whole-table reads and its repair statements.
 pub mod fsck;
@@ -249,6 +249,9 @@ pub const MAX_EXTENT_LEN: u64 = crate::chunk::chunker::MAX_CHUNK as u64;
 
 pub struct Index {
     conn: Connection,
+    /// Set when a chunk lost a reference (garbage collection asks, see
+    /// [`Index::take_released`]).
+    released: std::sync::atomic::AtomicBool,
 }
 
 /// `packs.state`: the pack object is complete in the store.
@@ -391,7 +394,10 @@ impl Index {
             }
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(Index { conn })
+        Ok(Index {
+            conn,
+            released: Default::default(),
+        })
     }
 
     /// Opens the index for reading while a daemon may hold the write batch
@@ -404,7 +410,17 @@ impl Index {
         }) {
             return Err(IndexError::NotAnIndex(e.to_string()));
         }
-        Ok(Index { conn })
+        Ok(Index {
+            conn,
+            released: Default::default(),
+        })
+    }
+
+    /// True once after some chunk lost a reference (a file was deleted,
+    /// truncated or overwritten): its pack may now be wholly dead.
+    pub fn take_released(&self) -> bool {
+        self.released
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// SQLite's `quick_check`: every page and index b-tree is well formed.

@@ -15,13 +15,24 @@
 //! pack) that is durable before the index commits; then one transaction
 //! points the chunk rows at the new pack and marks the old packs dead.
 //!
-//! **Remote objects** of a dead pack may still be referenced by an index
-//! snapshot on a backend. `gc_dead.after_generation` is the
-//! `meta.snapshot_generation` at marking time + 1: a snapshot of that
-//! generation or later no longer references the pack, so
-//! [`crate::remote::deletion::delete_collected`] removes its objects only once such a snapshot is
-//! durable on every backend. A vault without backends drops the rows right
-//! after the local delete.
+//! **Kept states.** A dead pack may still be referenced by a kept state of
+//! the index: a snapshot generation the retention policy keeps on a
+//! backend, or a local index copy (`vault/index_copies.rs`). Every
+//! collecting step first moves `meta.snapshot_generation` on by one
+//! ([`Index::gc_next_generation`]) and records the new value as
+//! `gc_dead.after_generation`; with pack numbers only growing, a state
+//! references the pack exactly when its generation is below that and its
+//! highest pack number is at least the pack's
+//! ([`crate::index::SnapshotMark::needs`]). Kept states pin the pack's
+//! *remote* objects: [`crate::remote::deletion::delete_collected`] removes
+//! them once no kept state needs them. They never pin its *local* file:
+//! that goes in the step that collects the pack, so deleted data leaves the
+//! host's disk at once (in a vault with backends the local file is cache;
+//! in a local-only vault there are no kept generations, and a local index
+//! copy is a recovery point for a damaged index, not history: `fsck` names
+//! the files whose data a restored copy lacks). A vault without backends
+//! drops the row with the file. Which snapshots are kept is the retention
+//! policy's business (`remote/retention.rs`); gc follows it.
 //!
 //! **Why this is safe with the filesystem running.**
 //! - Every decision is made and committed under the index lock (through
@@ -71,6 +82,9 @@ use crate::store::StoreError;
 pub use crate::vault::config::REPACK_THRESHOLD_PERCENT;
 /// Dead packs marked per committed step.
 const DEAD_BATCH: usize = 32;
+/// Shortest spacing of the passes that follow a deletion (see
+/// [`spawn_background`]).
+const PROMPT_MIN_GAP: Duration = Duration::from_secs(1);
 
 pub use crate::vault::config::GcConfig;
 
@@ -233,9 +247,9 @@ pub fn run_pass(
     for batch in dead.chunks(DEAD_BATCH) {
         let marked = commit(v, |idx| {
             idx.gc_atomically(|idx| -> Result<Vec<&PackLiveness>, GcError> {
-                // Read under the same lock as the marking: a snapshot taken
-                // before this commit has a generation below after_generation.
-                let after = idx.snapshot_generation()? + 1;
+                // Under the same lock as the marking: a state taken before
+                // this commit has a generation below after_generation.
+                let after = idx.gc_next_generation()?;
                 let mut marked = Vec::new();
                 for p in batch {
                     if idx.gc_mark_dead(p.pack, after)? {
@@ -246,10 +260,8 @@ pub fn run_pass(
                 Ok(marked)
             })
         })?;
-        let names: Vec<[u8; 16]> = marked.iter().map(|p| p.name).collect();
-        v.pack_store().delete_local_packs(&names)?;
         report.dead_packs += marked.len() as u64;
-        report.bytes_reclaimed_local += marked.iter().map(|p| p.size).sum::<u64>();
+        report.bytes_reclaimed_local += release_local(v, opts)?;
         done += batch.len() as u64;
         progress(done, total);
     }
@@ -270,7 +282,7 @@ pub fn run_pass(
         groups.push(group);
     }
     for g in groups {
-        repack_group(v, &g, &mut report)?;
+        repack_group(v, &g, opts, &mut report)?;
         done += g.len() as u64;
         progress(done, total);
     }
@@ -285,18 +297,12 @@ pub fn run_pass(
         report.bytes_reclaimed_local += size;
     }
 
+    // Files a crash left between a collecting commit and their deletion.
+    report.bytes_reclaimed_local += release_local(v, opts)?;
+    let pending = read(v, |idx| idx.gc_dead(u64::MAX))?;
     if opts.has_backends {
-        let pending = read(v, |idx| idx.gc_dead(u64::MAX))?;
         report.packs_awaiting_remote_deletion = pending.len() as u64;
         report.bytes_awaiting_remote_deletion = pending.iter().map(|p| p.size).sum();
-    } else {
-        // Local-only: the local file was the only copy.
-        commit(v, |idx| {
-            for p in idx.gc_dead(u64::MAX)? {
-                idx.gc_drop_dead(p.pack)?;
-            }
-            Ok(())
-        })?;
     }
     if report.dead_packs + report.repacked_packs + report.leftover_files > 0 {
         log::info!(
@@ -308,6 +314,34 @@ pub fn run_pass(
         );
     }
     Ok(report)
+}
+
+/// Deletes the local files of collected packs (they may already be gone;
+/// kept states pin remote objects only, see the module doc), and, without
+/// backends, forgets those packs: the local file was the only copy. Returns
+/// the bytes freed (sizes of the files found and deleted).
+fn release_local(v: &dyn IndexAccess, opts: &GcOptions) -> Result<u64, GcError> {
+    let release = read(v, |idx| idx.gc_dead(u64::MAX))?;
+    let store = v.pack_store();
+    if release.is_empty() {
+        return Ok(0);
+    }
+    let present: HashMap<[u8; 16], u64> = store.local_pack_files()?.into_iter().collect();
+    let freed = release
+        .iter()
+        .filter_map(|r| present.get(&r.name))
+        .sum::<u64>();
+    let names: Vec<[u8; 16]> = release.iter().map(|r| r.name).collect();
+    store.delete_local_packs(&names)?;
+    if !opts.has_backends {
+        commit(v, |idx| {
+            for r in &release {
+                idx.gc_drop_dead(r.pack)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(freed)
 }
 
 /// Pack files in the local store that no `packs` row names. The listing
@@ -341,6 +375,7 @@ struct Source {
 fn repack_group(
     v: &dyn IndexAccess,
     group: &[PackLiveness],
+    opts: &GcOptions,
     report: &mut GcReport,
 ) -> Result<(), GcError> {
     let ps = v.pack_store();
@@ -404,7 +439,7 @@ fn repack_group(
     let (name, size, offsets) = ps.write_pack_now(&chunks)?;
     let outcome = commit(v, |idx| {
         idx.gc_atomically(|idx| -> Result<Vec<usize>, GcError> {
-            let after = idx.snapshot_generation()? + 1;
+            let after = idx.gc_next_generation()?;
             let new_pack = idx.gc_insert_stored_pack(&name, size)?;
             let mut retired = Vec::new();
             for (i, src) in sources.iter().enumerate() {
@@ -446,9 +481,7 @@ fn repack_group(
         }
         Err(e) => return Err(e),
     };
-    let names: Vec<[u8; 16]> = retired.iter().map(|&i| sources[i].pack.name).collect();
-    ps.delete_local_packs(&names)?;
-    let freed: u64 = retired.iter().map(|&i| sources[i].pack.size).sum();
+    let freed = release_local(v, opts)?;
     report.repacked_packs += retired.len() as u64;
     report.new_packs += 1;
     report.moved_chunks += retired
@@ -482,6 +515,8 @@ pub fn spawn_background(
             let (mut cfg, mut has_backends) = load();
             let mut last = Instant::now();
             let mut loaded = Instant::now();
+            let mut last_prompt = Instant::now();
+            let mut prompt_gap = PROMPT_MIN_GAP;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
                 // Picks up `[gc]` edits without a remount (once a second).
@@ -504,6 +539,32 @@ pub fn spawn_background(
                         ),
                         Err(e) => log::warn!("garbage collection on a full disk failed: {e}"),
                     }
+                    continue;
+                }
+                if cfg.prompt
+                    && last_prompt.elapsed() >= prompt_gap
+                    && read(core.as_ref(), |idx| idx.take_released())
+                {
+                    // Something lost a reference: delete the packs that are
+                    // wholly dead now (no repacking), so `rm` frees disk
+                    // within seconds. Each pass scans the chunk table, so
+                    // passes are spaced to ≥ 10× their duration.
+                    let started = Instant::now();
+                    let opts = GcOptions {
+                        repack_threshold: 0,
+                        ..GcOptions::from_config(&cfg, has_backends)
+                    };
+                    match run_pass(core.as_ref(), &opts, &mut |_, _| {}) {
+                        Ok(r) if r.dead_packs > 0 => log::info!(
+                            "deleted {} dead packs ({} bytes) after a deletion",
+                            r.dead_packs,
+                            r.bytes_reclaimed_local
+                        ),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("garbage collection after a deletion failed: {e}"),
+                    }
+                    prompt_gap = (started.elapsed() * 10).max(PROMPT_MIN_GAP);
+                    last_prompt = Instant::now();
                     continue;
                 }
                 if cfg.interval == 0 || last.elapsed() < Duration::from_secs(cfg.interval) {

@@ -109,10 +109,10 @@ impl IndexAccess for OfflineVault {
         Ok(())
     }
 
-    fn with_checkpoint(&self, f: &mut dyn FnMut()) -> FsResult<()> {
+    fn with_checkpoint(&self, f: &mut dyn FnMut(&Index)) -> FsResult<()> {
         let idx = self.index.lock();
         self.packs.seal_and_wait(&idx)?;
-        idx.checkpointed(f)?;
+        idx.checkpointed(|| f(&idx))?;
         self.engine.committed(&idx);
         Ok(())
     }

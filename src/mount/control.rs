@@ -59,6 +59,10 @@ pub enum Request {
     Gc {
         dry_run: bool,
     },
+    /// Apply the snapshot retention policy (`tresor snapshots forget`).
+    Forget {
+        dry_run: bool,
+    },
 }
 
 /// One line of the daemon's answer.
@@ -234,6 +238,7 @@ fn run(
             let n = with_index(core, |idx| idx.packs_only_on(id, &others))?;
             Ok(json!({ "packs_only_there": n }))
         }
+        Request::Forget { dry_run } => Ok(serde_json::to_value(engine.forget(*dry_run)?)?),
         Request::Gc { dry_run } => {
             let dry_run = *dry_run;
             let mut report =
@@ -246,8 +251,8 @@ fn run(
                 core.commit(true)?;
                 let pending = with_index(core, |idx| idx.gc_dead(u64::MAX))?;
                 // The snapshot round deletes what the new snapshot frees.
-                let durable = engine.snapshot_and_wait(Some(Duration::from_secs(120)))?;
-                engine.delete_collected(durable)?;
+                engine.snapshot_and_wait(Some(Duration::from_secs(120)))?;
+                engine.delete_collected()?;
                 core.commit(true)?;
                 let left = with_index(core, |idx| idx.gc_dead(u64::MAX))?;
                 let gone: Vec<_> = pending

@@ -59,7 +59,13 @@ fn copy_index(core: &FsCore, paths: &VaultPaths) {
         return;
     }
     let mut result = None;
-    let r = core.with_checkpoint(&mut || result = Some(index_copies::take(paths)));
+    let r = core.with_checkpoint(&mut |idx| {
+        result = Some(
+            idx.snapshot_mark()
+                .map_err(anyhow::Error::from)
+                .and_then(|mark| index_copies::take(paths, mark)),
+        )
+    });
     match (r, result) {
         (Ok(()), Some(Ok(c))) => log::info!("index copied to {}", c.path.display()),
         (Ok(()), Some(Err(e))) => log::warn!("cannot copy the index: {e:#}"),
@@ -471,6 +477,10 @@ pub fn run_daemon(
         let read_only = options.iter().any(|o| o == "ro");
         let engine = SyncEngine::open(paths, &config, store, &unlocked, read_only)?;
         engine.attach(&core);
+        // `.snapshots`: the kept generations, read-only (fs/history.rs).
+        if let Some(views) = engine.generation_views(unlocked.subkeys.index.clone()) {
+            core.set_history(Arc::new(views));
+        }
         if !read_only {
             core.keep_space_reserve(paths.store().join("space-reserve"));
         }

@@ -2,14 +2,18 @@
 //! sync engine after every snapshot round and by `tresor gc` when mounted.
 //!
 //! gc marks a dead pack in `gc_dead` with the snapshot generation after
-//! which no index snapshot references it. Its `packs/…` object may leave a
-//! backend only once a snapshot at least that new is durable on **every**
-//! backend: until then a restore could pick an older snapshot that still
-//! needs it (`maintenance/gc.rs` has the full argument).
+//! which no index snapshot references it. Its `packs/…` object leaves the
+//! backends once no *kept* state references it: no snapshot generation
+//! kept on any backend (or captured and still on its way there) and no
+//! local index copy ([`SnapshotMark::needs`]; a copy pins remote objects
+//! only, so an index put back from it reads them remotely). So every kept state stays
+//! restorable, and a pack no kept state ever saw (written and deleted
+//! between two snapshots) goes at the next round (`maintenance/gc.rs` has
+//! the full argument).
 
 use crate::chunk::pack::PackId;
 use crate::fs::IndexAccess;
-use crate::index::{Index, IndexError};
+use crate::index::{Index, IndexError, SnapshotMark};
 use crate::store::Store;
 
 /// What [`delete_collected`] removed from every backend.
@@ -27,28 +31,36 @@ pub enum DeletionError {
     Remote { backend: String, message: String },
 }
 
-/// Deletes the remote objects of collected packs that no durable snapshot
-/// needs any more, then forgets them.
+/// Deletes the remote objects of collected packs that no kept state needs
+/// any more from every backend, then forgets them (their local files went
+/// when gc collected them).
 ///
-/// `backends`: every configured backend as (name, store). `durable`: the
-/// generation of the newest index snapshot that is durable on every
-/// backend. Packs with `gc_dead.after_generation ≤ durable` have their
-/// object deleted from every backend (an object already gone counts as
-/// deleted, so an interrupted run is simply repeated); a row is dropped
-/// only once every backend succeeded. The drops join the index's open
-/// batch; losing them in a crash only repeats the (idempotent) deletion.
+/// `backends`: every configured backend as (name, store). `kept`: the
+/// marks of every kept state — each snapshot generation on any backend or
+/// pending upload, and each local index copy; the caller passes `None` when
+/// it cannot know them all (a backend's snapshots are not listed yet), and
+/// then nothing is deleted. An object already gone counts as deleted, so an
+/// interrupted run is simply repeated; a row is dropped only once every
+/// backend succeeded. The drops join the index's open batch; losing them in
+/// a crash only repeats the (idempotent) deletion.
 pub fn delete_collected(
     index: &dyn IndexAccess,
     backends: &[(String, &Store)],
-    durable: u64,
+    kept: Option<&[SnapshotMark]>,
 ) -> Result<RemoteDeletion, DeletionError> {
-    if durable == 0 || backends.is_empty() {
+    let Some(kept) = kept else {
+        return Ok(RemoteDeletion::default());
+    };
+    if backends.is_empty() {
         return Ok(RemoteDeletion::default());
     }
-    let rows = with_index(index, |idx| idx.gc_dead(durable))?;
+    let rows = with_index(index, |idx| idx.gc_dead(u64::MAX))?;
     let mut done = RemoteDeletion::default();
     let mut first_error = None;
     for row in rows {
+        if kept.iter().any(|m| m.needs(&row)) {
+            continue;
+        }
         let path = PackId(row.name).object_path();
         let mut ok = true;
         for (name, store) in backends {

@@ -8,5 +8,6 @@ pub mod capabilities;
 pub mod deletion;
 pub mod policy;
 pub mod presets;
+pub mod retention;
 pub mod snapshot;
 pub mod sync;

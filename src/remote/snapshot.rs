@@ -43,6 +43,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::index::SnapshotMark;
 use crate::vault::keys::SecretKey;
 
 /// Bytes of the index file per snapshot block.
@@ -56,6 +57,49 @@ pub const BLOCK_PREFIX: &str = "index/blocks/";
 pub const LEASE_PATH: &str = "lease";
 /// Meta key in the index: the generation this index was captured as.
 pub const META_GENERATION: &str = "snapshot_generation";
+/// Meta keys in the index: generation `G`'s [`SnapshotMark`]
+/// (`snapshot_mark_generation/G`, `snapshot_mark_pack/G`), written right
+/// after it is captured, so a snapshot's own file never holds its mark.
+const META_MARK_GENERATION: &str = "snapshot_mark_generation/";
+const META_MARK_PACK: &str = "snapshot_mark_pack/";
+
+/// Records what generation `generation` references (joins the open batch).
+pub fn record_mark(
+    idx: &crate::index::Index,
+    generation: u64,
+    mark: &SnapshotMark,
+) -> Result<(), crate::index::IndexError> {
+    if let (Some(g), Some(p)) = (mark.generation, mark.max_pack) {
+        idx.set_meta_u64(&format!("{META_MARK_GENERATION}{generation}"), g)?;
+        idx.set_meta_u64(&format!("{META_MARK_PACK}{generation}"), p)?;
+    }
+    Ok(())
+}
+
+/// What generation `generation` references. Without a recorded mark (a
+/// snapshot of an older tresor, or of another vault directory) it is
+/// assumed to hold every pack collected after it: the manifest's name is
+/// at most the generation in its file.
+pub fn mark_of(idx: &crate::index::Index, generation: u64) -> SnapshotMark {
+    let g = idx
+        .meta_u64(&format!("{META_MARK_GENERATION}{generation}"))
+        .ok()
+        .flatten();
+    let p = idx
+        .meta_u64(&format!("{META_MARK_PACK}{generation}"))
+        .ok()
+        .flatten();
+    match (g, p) {
+        (Some(g), Some(p)) => SnapshotMark {
+            generation: Some(g),
+            max_pack: Some(p),
+        },
+        _ => SnapshotMark {
+            generation: Some(generation),
+            max_pack: None,
+        },
+    }
+}
 
 const BLOCK_MAGIC: &[u8; 4] = b"TRSB";
 const MANIFEST_MAGIC: &[u8; 4] = b"TRSM";

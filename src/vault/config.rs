@@ -81,6 +81,9 @@ pub struct GcConfig {
     pub repack_threshold: u8,
     /// Pack bytes a background pass deletes or rewrites at most.
     pub max_pass_bytes: u64,
+    /// Delete wholly dead packs within seconds of a deletion, not only at
+    /// the next interval (packs a kept snapshot needs always stay).
+    pub prompt: bool,
 }
 
 impl Default for GcConfig {
@@ -91,6 +94,7 @@ impl Default for GcConfig {
             min_dead_percent: 10,
             repack_threshold: REPACK_THRESHOLD_PERCENT,
             max_pass_bytes: 1024 * 1024 * 1024,
+            prompt: true,
         }
     }
 }
@@ -362,9 +366,23 @@ pub struct SnapshotConfig {
     /// Seconds between snapshots while mounted (only when the index changed).
     #[serde(default = "default_snapshot_interval")]
     pub interval: u64,
-    /// Snapshots kept on each backend.
-    #[serde(default = "default_snapshot_keep")]
+    /// The newest snapshots kept on each backend (`keep_last` is a synonym).
+    #[serde(default = "default_snapshot_keep", alias = "keep_last")]
     pub keep: u64,
+    /// Also keep the newest snapshot of each of the last N hours, days,
+    /// weeks, months (UTC; `remote/retention.rs`), like restic's `forget`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_hourly: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_daily: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_weekly: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_monthly: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn default_snapshot_interval() -> u64 {
@@ -380,6 +398,10 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             interval: default_snapshot_interval(),
             keep: default_snapshot_keep(),
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
         }
     }
 }

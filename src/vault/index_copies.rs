@@ -12,6 +12,17 @@
 //! The newest [`KEEP_COPIES`] are kept (a copy of a 100,000-file index is
 //! about 17 MB). `tresor fsck --repair` puts the newest copy that opens and
 //! passes SQLite's `quick_check` back when the index is missing or damaged.
+//!
+//! A copy is a recovery point for a damaged index, not kept history. Its
+//! name carries its [`SnapshotMark`] (`index-MS-gGEN-pPACK.sqlite`), the
+//! same mark a remote snapshot generation has: in a vault with backends it
+//! keeps the *remote* objects of the collected packs it references
+//! (`remote::deletion`), so an index put back from it reads them from a
+//! backend (`fsck --repair` marks them evicted). It never keeps a pack's
+//! *local* file: deleted data leaves the host's disk at once (issue 15), and
+//! in a local-only vault `fsck` names the files whose data the copy
+//! references but the store no longer holds. Names without a mark (older
+//! tresor) keep every collected pack's remote objects until they age out.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -20,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::index::Index;
+use crate::index::{Index, SnapshotMark};
 use crate::vault::keys::SecretKey;
 use crate::vault::VaultPaths;
 
@@ -34,11 +45,14 @@ pub const COPY_INTERVAL_SECS: u64 = 300;
 pub struct IndexCopy {
     pub taken_ms: u64,
     pub path: PathBuf,
+    /// What the copy can reference (unknown for copies of older tresors).
+    pub mark: SnapshotMark,
 }
 
 /// Copies the index file. The caller holds the index checkpointed and
-/// locked (`IndexAccess::with_checkpoint`), so the file is complete.
-pub fn take(paths: &VaultPaths) -> Result<IndexCopy> {
+/// locked (`IndexAccess::with_checkpoint`), so the file is complete and
+/// `mark` is its own ([`Index::snapshot_mark`] read under that lock).
+pub fn take(paths: &VaultPaths, mark: SnapshotMark) -> Result<IndexCopy> {
     let dir = paths.index_copies();
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -50,7 +64,11 @@ pub fn take(paths: &VaultPaths) -> Result<IndexCopy> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let bytes = std::fs::read(paths.index()).context("cannot read the index to copy it")?;
-    let path = dir.join(format!("index-{taken_ms}.sqlite"));
+    let path = dir.join(format!(
+        "index-{taken_ms}-g{}-p{}.sqlite",
+        mark.generation.unwrap_or(0),
+        mark.max_pack.unwrap_or(0)
+    ));
     let tmp = dir.join(format!(
         ".index-{taken_ms}.{:016x}.tmp",
         rand::random::<u64>()
@@ -73,7 +91,36 @@ pub fn take(paths: &VaultPaths) -> Result<IndexCopy> {
     for old in list(paths).into_iter().skip(KEEP_COPIES) {
         let _ = std::fs::remove_file(&old.path);
     }
-    Ok(IndexCopy { taken_ms, path })
+    Ok(IndexCopy {
+        taken_ms,
+        path,
+        mark,
+    })
+}
+
+/// Parses `index-MS.sqlite` (no mark) or `index-MS-gGEN-pPACK.sqlite`.
+fn parse_name(name: &str) -> Option<(u64, SnapshotMark)> {
+    let stem = name.strip_prefix("index-")?.strip_suffix(".sqlite")?;
+    let mut parts = stem.split('-');
+    let ms = parts.next()?.parse().ok()?;
+    let mut mark = SnapshotMark {
+        generation: None,
+        max_pack: None,
+    };
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, None, None) => {}
+        (Some(g), Some(p), None) => {
+            mark.generation = Some(g.strip_prefix('g')?.parse().ok()?);
+            mark.max_pack = Some(p.strip_prefix('p')?.parse().ok()?);
+        }
+        _ => return None,
+    }
+    Some((ms, mark))
+}
+
+/// The marks of the kept copies (what garbage collection must keep for them).
+pub fn marks(paths: &VaultPaths) -> Vec<SnapshotMark> {
+    list(paths).into_iter().map(|c| c.mark).collect()
 }
 
 /// The copies, newest first.
@@ -84,10 +131,11 @@ pub fn list(paths: &VaultPaths) -> Vec<IndexCopy> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let ms = name.strip_prefix("index-")?.strip_suffix(".sqlite")?;
+            let (taken_ms, mark) = parse_name(&name)?;
             Some(IndexCopy {
-                taken_ms: ms.parse().ok()?,
+                taken_ms,
                 path: e.path(),
+                mark,
             })
         })
         .collect();
@@ -131,4 +179,27 @@ pub fn move_damaged_aside(paths: &VaultPaths) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_names_carry_their_mark() {
+        assert_eq!(
+            parse_name("index-1700-g7-p42.sqlite"),
+            Some((
+                1700,
+                SnapshotMark {
+                    generation: Some(7),
+                    max_pack: Some(42)
+                }
+            ))
+        );
+        let old = parse_name("index-1700.sqlite").unwrap();
+        assert_eq!(old.1.generation, None, "an unmarked copy needs everything");
+        assert_eq!(parse_name("index-1700-g7.sqlite"), None);
+        assert_eq!(parse_name(".index-1700.0123.tmp"), None);
+    }
 }

@@ -61,6 +61,8 @@ pub(super) struct BackendSnaps {
     loaded: bool,
     blocks: HashSet<BlockId>,
     manifests: BTreeMap<u64, Vec<BlockId>>,
+    /// Creation time (s) of each manifest in `manifests` (retention).
+    created: BTreeMap<u64, u64>,
     /// Generations whose manifest exists but does not open.
     unreadable: Vec<u64>,
     /// Newest generation uploaded to this backend by this engine or found there.
@@ -74,6 +76,29 @@ struct Capture {
     bytes: BTreeMap<BlockId, Arc<Vec<u8>>>,
     /// Per backend id: packs stored but not on it at capture time.
     waits_for: HashMap<String, Vec<u64>>,
+}
+
+/// What `forget` did (or would do) on one backend.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ForgetReport {
+    pub backend: String,
+    pub kept: Vec<u64>,
+    pub forgotten: Vec<u64>,
+}
+
+/// The readable generations on `b` the policy does not keep, oldest first.
+fn forgotten(policy: &crate::remote::retention::SnapshotConfig, b: &BackendSnaps) -> Vec<u64> {
+    let list: Vec<(u64, u64)> = b
+        .manifests
+        .keys()
+        .map(|g| (*g, b.created.get(g).copied().unwrap_or(0)))
+        .collect();
+    let kept = crate::remote::retention::kept(policy, &list);
+    b.manifests
+        .keys()
+        .copied()
+        .filter(|g| !kept.contains(g))
+        .collect()
 }
 
 /// One backend's snapshot list for `tresor snapshots`.
@@ -139,6 +164,7 @@ impl SyncEngine {
                         b.durable = g;
                         b.newest_holder = Some((m.holder.clone(), m.hostname.clone()));
                     }
+                    b.created.insert(g, m.created_s);
                     b.manifests.insert(g, m.blocks);
                 }
                 Err(e) => {
@@ -386,7 +412,7 @@ impl SyncEngine {
             }
         }
         let durable = self.durable_generation();
-        if let Err(e) = self.delete_collected(durable) {
+        if let Err(e) = self.delete_collected() {
             problems.push(format!("deleting collected packs: {e:#}"));
         }
         if problems.is_empty() {
@@ -404,7 +430,7 @@ impl SyncEngine {
         };
         let mut ids = None;
         let mut err = None;
-        access.with_checkpoint(&mut || match snapshot::read_blocks(
+        access.with_checkpoint(&mut |_| match snapshot::read_blocks(
             &setup.index_path,
             &setup.crypto,
             &|_| false,
@@ -468,18 +494,28 @@ impl SyncEngine {
             }
         };
         let mut fb = None;
-        access.with_checkpoint(&mut || match snapshot::read_blocks(
-            &setup.index_path,
-            &setup.crypto,
-            &|id| !everywhere.contains(id),
-        ) {
-            Ok(b) => fb = Some(b),
-            Err(e) => err = Some(e),
+        let mut mark = None;
+        access.with_checkpoint(&mut |idx| {
+            // What this snapshot references, read from the very file it is.
+            mark = idx.snapshot_mark().ok();
+            match snapshot::read_blocks(&setup.index_path, &setup.crypto, &|id| {
+                !everywhere.contains(id)
+            }) {
+                Ok(b) => fb = Some(b),
+                Err(e) => err = Some(e),
+            }
         })?;
         if let Some(e) = err {
             return Err(e).context("reading the index for a snapshot");
         }
         let fb = fb.expect("set by the closure");
+        if let Some(mark) = mark {
+            access.with_index(&mut |idx| {
+                if let Err(e) = snapshot::record_mark(idx, generation, &mark) {
+                    log::warn!("cannot record what snapshot {generation} references: {e}");
+                }
+            });
+        }
         let mut waits_for = HashMap::new();
         for r in remotes {
             let packs = self
@@ -577,6 +613,7 @@ impl SyncEngine {
             if let Some(b) = st.backends.get_mut(id) {
                 b.durable = generation;
                 b.manifests.insert(generation, cap.manifest.blocks.clone());
+                b.created.insert(generation, cap.manifest.created_s);
                 b.newest_holder = Some((setup.instance.clone(), setup.hostname.clone()));
             }
         }
@@ -585,38 +622,51 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// The oldest generation some backend still keeps a snapshot of (0 when
-    /// a backend's snapshots are not loaded yet: then nothing may go).
-    fn oldest_kept_generation(&self, remotes: &[Arc<Remote>]) -> u64 {
-        let st = self.snap.lock();
-        remotes
-            .iter()
-            .map(|r| {
-                st.backends
-                    .get(&r.cfg.id)
-                    .filter(|b| b.loaded)
-                    .and_then(|b| b.manifests.keys().next().copied())
-                    .unwrap_or(0)
+    /// The marks of every kept state: each generation kept on a backend or
+    /// captured and not yet everywhere, and each local index copy. `None`
+    /// while some backend's snapshots are not loaded (then nothing may go).
+    pub fn kept_marks(&self) -> Option<Vec<crate::index::SnapshotMark>> {
+        let remotes = self.remotes();
+        let mut gens = std::collections::BTreeSet::new();
+        {
+            let st = self.snap.lock();
+            for r in &remotes {
+                let b = st.backends.get(&r.cfg.id).filter(|b| b.loaded)?;
+                gens.extend(b.manifests.keys().copied());
+                gens.extend(b.unreadable.iter().copied());
+            }
+            if let Some(cap) = &st.pending {
+                gens.insert(cap.manifest.generation);
+            }
+        }
+        let mut marks: Vec<crate::index::SnapshotMark> = self
+            .with_index(|idx| {
+                gens.iter()
+                    .map(|&g| snapshot::mark_of(idx, g))
+                    .collect::<Vec<_>>()
             })
-            .min()
-            .unwrap_or(0)
+            .unwrap_or_default();
+        marks.extend(crate::vault::index_copies::marks(
+            &crate::vault::VaultPaths::new(self.vault.clone()),
+        ));
+        Some(marks)
     }
 
-    /// Deletes manifests beyond `keep` and blocks no kept manifest uses.
+    /// Deletes the manifests the retention policy does not keep
+    /// (`remote/retention.rs`) and the blocks no kept manifest uses.
     fn prune(&self, remote: &Remote) {
-        let keep = self.snapshot_cfg.read().keep.max(1);
+        let policy = self.snapshot_cfg.read().clone();
         let (old, dead_blocks) = {
             let mut st = self.snap.lock();
             let Some(b) = st.backends.get_mut(&remote.cfg.id) else {
                 return;
             };
-            let gens: Vec<u64> = b.manifests.keys().copied().collect();
-            let cut = gens.len().saturating_sub(keep as usize);
-            let mut old: Vec<u64> = gens[..cut].to_vec();
+            let mut old = forgotten(&policy, b);
             // Unreadable manifests older than the newest are garbage too.
             old.extend(b.unreadable.iter().copied().filter(|g| *g < b.durable));
             for g in &old {
                 b.manifests.remove(g);
+                b.created.remove(g);
             }
             b.unreadable.retain(|g| *g >= b.durable);
             let live: HashSet<BlockId> = b.manifests.values().flatten().copied().collect();
@@ -646,14 +696,14 @@ impl SyncEngine {
         }
     }
 
-    /// Deletes from every backend the packs garbage collection retired
-    /// before generation `durable` — the newest snapshot on every backend,
-    /// which no longer references them — then forgets them. Idempotent: an
-    /// object already gone counts as deleted; rows are dropped only when
-    /// every backend succeeded. Returns (packs, bytes) deleted.
-    pub fn delete_collected(&self, durable: u64) -> Result<(u64, u64)> {
+    /// Deletes from every backend the packs garbage collection retired that
+    /// no kept state references any more ([`Self::kept_marks`]), then
+    /// forgets them. Idempotent: an object already gone counts as deleted;
+    /// rows are dropped only when every backend succeeded. Returns (packs,
+    /// bytes) deleted.
+    pub fn delete_collected(&self) -> Result<(u64, u64)> {
         let remotes = self.remotes();
-        if durable == 0 || remotes.is_empty() || !self.writes_snapshots() {
+        if remotes.is_empty() || !self.writes_snapshots() {
             return Ok((0, 0));
         }
         let Some(access) = self.index_access() else {
@@ -663,12 +713,11 @@ impl SyncEngine {
             .iter()
             .map(|r| (r.cfg.name.clone(), &r.store))
             .collect();
-        // Every kept snapshot must stay restorable: a pack collected after
-        // generation G leaves only once the oldest snapshot kept on every
-        // backend is at least G (with `keep = 10`, ten states stay
-        // readable, not one).
-        let floor = self.oldest_kept_generation(&remotes).min(durable);
-        let done = crate::remote::deletion::delete_collected(access.as_ref(), &backends, floor)?;
+        // Every kept state must stay restorable (with `keep = 10`, ten
+        // states stay readable, not one).
+        let kept = self.kept_marks();
+        let done =
+            crate::remote::deletion::delete_collected(access.as_ref(), &backends, kept.as_deref())?;
         Ok((done.packs, done.bytes))
     }
 
@@ -692,6 +741,44 @@ impl SyncEngine {
             self.kick();
             self.sleep(Duration::from_millis(300));
         }
+    }
+
+    /// Applies the retention policy now on every backend (`tresor snapshots
+    /// forget`): per backend, the generations kept and those forgotten
+    /// (with `dry_run`, those that would be). The packs only forgotten
+    /// snapshots needed go at the next garbage collection.
+    pub fn forget(&self, dry_run: bool) -> Result<Vec<ForgetReport>> {
+        let Some(setup) = self.setup() else {
+            bail!("snapshots are not enabled on this vault");
+        };
+        let policy = self.snapshot_cfg.read().clone();
+        let _round = self.snap_round.lock();
+        let mut out = Vec::new();
+        for r in self.remotes() {
+            self.load_backend(&setup, &r)
+                .with_context(|| format!("listing snapshots on backend {}", r.cfg.name))?;
+            let (kept, forgotten) = {
+                let st = self.snap.lock();
+                let b = &st.backends[&r.cfg.id];
+                let forgotten = forgotten(&policy, b);
+                let kept: Vec<u64> = b
+                    .manifests
+                    .keys()
+                    .copied()
+                    .filter(|g| !forgotten.contains(g))
+                    .collect();
+                (kept, forgotten)
+            };
+            if !dry_run && self.writes_snapshots() {
+                self.prune(&r);
+            }
+            out.push(ForgetReport {
+                backend: r.cfg.name.clone(),
+                kept,
+                forgotten,
+            });
+        }
+        Ok(out)
     }
 
     /// Every backend's snapshots, newest first, opened where possible.
@@ -724,5 +811,130 @@ impl SyncEngine {
             out.push(l);
         }
         out
+    }
+}
+
+/// The `.snapshots` view's source of old generations
+/// (`fs/history.rs`): the kept generations on the backends, each index
+/// downloaded once into `VAULT/history/` and opened read-only.
+pub struct GenerationViews {
+    engine: Arc<SyncEngine>,
+    index_key: crate::vault::keys::SecretKey,
+    dir: PathBuf,
+}
+
+impl SyncEngine {
+    /// The `.snapshots` source for this engine's vault (`None` without
+    /// backends or snapshots). Clears index files an earlier mount left.
+    pub fn generation_views(
+        self: &Arc<Self>,
+        index_key: crate::vault::keys::SecretKey,
+    ) -> Option<GenerationViews> {
+        if self.remotes().is_empty() || self.setup().is_none() {
+            return None;
+        }
+        let dir = self.vault.join("history");
+        let _ = std::fs::remove_dir_all(&dir);
+        Some(GenerationViews {
+            engine: self.clone(),
+            index_key,
+            dir,
+        })
+    }
+
+    /// Generations kept on some backend (listed on first use), with their
+    /// creation time in seconds.
+    fn kept_generations(&self) -> BTreeMap<u64, u64> {
+        let mut out = BTreeMap::new();
+        let Some(setup) = self.setup() else {
+            return out;
+        };
+        for r in self.remotes() {
+            if let Err(e) = self.load_backend(&setup, &r) {
+                log::warn!("{e:#}");
+                continue;
+            }
+            let st = self.snap.lock();
+            if let Some(b) = st.backends.get(&r.cfg.id) {
+                for g in b.manifests.keys() {
+                    out.insert(*g, b.created.get(g).copied().unwrap_or(0));
+                }
+            }
+        }
+        out
+    }
+
+    /// Downloads generation `generation`'s index into `dest`, block by
+    /// block from the first backend that has each (authenticated).
+    fn fetch_generation(&self, generation: u64, dest: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        let setup = self.setup().context("snapshots are not enabled")?;
+        let remotes = self.remotes();
+        let blocks = {
+            let st = self.snap.lock();
+            remotes
+                .iter()
+                .find_map(|r| {
+                    st.backends
+                        .get(&r.cfg.id)
+                        .and_then(|b| b.manifests.get(&generation).cloned())
+                })
+                .with_context(|| format!("generation {generation} is not kept on any backend"))?
+        };
+        let tmp = dest.with_extension("part");
+        let mut f = std::fs::File::create(&tmp)?;
+        for id in &blocks {
+            let path = snapshot::block_path(id);
+            let raw = remotes
+                .iter()
+                .find_map(|r| {
+                    let obj = r
+                        .store
+                        .read_all(&path, snapshot::MAX_BLOCK_OBJECT_LEN)
+                        .ok()?;
+                    setup.crypto.open_block(id, &obj).ok()
+                })
+                .with_context(|| format!("index block {path} is not intact on any backend"))?;
+            f.write_all(&raw)?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)?;
+        Ok(())
+    }
+}
+
+impl crate::fs::history::GenerationSource for GenerationViews {
+    fn generations(&self) -> Vec<(u64, String)> {
+        let kept = self.engine.kept_generations();
+        let mut seen = HashSet::new();
+        kept.into_iter()
+            .map(|(g, t)| {
+                // `2026-12-07T173005Z` (ISO 8601, no colons: scp and rsync
+                // read `a:b` as a host); a second one within the same
+                // second gets its generation appended.
+                let u = snapshot::utc(t).replace(':', "");
+                let mut name = format!("{}T{}Z", &u[..10], &u[11..17]);
+                if !seen.insert(name.clone()) {
+                    name = format!("{name}-g{g}");
+                }
+                (g, name)
+            })
+            .collect()
+    }
+
+    fn open(&self, generation: u64) -> std::result::Result<crate::index::Index, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = self.dir.join(format!("{generation}.sqlite"));
+        if !path.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| e.to_string())?;
+            self.engine
+                .fetch_generation(generation, &path)
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        crate::index::Index::open_read_only(&path, &self.index_key).map_err(|e| e.to_string())
     }
 }
