@@ -566,13 +566,22 @@ impl FsCore {
         Ok(out)
     }
 
+    /// An absent `security.selinux` label is EOPNOTSUPP, not ENODATA: `ls
+    /// -l` asks for it on every file (a FUSE round trip each time; the
+    /// kernel caches no xattr but ACLs) unless the filesystem says it has
+    /// no labels, which `ls` then remembers for the whole mount. A label
+    /// that was set is returned as usual.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         if history::is_view(ino) {
             return self.view_getxattr(ino, name);
         }
         let idx = self.data.index.lock();
         idx.attr(ino)?.ok_or(FsError::NotFound)?;
-        idx.xattr(ino, name)?.ok_or(FsError::NoAttr)
+        match idx.xattr(ino, name)? {
+            Some(v) => Ok(v),
+            None if name == b"security.selinux" => Err(FsError::NotSupported),
+            None => Err(FsError::NoAttr),
+        }
     }
 
     /// `flags`: XATTR_CREATE / XATTR_REPLACE semantics. Setting an access ACL

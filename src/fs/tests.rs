@@ -44,7 +44,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use super::{Caller, FsCore, FsResult, RenameMode, SetAttr, TimeSet, MAX_FILE_SIZE};
+use super::{Caller, FsCore, FsError, FsResult, RenameMode, SetAttr, TimeSet, MAX_FILE_SIZE};
 use crate::chunk::chunker::Chunker;
 use crate::chunk::seal::ChunkSealer;
 use crate::index::{FileKind, Index, IndexStats, Timestamp, ROOT_INO};
@@ -2273,4 +2273,32 @@ fn model_detects_a_content_difference() {
     h.model.content_mut(ino)[3] = 2;
     let err = h.check(true).expect_err("a wrong byte went unnoticed");
     assert!(err.contains("first difference at byte 3"), "{err}");
+}
+
+/// `ls -l` stops asking for SELinux labels once one is "not supported";
+/// a label that was set is still there, and other names stay ENODATA.
+#[test]
+fn an_absent_selinux_label_is_not_supported_a_set_one_is_returned() {
+    let v = Vault::new();
+    let ino = new_file(v.core(), "labelled");
+    let label = b"security.selinux".as_slice();
+    assert!(matches!(
+        v.core().getxattr(ino, label),
+        Err(FsError::NotSupported)
+    ));
+    assert!(matches!(
+        v.core().getxattr(ino, b"security.capability"),
+        Err(FsError::NoAttr)
+    ));
+    assert!(matches!(
+        v.core().getxattr(ino, b"user.x"),
+        Err(FsError::NoAttr)
+    ));
+    v.core()
+        .setxattr(ROOT, ino, label, b"system_u:object_r:fusefs_t:s0", 0)
+        .expect("setxattr");
+    assert_eq!(
+        v.core().getxattr(ino, label).expect("getxattr"),
+        b"system_u:object_r:fusefs_t:s0"
+    );
 }

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// A batch of a directory's entries after a cursor, in cursor order.
+const READ_DIR: &str = "SELECT d.id, d.name, d.ino, i.mode FROM dirents d \
+     JOIN inodes i ON i.ino = d.ino \
+     WHERE d.parent = ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3";
+
 impl Index {
     pub fn attr(&self, ino: u64) -> Result<Option<Attr>, IndexError> {
         Ok(self
@@ -162,17 +167,15 @@ impl Index {
             .optional()?)
     }
 
-    /// Entries with cursor > `after`, in cursor order, at most `limit`.
+    /// Entries with cursor > `after`, in cursor order, at most `limit`
+    /// ([`READ_DIR`]: O(log n + limit) by the `dirents_by_parent` index).
     pub fn read_dir(
         &self,
         dir: u64,
         after: u64,
         limit: usize,
     ) -> Result<Vec<DirEntry>, IndexError> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT d.id, d.name, d.ino, i.mode FROM dirents d JOIN inodes i ON i.ino = d.ino \
-             WHERE d.parent = ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3",
-        )?;
+        let mut st = self.conn.prepare_cached(READ_DIR)?;
         let rows = st.query_map(params![dir, after as i64, limit as i64], |r| {
             let mode: u32 = r.get(3)?;
             Ok(DirEntry {
@@ -307,5 +310,43 @@ impl Index {
             out.push(r? as u64);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Index;
+    use crate::vault::keys::MasterKey;
+
+    /// The plan of `read_dir`'s query: one range of the directory's entries
+    /// in cursor order. With only the (parent, name) index it read and
+    /// sorted the whole directory for every batch, quadratic in its size;
+    /// an index left by an older tresor gains the index at open.
+    #[test]
+    fn read_dir_reads_a_range_of_one_directory_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let key = MasterKey::for_tests(0x17).subkeys().index;
+        let idx = Index::open(&path, &key, true).unwrap();
+        idx.conn
+            .execute_batch("DROP INDEX dirents_by_parent")
+            .unwrap();
+        idx.close().unwrap();
+        let idx = Index::open(&path, &key, false).unwrap();
+        let plan: Vec<String> = idx
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::READ_DIR))
+            .unwrap()
+            .query_map(rusqlite::params![1, 2, 3], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("dirents_by_parent (parent=? AND id>?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        assert!(idx.read_dir(1, 0, 10).unwrap().is_empty());
     }
 }

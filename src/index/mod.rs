@@ -41,7 +41,7 @@ pub mod fsck;
 mod inodes;
 mod packs;
 mod schema;
-use schema::{SCHEMA, SCHEMA_2, SCHEMA_3};
+use schema::{INDEXES, SCHEMA, SCHEMA_2, SCHEMA_3};
 
 /// Schema version stored in `meta.schema`; bump on incompatible changes.
 pub const SCHEMA_VERSION: i64 = 3;
@@ -393,6 +393,7 @@ impl Index {
                 return Err(IndexError::Schema { found });
             }
         }
+        conn.execute_batch(INDEXES)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         Ok(Index {
             conn,

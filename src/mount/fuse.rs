@@ -6,8 +6,17 @@
 //! 128 KiB default for streaming writes), `st_blksize` 1 MiB so `cp` writes in
 //! 1 MiB blocks, readdirplus (one round trip for `ls -l`), several request
 //! threads (`n_threads`, `clone_fd`) so reads of different chunks decrypt in
-//! parallel. Attribute and entry TTLs are 1 s: tresor is the only writer, but
-//! hard links and ctime updates on other names must show up promptly.
+//! parallel. Attribute and entry TTLs are an hour ([`TTL`]), negative
+//! lookups are cached as long, and directories are opened with
+//! `FOPEN_CACHE_DIR`: while mounted, every change to the namespace and to
+//! attributes goes through the kernel, which updates or drops what it
+//! cached for the inodes concerned (a hard link is the same kernel inode
+//! under every name; link, unlink and rename invalidate the parents, the
+//! inode's nlink and ctime; setattr replies carry the new attributes;
+//! writes, xattr and ACL changes invalidate the inode). A change tresor
+//! makes by itself must tell the kernel through the notifier, as
+//! [`TresorFuse::clear_setgid`] does. So `ls -l` of a listed directory, a
+//! stat and a lookup of a missing name are answered by the kernel alone.
 //! `st_blocks` comes from the core (data extents, not the size), and
 //! `lseek` (SEEK_DATA/SEEK_HOLE) and every fallocate mode go to the core.
 //! `FUSE_POSIX_ACL` with `FUSE_DONT_MASK`: the kernel enforces and caches
@@ -28,7 +37,9 @@ use fuser::{
 use crate::fs::{Caller, FsCore, FsError, RenameMode, SetAttr, TimeSet};
 use crate::index::{Attr, FileKind, Timestamp};
 
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may use attributes, entries and negative entries
+/// without asking (see the module documentation for why that is safe).
+const TTL: Duration = Duration::from_secs(3600);
 const BLKSIZE: u32 = 1024 * 1024;
 pub const MAX_WRITE: u32 = 1024 * 1024;
 
@@ -134,6 +145,27 @@ fn to_fuse_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+/// The attributes of a negative entry: node id 0 (the rest is unread).
+fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
         blksize: BLKSIZE,
         flags: 0,
     }
@@ -315,12 +347,17 @@ impl fuser::Filesystem for TresorFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(
-            reply,
-            "lookup",
-            parent.0,
-            self.core.lookup(parent.0, name.as_bytes()),
-        );
+        let name = name.as_bytes();
+        match self.core.lookup(parent.0, name) {
+            // A missing name: node id 0 with a TTL is a negative entry the
+            // kernel keeps (ENOENT would make it ask again on every stat).
+            // Not for `.` and `..`: the kernel's file-handle decoding reads
+            // node id 0 there as a stale handle, as it does ENOENT.
+            Err(FsError::NotFound) if name != b"." && name != b".." => {
+                reply.entry(&TTL, &negative_entry(), Generation(0))
+            }
+            r => reply_entry(reply, "lookup", parent.0, r),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -593,7 +630,12 @@ impl fuser::Filesystem for TresorFuse {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
         match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel keeps the listing (and drops it when a change
+            // through it touches the directory): a second `ls` reads none.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(errno("opendir", ino.0, &e)),
         }
     }
