@@ -50,8 +50,11 @@ fn affected() -> BTreeSet<String> {
 }
 
 /// Writes every file (fsync after each) and returns file → its pack
-/// objects' paths relative to the store (`packs/ab/<hex>.pack`).
-fn write_files(v: &TestVault) -> BTreeMap<String, Vec<String>> {
+/// objects' paths relative to the store (`packs/ab/<hex>.pack`). With
+/// `sync_each` (a vault with a backend), `tresor sync` after each file: an
+/// fsync'd pack is held back and coalesced with others before upload, and
+/// a sync after each file gives each file its own uploaded object.
+fn write_files(v: &TestVault, sync_each: bool) -> BTreeMap<String, Vec<String>> {
     std::fs::create_dir_all(v.path("docs")).unwrap();
     let store = v.vault.join("store");
     let rel = |p: &Path| {
@@ -66,6 +69,9 @@ fn write_files(v: &TestVault) -> BTreeMap<String, Vec<String>> {
         let path = v.path(name);
         write_random_file(&path, seed, len);
         std::fs::File::open(&path).unwrap().sync_all().unwrap();
+        if sync_each {
+            with_vault(v, &["sync", "--timeout", "120"]).ok();
+        }
         let new: Vec<String> = v
             .pack_files()
             .into_iter()
@@ -299,7 +305,7 @@ fn tampered_local_packs_fail_exactly_their_files() {
         return;
     };
     v.mount();
-    let packs = write_files(&v);
+    let packs = write_files(&v, false);
     v.unmount();
     let all: BTreeSet<&String> = packs.values().flatten().collect();
     assert!(
@@ -332,7 +338,7 @@ fn tampered_s3_packs_fail_exactly_their_files() {
     let s3 = S3Server::start("tamper");
     v.add_s3(&s3, "s3", "DE", "DE").ok();
     v.mount();
-    let packs = write_files(&v);
+    let packs = write_files(&v, true);
     with_vault(&v, &["sync", "--timeout", "120"]).ok();
     with_vault(&v, &["cache", "clear"]).ok();
     v.unmount();
@@ -396,7 +402,7 @@ fn damaged_local_copies_are_read_from_the_backend() {
     let s3 = S3Server::start("fallback");
     v.add_s3(&s3, "s3", "DE", "DE").ok();
     v.mount();
-    let packs = write_files(&v);
+    let packs = write_files(&v, true);
     with_vault(&v, &["sync", "--timeout", "120"]).ok();
     v.unmount();
     tamper(&LocalStore(v.vault.join("store")), &packs);

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! pack object     = chunk region (data_len bytes) ‖ sealed trailer ‖ footer
+//! chunk region    = sealed chunks ‖ random padding up to a size class (v2)
 //! sealed trailer  = nonce:[24] ‖ AEAD(trailer) ‖ tag:[16]        (trailer_len bytes)
 //! trailer         = data_len:u64le ‖ count:u32le ‖ count × entry ‖ zeros
 //!                   (zeros up to seal::padded_len(12 + 48·count))
@@ -15,8 +16,9 @@
 //! ```
 //! Invariants checked by `read_trailer`: the AEAD verifies under this pack's
 //! id (a pack stored under another pack's name fails), the entries tile the
-//! chunk region exactly from offset 0, and `data_len` equals the region's
-//! actual length (no truncation, no inserted or appended bytes).
+//! chunk region from offset 0 without gaps (up to its end in version 1, up
+//! to the padding in version 2), and `data_len` equals the region's actual
+//! length (no truncation, no inserted or appended bytes).
 //!
 //! The trailer is padded (Padmé) so its length only roughly reveals how many
 //! chunks a pack holds; exact chunk lengths and offsets are inside the AEAD.
@@ -33,10 +35,34 @@ use rayon::prelude::*;
 use super::seal::{padded_len, ChunkId};
 use crate::vault::keys::SecretKey;
 
-/// Target size of a pack; the builder's owner closes a pack once `len()`
-/// reaches it, so packs are 16 MiB plus at most one sealed chunk.
+/// Target size of a pack: the largest size class. The pack assembler
+/// closes a pack before a chunk would take the whole object past it, and
+/// a pack closed that way is padded to exactly this size.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
-pub const PACK_FORMAT_VERSION: u8 = 1;
+/// The sizes a pack object that goes to a backend has (FORMAT.md §6):
+/// 1, 2, 4, 8 and 16 MiB. A pack of another size (closed small by an fsync
+/// or the commit timer) stays local until the sync engine coalesces it.
+pub const SIZE_CLASSES: [u64; 5] = [1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20];
+/// Version 2: the trailer may be padded beyond Padmé (to a size class).
+pub const PACK_FORMAT_VERSION: u8 = 2;
+/// Version 1: the trailer is exactly Padmé-padded (still read).
+const PACK_FORMAT_V1: u8 = 1;
+
+/// Is `len` one of [`SIZE_CLASSES`]?
+pub fn is_size_class(len: u64) -> bool {
+    SIZE_CLASSES.contains(&len)
+}
+
+/// The smallest size class an object of `len` bytes fits in, if any.
+pub fn size_class_for(len: u64) -> Option<u64> {
+    SIZE_CLASSES.iter().copied().find(|&c| c >= len)
+}
+
+/// Object length of a pack with `data_len` bytes of chunks and `count`
+/// entries, unpadded (the trailer Padmé-padded only).
+pub fn object_len(data_len: usize, count: usize) -> usize {
+    data_len + NONCE_LEN + padded_len(TRAILER_HEADER_LEN + count * ENTRY_LEN) + TAG_LEN + FOOTER_LEN
+}
 /// The most a pack object can be: a chunk region under 16 MiB plus one
 /// sealed chunk (≤ 4.2 MiB), a trailer of at most one 48-byte entry per
 /// 553-byte minimal sealed chunk (< 2 MiB padded) and the footer, < 23 MiB.
@@ -167,16 +193,47 @@ impl PackBuilder {
         &self.data
     }
 
+    /// The object's length if a chunk of `sealed_len` bytes were pushed
+    /// now and the pack finished unpadded.
+    pub fn len_with(&self, sealed_len: usize) -> usize {
+        object_len(self.data.len() + sealed_len, self.entries.len() + 1)
+    }
+
+    /// The object's length if finished now, unpadded.
+    pub fn object_len(&self) -> usize {
+        object_len(self.data.len(), self.entries.len())
+    }
+
     /// Full object: chunks ‖ sealed trailer ‖ footer. `key` is `Subkeys::pack`.
     pub fn finish(self, key: &SecretKey) -> Vec<u8> {
+        let len = self.object_len();
+        self.finish_to(key, len)
+    }
+
+    /// Like [`finish`](Self::finish), with random bytes after the last
+    /// chunk so the object is exactly `total` bytes (a size class). The
+    /// padding is outside the trailer, whose length is in the clear footer:
+    /// inside it, the footer would give away where the chunks end. Random,
+    /// not zeros, for the same reason. Panics if `total` is below the
+    /// unpadded length.
+    pub fn finish_to(self, key: &SecretKey, total: usize) -> Vec<u8> {
+        let unpadded = self.object_len();
+        assert!(
+            total >= unpadded,
+            "pack of {unpadded} bytes padded to {total}"
+        );
         let PackBuilder {
             pack_id,
             mut data,
             entries,
         } = self;
+        let chunks_end = data.len();
+        data.resize(chunks_end + (total - unpadded), 0);
+        OsRng.fill_bytes(&mut data[chunks_end..]);
+        // The region: chunks and padding; the entries say where chunks end.
         let data_len = data.len() as u64;
-        let plain_len = TRAILER_HEADER_LEN + entries.len() * ENTRY_LEN;
-        let sealed_len = NONCE_LEN + padded_len(plain_len) + TAG_LEN;
+        let trailer_plain = padded_len(TRAILER_HEADER_LEN + entries.len() * ENTRY_LEN);
+        let sealed_len = NONCE_LEN + trailer_plain + TAG_LEN;
         let footer = footer(u32::try_from(sealed_len).expect("trailer larger than 4 GiB"));
 
         data.reserve(sealed_len + FOOTER_LEN);
@@ -192,7 +249,7 @@ impl PackBuilder {
             data.extend_from_slice(&e.sealed_len.to_le_bytes());
             data.extend_from_slice(&e.plain_len.to_le_bytes());
         }
-        data.resize(start + padded_len(plain_len), 0);
+        data.resize(start + trailer_plain, 0);
         let tag = trailer_cipher(key)
             .encrypt_in_place_detached(
                 XNonce::from_slice(&nonce),
@@ -241,7 +298,7 @@ pub fn parse_footer(footer: &[u8]) -> Result<u32, PackError> {
             "no pack footer (truncated or not a pack)".into(),
         ));
     }
-    if footer[7] != PACK_FORMAT_VERSION {
+    if footer[7] != PACK_FORMAT_VERSION && footer[7] != PACK_FORMAT_V1 {
         return Err(PackError::UnsupportedVersion(footer[7]));
     }
     Ok(footer_len_field(footer))
@@ -259,26 +316,30 @@ fn footer_len_field(footer: &[u8]) -> u32 {
 fn classify_version(pack_id: PackId, object_len: u64, tail: &[u8], key: &SecretKey) -> PackError {
     let (sealed, footer) = tail.split_at(tail.len() - FOOTER_LEN);
     let version = footer[7];
-    let mut repaired: [u8; FOOTER_LEN] = footer.try_into().expect("FOOTER_LEN bytes");
-    repaired[7] = PACK_FORMAT_VERSION;
     let trailer_len = footer_len_field(footer) as usize;
-    let authentic = sealed.len() >= trailer_len
-        && trailer_len >= NONCE_LEN + TAG_LEN
-        && open_trailer(
-            pack_id,
-            &sealed[sealed.len() - trailer_len..],
-            &repaired,
-            key,
-        )
-        .is_ok();
+    let authentic_as = [PACK_FORMAT_VERSION, PACK_FORMAT_V1]
+        .into_iter()
+        .find(|&v| {
+            let mut repaired: [u8; FOOTER_LEN] = footer.try_into().expect("FOOTER_LEN bytes");
+            repaired[7] = v;
+            sealed.len() >= trailer_len
+                && trailer_len >= NONCE_LEN + TAG_LEN
+                && open_trailer(
+                    pack_id,
+                    &sealed[sealed.len() - trailer_len..],
+                    &repaired,
+                    key,
+                )
+                .is_ok()
+        });
     let damaged = |what: String| PackError::Damaged {
         pack: pack_id.to_hex(),
         what,
     };
-    if authentic {
+    if let Some(v) = authentic_as {
         damaged(format!(
             "the footer's version byte (the object's last byte, at offset {}) reads {version}, \
-             but the trailer authenticates as version {PACK_FORMAT_VERSION}",
+             but the trailer authenticates as version {v}",
             object_len - 1
         ))
     } else if version < PACK_FORMAT_VERSION {
@@ -380,6 +441,9 @@ pub fn read_trailer_tail(
     }
     let data_len = u64::from_le_bytes(plain[..8].try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(plain[8..12].try_into().expect("4 bytes")) as usize;
+    // Version 1: the entries cover the region; version 2: they may end
+    // before it (padding to a size class follows the last chunk).
+    let v1 = footer[7] == PACK_FORMAT_V1;
     let used = count
         .checked_mul(ENTRY_LEN)
         .and_then(|n| n.checked_add(TRAILER_HEADER_LEN))
@@ -409,7 +473,7 @@ pub fn read_trailer_tail(
         next += u64::from(entry.sealed_len);
         entries.push(entry);
     }
-    if next != data_len {
+    if next > data_len || (v1 && next != data_len) {
         return Err(malformed("entries do not cover the chunk region"));
     }
     Ok(entries)
@@ -607,7 +671,7 @@ mod tests {
         let id = PackId::random();
         let (_, object, _) = build(&f, id, 5);
         let last = object.len() - 1;
-        for version in [0u8, 2, 0xfe, PACK_FORMAT_VERSION ^ 0xff] {
+        for version in [0u8, 3, 0xfe, PACK_FORMAT_VERSION ^ 0xff] {
             let mut t = object.clone();
             t[last] = version;
             let tail_len =
@@ -629,7 +693,7 @@ mod tests {
                 assert!(!msg.contains("upgrade"), "{msg}");
             }
         }
-        // A genuinely newer pack: its trailer is sealed under version 2.
+        // A genuinely newer pack: its trailer is sealed under version 3.
         let mut newer = object.clone();
         let tl = parse_footer(&object[last + 1 - FOOTER_LEN..]).unwrap() as usize;
         let start = object.len() - FOOTER_LEN - tl;
@@ -642,7 +706,7 @@ mod tests {
         )
         .unwrap();
         let mut footer = old_footer;
-        footer[7] = 2;
+        footer[7] = 3;
         let nonce = &object[start..start + NONCE_LEN];
         let tag = trailer_cipher(&f.pack_key)
             .encrypt_in_place_detached(XNonce::from_slice(nonce), &aad(id, &footer), &mut plain)
@@ -651,8 +715,72 @@ mod tests {
         newer[start + NONCE_LEN + plain.len()..last + 1 - FOOTER_LEN].copy_from_slice(&tag);
         newer[last + 1 - FOOTER_LEN..].copy_from_slice(&footer);
         let e = read_trailer(id, &newer, &f.pack_key).expect_err("newer pack accepted");
-        assert!(matches!(e, PackError::UnsupportedVersion(2)), "{e}");
+        assert!(matches!(e, PackError::UnsupportedVersion(3)), "{e}");
         assert!(e.to_string().contains("upgrade tresor"), "{e}");
+    }
+
+    /// A pack padded to a size class reads back the same; its length is
+    /// the class exactly; the padding is authenticated.
+    #[test]
+    fn pack_padded_to_a_size_class() {
+        let f = fixture();
+        let id = PackId::random();
+        let mut b = PackBuilder::new(id);
+        let p = b"some chunk".repeat(1000);
+        let cid = f.sealer.chunk_id(&p);
+        let sealed = f.sealer.seal(&cid, &p);
+        assert_eq!(b.len_with(sealed.len()), object_len(sealed.len(), 1));
+        b.push(cid, &sealed, p.len() as u32);
+        let entries = b.entries().to_vec();
+        let class = size_class_for(b.object_len() as u64).unwrap();
+        assert_eq!(class, 1 << 20);
+        let object = b.finish_to(&f.pack_key, class as usize);
+        assert_eq!(object.len() as u64, class);
+        assert!(is_size_class(object.len() as u64));
+        assert_eq!(read_trailer(id, &object, &f.pack_key).unwrap(), entries);
+        // The footer does not tell where the chunks end: the trailer is as
+        // long as an unpadded one's; the padding is random.
+        let tl = parse_footer(&object[object.len() - FOOTER_LEN..]).unwrap() as usize;
+        assert_eq!(tl + FOOTER_LEN, object_len(0, 1));
+        let end = entries[0].range().end as usize;
+        let pad = &object[end..object.len() - tl - FOOTER_LEN];
+        assert!(pad.len() > 900_000 && pad.iter().filter(|&&b| b == 0).count() < pad.len() / 128);
+        // Truncated or extended: the region length is in the trailer.
+        assert!(read_trailer(id, &object[1..], &f.pack_key).is_err());
+        let mut longer = vec![0u8];
+        longer.extend_from_slice(&object);
+        assert!(read_trailer(id, &longer, &f.pack_key).is_err());
+        assert_eq!(size_class_for((16 << 20) + 1), None);
+    }
+
+    /// Packs written before version 2 (trailer exactly Padmé-padded,
+    /// footer version 1) still read.
+    #[test]
+    fn version_1_packs_still_read() {
+        let f = fixture();
+        let id = PackId::random();
+        let (entries, mut object, _) = build(&f, id, 5);
+        let last = object.len() - 1;
+        let tl = parse_footer(&object[last + 1 - FOOTER_LEN..]).unwrap() as usize;
+        let start = object.len() - FOOTER_LEN - tl;
+        let old_footer: [u8; FOOTER_LEN] = object[last + 1 - FOOTER_LEN..].try_into().unwrap();
+        let mut plain = open_trailer(
+            id,
+            &object[start..last + 1 - FOOTER_LEN],
+            &old_footer,
+            &f.pack_key,
+        )
+        .unwrap();
+        let mut footer = old_footer;
+        footer[7] = PACK_FORMAT_V1;
+        let nonce = object[start..start + NONCE_LEN].to_vec();
+        let tag = trailer_cipher(&f.pack_key)
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad(id, &footer), &mut plain)
+            .unwrap();
+        object[start + NONCE_LEN..start + NONCE_LEN + plain.len()].copy_from_slice(&plain);
+        object[start + NONCE_LEN + plain.len()..last + 1 - FOOTER_LEN].copy_from_slice(&tag);
+        object[last + 1 - FOOTER_LEN..].copy_from_slice(&footer);
+        assert_eq!(read_trailer(id, &object, &f.pack_key).unwrap(), entries);
     }
 
     #[test]

@@ -40,19 +40,40 @@ impl Index {
         Ok(size.map(|s| s as u64))
     }
 
-    /// Up to `limit` stored packs not yet placed on `backend`, oldest first:
-    /// (pack number, name, size).
+    /// Up to `limit` stored packs ready for `backend` and not yet placed
+    /// there, oldest first: (pack number, name, size). Ready: the pack is a
+    /// size class (FORMAT.md §6), or another backend already holds it (a
+    /// pack written before size classes, or a backend added later). The
+    /// others are [`held_back_packs`](Self::held_back_packs).
     pub fn unplaced_packs(
         &self,
         backend: &str,
         limit: usize,
     ) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
-        let mut st = self.conn.prepare_cached(
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT id, name, size FROM packs WHERE state = ?1 AND NOT EXISTS \
              (SELECT 1 FROM placements p WHERE p.pack = packs.id AND p.backend = ?2) \
+             AND (size IN ({}) OR EXISTS (SELECT 1 FROM placements q WHERE q.pack = packs.id)) \
              ORDER BY id LIMIT ?3",
-        )?;
+            size_class_list()
+        ))?;
         let rows = st.query_map(params![PACK_STORED, backend, limit as i64], pack_row)?;
+        collect_packs(rows)
+    }
+
+    /// Stored packs no backend holds whose size is not a size class (closed
+    /// small by an fsync or the commit timer): they stay local until the
+    /// sync engine coalesces them into size-class packs. Oldest first:
+    /// (pack number, name, size).
+    pub fn held_back_packs(&self) -> Result<Vec<(u64, [u8; 16], u64)>, IndexError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT id, name, size FROM packs WHERE state = ?1 AND size NOT IN ({}) \
+             AND NOT EXISTS (SELECT 1 FROM placements p WHERE p.pack = packs.id) \
+             AND NOT EXISTS (SELECT 1 FROM evicted e WHERE e.pack = packs.id) \
+             ORDER BY id",
+            size_class_list()
+        ))?;
+        let rows = st.query_map(params![PACK_STORED], pack_row)?;
         collect_packs(rows)
     }
 
@@ -309,4 +330,13 @@ impl Index {
         )?;
         Ok(())
     }
+}
+
+/// `1048576, 2097152, …`: the size classes as an SQL list.
+fn size_class_list() -> String {
+    crate::chunk::pack::SIZE_CLASSES
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -266,17 +266,20 @@ pub fn run_pass(
         progress(done, total);
     }
 
-    // Group mostly dead packs so their live chunks fill one new pack.
+    // Group mostly dead packs so their live chunks fill one new pack that
+    // stays within the largest size class (re-sealing and the trailer add
+    // a little, hence the 1/16 margin).
     let mut group: Vec<PackLiveness> = Vec::new();
     let mut group_live = 0u64;
     let mut groups = Vec::new();
+    let fill = (PACK_TARGET - PACK_TARGET / 16) as u64;
     for p in repack {
-        group_live += p.live_bytes;
-        group.push(p);
-        if group_live >= PACK_TARGET as u64 {
+        if !group.is_empty() && group_live + p.live_bytes > fill {
             groups.push(std::mem::take(&mut group));
             group_live = 0;
         }
+        group_live += p.live_bytes;
+        group.push(p);
     }
     if !group.is_empty() {
         groups.push(group);

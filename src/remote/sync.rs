@@ -12,7 +12,9 @@
 //!
 //! **Writes never wait for the network.** Packs go to the local store first
 //! (as in a local vault); `concurrency` worker threads per backend upload
-//! them in the background. An unreachable backend only grows the backlog:
+//! them in the background. Only packs of a size class are uploaded; small
+//! packs an fsync or the commit timer closed are coalesced first
+//! (`sync/coalesce.rs`), so remote objects do not follow files. An unreachable backend only grows the backlog:
 //! the worker records the error (shown by `status`) and retries with
 //! jittered exponential backoff (100 ms … 60 s), indefinitely. When the
 //! backlog reaches the cache budget, writers are slowed (each FUSE write
@@ -52,6 +54,7 @@ use crate::remote::backend::{self, BackendConfig, Credentials, VaultConfig};
 use crate::store::packstore::RemoteFetch;
 use crate::store::{Store, StoreError};
 
+mod coalesce;
 mod snapshots;
 
 /// Candidates fetched per queue query.
@@ -65,6 +68,9 @@ pub const REMOTE_KEY_PATH: &str = "keys/tresor.key";
 const MAX_REFILLS: usize = 4;
 /// Evicted per commit at most (the deletes run under the index lock).
 const EVICT_BATCH: usize = 64;
+/// A ranged read of at most this many bytes (a random reader's segment)
+/// does not bring its whole pack back into the cache.
+const REFILL_MIN_READ: u64 = 128 * 1024;
 
 /// One remote backend with its operator and live state.
 /// Refuses a storage root that holds another vault's key file: two vaults
@@ -244,6 +250,11 @@ pub struct SyncEngine {
     /// downloaded again on each read (the reads themselves still fail or
     /// succeed chunk by chunk).
     refill_refused: Arc<Mutex<HashSet<String>>>,
+    /// Held-back small packs (`sync/coalesce.rs`); also held while an index
+    /// snapshot is captured, so none vanishes under a capture.
+    coalescing: Mutex<coalesce::CoalesceState>,
+    /// `[upload] delay`, seconds.
+    upload_delay: AtomicU64,
 }
 
 /// Checks a downloaded pack object (`path`, bytes); Err says what is wrong.
@@ -321,6 +332,8 @@ impl SyncEngine {
             read_only: AtomicBool::new(false),
             pack_check: Arc::new(std::sync::OnceLock::new()),
             refill_refused: Arc::new(Mutex::new(HashSet::new())),
+            coalescing: Mutex::new(coalesce::CoalesceState::default()),
+            upload_delay: AtomicU64::new(config.upload.delay),
         }))
     }
 
@@ -373,6 +386,14 @@ impl SyncEngine {
         if !self.remotes().is_empty() {
             let engine = self.clone();
             match std::thread::Builder::new()
+                .name("tresor-coalesce".into())
+                .spawn(move || engine.coalesce_worker())
+            {
+                Ok(h) => workers.push(h),
+                Err(e) => log::error!("cannot start the coalescing thread: {e}"),
+            }
+            let engine = self.clone();
+            match std::thread::Builder::new()
                 .name("tresor-snapshot".into())
                 .spawn(move || engine.snapshot_worker())
             {
@@ -404,6 +425,25 @@ impl SyncEngine {
         }
     }
 
+    /// Coalesces held-back small packs once a second (`sync/coalesce.rs`).
+    fn coalesce_worker(self: Arc<Self>) {
+        let mut failing = false;
+        while !self.stop.load(Ordering::SeqCst) {
+            self.sleep(Duration::from_secs(1));
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match self.coalesce(false) {
+                Ok(_) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    log::warn!("coalescing small packs for upload failed (retried): {e:#}");
+                }
+                Err(e) => log::debug!("coalescing small packs: {e:#}"),
+            }
+        }
+    }
+
     /// Stops and joins the workers (in-flight uploads finish first).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -427,6 +467,8 @@ impl SyncEngine {
         self.stop();
         *self.remotes.write() = remotes;
         self.cache_budget.store(config.cache.size, Ordering::SeqCst);
+        self.upload_delay
+            .store(config.upload.delay, Ordering::SeqCst);
         *self.snapshot_cfg.write() = config.snapshot.clone();
         if let Some(index) = index {
             self.start(index);
@@ -626,6 +668,10 @@ impl SyncEngine {
         let mut initial = None;
         loop {
             commit();
+            // Held-back small packs go now (padded to their size class).
+            if let Err(e) = self.coalesce(true) {
+                log::warn!("coalescing small packs for upload failed: {e:#}");
+            }
             let pending = self.pending();
             let left: u64 = pending.iter().map(|p| p.2).sum();
             let initial = *initial.get_or_insert(left);
@@ -812,7 +858,12 @@ impl RemoteFetch for SyncEngine {
         for r in self.remotes() {
             match r.store.read_range(path, offset, len) {
                 Ok(bytes) => {
-                    self.refill_in_background(path);
+                    // A random reader's segment: that range only (a cold
+                    // 4 KiB read transfers ≤ 128 KiB); whole chunks and
+                    // windows (sequential readers) bring the pack back.
+                    if len > REFILL_MIN_READ {
+                        self.refill_in_background(path);
+                    }
                     return Ok(bytes);
                 }
                 Err(e) => {

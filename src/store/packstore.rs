@@ -1,7 +1,9 @@
 //! Pack assembly, the store queue and the chunk read path.
 //!
-//! Sealed chunks are appended to one open [`PackBuilder`]; at `PACK_TARGET`
-//! bytes (or when the index commits) the pack is finished and handed to the
+//! Sealed chunks are appended to one open [`PackBuilder`]; when the next
+//! chunk would take it past `PACK_TARGET` (then it is padded to exactly
+//! that size class) or when the index commits (then it stays as small as
+//! it is) the pack is finished and handed to the
 //! store writers, which write it as one object. Writers never wait for the
 //! store except through back-pressure: at most `MAX_QUEUED` finished packs wait
 //! in memory (64 MiB). Readers find a chunk in, in order: the plaintext cache,
@@ -241,6 +243,16 @@ impl PackStore {
             }
         }
         let mut open = self.open.lock();
+        // A chunk that would take the pack past the largest size class
+        // closes it first (padded to exactly that class, FORMAT.md §6).
+        if open.as_ref().is_some_and(|op| {
+            !op.builder.is_empty() && op.builder.len_with(sealed.len()) > PACK_TARGET
+        }) {
+            let full = open.take().expect("open pack");
+            drop(open);
+            self.enqueue(full, true);
+            open = self.open.lock();
+        }
         if open.is_none() {
             let pack_id = PackId::random();
             let number = index.create_pack(&pack_id.0)?;
@@ -258,17 +270,19 @@ impl PackStore {
             plain_len,
             pack_size: 0,
         };
-        if op.builder.len() >= PACK_TARGET {
-            let full = open.take().expect("open pack");
-            drop(open);
-            self.enqueue(full);
-        }
         Ok(loc)
     }
 
-    fn enqueue(&self, pack: OpenPack) {
+    /// Finishes `pack` (padded to the largest size class if `full`) and
+    /// queues it for the store writers.
+    fn enqueue(&self, pack: OpenPack, full: bool) {
         let path = pack.builder.pack_id().object_path();
-        let bytes = bytes::Bytes::from(pack.builder.finish(&self.pack_key));
+        let object = if full && pack.builder.object_len() <= PACK_TARGET {
+            pack.builder.finish_to(&self.pack_key, PACK_TARGET)
+        } else {
+            pack.builder.finish(&self.pack_key)
+        };
+        let bytes = bytes::Bytes::from(object);
         let mut q = self.shared.queue.lock();
         // Back-pressure: writers wait here while the store is behind.
         while q.waiting.len() >= MAX_QUEUED && q.last_error.is_none() {
@@ -287,7 +301,7 @@ impl PackStore {
     /// store, and records them in the index. Called before every commit.
     pub fn seal_and_wait(&self, index: &Index) -> Result<(), PackStoreError> {
         if let Some(p) = self.open.lock().take() {
-            self.enqueue(p);
+            self.enqueue(p, false);
         }
         let stored = {
             let mut q = self.shared.queue.lock();
@@ -637,9 +651,22 @@ impl PackStore {
     /// Writes a pack of already sealed chunks straight to the store (not
     /// through the queue); durable when this returns. Returns the pack's
     /// name, its size and each chunk's offset in it.
+    /// The pack is padded to the smallest size class it fits (FORMAT.md
+    /// §6), so it can go to a backend as it is; one larger than every
+    /// class stays unpadded (the sync engine splits it before upload).
     pub fn write_pack_now(
         &self,
         chunks: &[(ChunkId, bytes::Bytes, u32)],
+    ) -> Result<([u8; 16], u64, Vec<u64>), StoreError> {
+        self.write_pack(chunks, true)
+    }
+
+    /// [`write_pack_now`](Self::write_pack_now), padded to a size class
+    /// only if `pad`.
+    pub fn write_pack(
+        &self,
+        chunks: &[(ChunkId, bytes::Bytes, u32)],
+        pad: bool,
     ) -> Result<([u8; 16], u64, Vec<u64>), StoreError> {
         let pack_id = PackId::random();
         let mut builder = PackBuilder::new(pack_id);
@@ -647,7 +674,12 @@ impl PackStore {
             .iter()
             .map(|(id, sealed, plain_len)| builder.push(*id, sealed, *plain_len).offset)
             .collect();
-        let bytes = bytes::Bytes::from(builder.finish(&self.pack_key));
+        let class = crate::chunk::pack::size_class_for(builder.object_len() as u64);
+        let object = match class {
+            Some(c) if pad => builder.finish_to(&self.pack_key, c as usize),
+            _ => builder.finish(&self.pack_key),
+        };
+        let bytes = bytes::Bytes::from(object);
         let size = bytes.len() as u64;
         self.shared.store.write(&pack_id.object_path(), bytes)?;
         Ok((pack_id.0, size, offsets))

@@ -302,6 +302,9 @@ pub struct VaultConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub snapshot: SnapshotConfig,
+    /// `[upload]`: when small packs go to the backends.
+    #[serde(default, skip_serializing_if = "UploadConfig::is_default")]
+    pub upload: UploadConfig,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
     /// `[gc]`: garbage collection (`maintenance/gc.rs`).
@@ -357,6 +360,34 @@ impl Default for CacheConfig {
         CacheConfig {
             size: DEFAULT_CACHE_BYTES,
         }
+    }
+}
+
+/// `[upload]`: packs closed small (by an fsync or the commit timer) are
+/// held back and coalesced into size-class packs (FORMAT.md §6); this is
+/// how long the oldest of them waits for more data before it goes anyway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadConfig {
+    /// Seconds (default 60).
+    #[serde(default = "default_upload_delay")]
+    pub delay: u64,
+}
+
+fn default_upload_delay() -> u64 {
+    60
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            delay: default_upload_delay(),
+        }
+    }
+}
+
+impl UploadConfig {
+    pub fn is_default(&self) -> bool {
+        *self == UploadConfig::default()
     }
 }
 

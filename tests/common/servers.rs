@@ -762,6 +762,8 @@ struct TcpRelay {
     stopping: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
     conns: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>,
+    /// Bytes relayed from the server to clients (response bodies and headers).
+    served: Arc<AtomicU64>,
 }
 
 impl TcpRelay {
@@ -783,6 +785,8 @@ impl TcpRelay {
         let stopping = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>> = Arc::default();
         let (stop2, conns2) = (stopping.clone(), conns.clone());
+        let served = Arc::new(AtomicU64::new(0));
+        let served2 = served.clone();
         let accept = thread::Builder::new()
             .name(format!("s3-relay-{port}"))
             .spawn(move || {
@@ -797,9 +801,10 @@ impl TcpRelay {
                     };
                     next_id += 1;
                     let (id, stopping, conns) = (next_id, stop2.clone(), conns2.clone());
+                    let served = served2.clone();
                     let _ = thread::Builder::new()
                         .name(format!("s3-relay-{port}-{id}"))
-                        .spawn(move || relay_conn(id, client, upstream, stopping, conns));
+                        .spawn(move || relay_conn(id, client, upstream, stopping, conns, served));
                 }
             })?;
         Ok(TcpRelay {
@@ -807,6 +812,7 @@ impl TcpRelay {
             stopping,
             accept: Some(accept),
             conns,
+            served,
         })
     }
 
@@ -839,6 +845,7 @@ fn relay_conn(
     upstream_port: u16,
     stopping: Arc<AtomicBool>,
     conns: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>,
+    served: Arc<AtomicU64>,
 ) {
     let Ok(upstream) = TcpStream::connect_timeout(&loopback(upstream_port), REQUEST_TIMEOUT) else {
         return; // dropping `client` closes it
@@ -866,22 +873,35 @@ fn relay_conn(
     let pump = move |mut from: TcpStream,
                      mut to: TcpStream,
                      remaining: Arc<AtomicUsize>,
-                     conns: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>| {
-        let _ = io::copy(&mut from, &mut to);
+                     conns: Arc<Mutex<HashMap<u64, [TcpStream; 2]>>>,
+                     count: Option<Arc<AtomicU64>>| {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(c) = &count {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(Shutdown::Write);
         if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
             conns.lock().unwrap().remove(&id);
         }
     };
     let (r2, k2) = (remaining.clone(), conns.clone());
-    let back = thread::Builder::new().spawn(move || pump(u2, c2, r2, k2));
+    let back = thread::Builder::new().spawn(move || pump(u2, c2, r2, k2, Some(served)));
     if back.is_err() {
         let _ = client.shutdown(Shutdown::Both);
         let _ = upstream.shutdown(Shutdown::Both);
         conns.lock().unwrap().remove(&id);
         return;
     }
-    pump(client, upstream, remaining, conns);
+    pump(client, upstream, remaining, conns, None);
 }
 
 // ---------------------------------------------------------------------------
@@ -1112,6 +1132,15 @@ impl S3Server {
     }
 
     /// Number of objects in the bucket.
+    /// Bytes the server has sent to clients through the relay (every
+    /// response: headers and bodies) since it started or restarted.
+    pub fn bytes_served(&self) -> u64 {
+        self.relay
+            .as_ref()
+            .map(|r| r.served.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
     pub fn object_count(&self) -> usize {
         self.list_keys().len()
     }

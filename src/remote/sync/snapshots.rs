@@ -392,7 +392,25 @@ impl SyncEngine {
                 problems.push(format!("backend {}: {e:#}", r.cfg.name));
             }
         }
-        self.capture(&setup, &remotes)?;
+        // A snapshot must reference only packs that go to the backends:
+        // held-back small packs are coalesced first, and the coalescer
+        // waits while the capture runs. A small pack committed in between
+        // makes the capture start over.
+        let mut captured = false;
+        for _ in 0..3 {
+            let mut co = self.coalescing.lock();
+            if let Err(e) = self.coalesce_locked(&mut co, true) {
+                problems.push(format!("coalescing small packs: {e:#}"));
+                break;
+            }
+            if self.capture(&setup, &remotes)? {
+                captured = true;
+                break;
+            }
+        }
+        if !captured && self.snap.lock().pending.is_none() {
+            problems.push("new small packs kept arriving during the index capture".into());
+        }
         let pending = self.snap.lock().pending.clone();
         if let Some(cap) = pending {
             for r in &remotes {
@@ -423,10 +441,11 @@ impl SyncEngine {
     }
 
     /// Checkpoints the index and, if it changed since the last capture,
-    /// captures it as a new generation.
-    fn capture(&self, setup: &Setup, remotes: &[Arc<Remote>]) -> Result<()> {
+    /// captures it as a new generation. False: the index referenced a
+    /// held-back pack (try again after coalescing).
+    fn capture(&self, setup: &Setup, remotes: &[Arc<Remote>]) -> Result<bool> {
         let Some(access) = self.index.lock().clone() else {
-            return Ok(());
+            return Ok(true);
         };
         let mut ids = None;
         let mut err = None;
@@ -453,7 +472,7 @@ impl SyncEngine {
                 .map(|(_, blocks)| blocks.clone());
             let last = st.last_ids.clone().or(newest);
             if last.is_some() && last == ids {
-                return Ok(());
+                return Ok(true);
             }
         }
         // A new generation: above everything this vault and its backends
@@ -524,6 +543,15 @@ impl SyncEngine {
                 .unwrap_or_default();
             waits_for.insert(r.cfg.id.clone(), packs.into_iter().map(|p| p.0).collect());
         }
+        // Read after the blocks: a held-back pack now was one then (only
+        // the coalescer, locked out meanwhile, removes them).
+        let held = self
+            .with_index(|idx| idx.held_back_packs())
+            .transpose()?
+            .unwrap_or_default();
+        if !held.is_empty() {
+            return Ok(false);
+        }
         let manifest = Manifest {
             generation,
             created_s: snapshot::now_s(),
@@ -545,7 +573,7 @@ impl SyncEngine {
             bytes: fb.bytes,
             waits_for,
         }));
-        Ok(())
+        Ok(true)
     }
 
     /// Puts `cap` on `remote` once the packs it needs are there.
