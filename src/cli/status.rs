@@ -115,6 +115,11 @@ fn print_status_sync(v: &Value) {
             if let Some(c) = b["capabilities_summary"].as_str() {
                 println!("                 {c}");
             }
+            if b["lease_enforced"] == false {
+                println!(
+                    "                 lease NOT enforced by the provider: two mounts started within a second can both write"
+                );
+            }
             if let Some(g) = b["snapshot_generation"].as_u64() {
                 println!("                 index snapshot: generation {g} is there");
             }

@@ -39,6 +39,7 @@ mod extents;
 /// fsck's whole-table reads and its repair statements.
 pub mod fsck;
 mod inodes;
+mod lineage;
 mod packs;
 mod schema;
 use schema::{INDEXES, SCHEMA, SCHEMA_2, SCHEMA_3};

@@ -9,6 +9,7 @@
 
 pub mod fsck;
 pub mod gc;
+pub mod handover;
 pub mod offline;
 pub mod overlay;
 pub mod restore;

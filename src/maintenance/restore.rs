@@ -377,57 +377,7 @@ fn fetch_index(
     bar: &Progress,
 ) -> Result<()> {
     let tmp = restoring_index(paths);
-    let total = manifest.db_len;
-    let order: Vec<usize> = std::iter::once(from)
-        .chain((0..stores.len()).filter(|i| *i != from))
-        .collect();
-    let fetch = |id: &snapshot::BlockId| -> Result<Vec<u8>> {
-        let mut last = None;
-        for &i in &order {
-            let (b, store) = &stores[i];
-            match store.read_all(&snapshot::block_path(id), snapshot::MAX_BLOCK_OBJECT_LEN) {
-                Ok(obj) => match crypto.open_block(id, &obj) {
-                    Ok(raw) => return Ok(raw),
-                    Err(e) => last = Some(format!("backend {}: {e}", b.name)),
-                },
-                Err(e) => last = Some(format!("backend {}: {e}", b.name)),
-            }
-        }
-        bail!(
-            "index snapshot block {} is not available intact on any backend ({})",
-            hex::encode(id),
-            last.unwrap_or_default()
-        )
-    };
-    let blocks = &manifest.blocks;
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let results: Vec<Result<Vec<u8>>> = {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<Mutex<Option<Result<Vec<u8>>>>> =
-            blocks.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..8.min(blocks.len().max(1)) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if i >= blocks.len() {
-                        break;
-                    }
-                    let r = fetch(&blocks[i]);
-                    if let Ok(raw) = &r {
-                        let d = done
-                            .fetch_add(raw.len() as u64, std::sync::atomic::Ordering::SeqCst)
-                            + raw.len() as u64;
-                        bar.update(d, total);
-                    }
-                    *slots[i].lock() = Some(r);
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .map(|m| m.into_inner().expect("every block fetched"))
-            .collect()
-    };
+    let results = fetch_blocks(stores, from, crypto, &manifest.blocks, manifest.db_len, bar);
     bar.finish();
     let write = || -> Result<()> {
         use std::io::Write;
@@ -459,6 +409,68 @@ fn fetch_index(
         let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+/// Downloads and authenticates `blocks` (8 at a time, each from backend
+/// `from` first, then from the others), in order. `total`: bytes expected,
+/// for the progress bar. Restore and hand-over both fetch through it.
+pub(crate) fn fetch_blocks(
+    stores: &[(BackendConfig, Store)],
+    from: usize,
+    crypto: &SnapshotCrypto,
+    blocks: &[snapshot::BlockId],
+    total: u64,
+    bar: &Progress,
+) -> Vec<Result<Vec<u8>>> {
+    let order: Vec<usize> = std::iter::once(from)
+        .chain((0..stores.len()).filter(|i| *i != from))
+        .collect();
+    let fetch = |id: &snapshot::BlockId| -> Result<Vec<u8>> {
+        let mut last = None;
+        for &i in &order {
+            let (b, store) = &stores[i];
+            match store.read_all(&snapshot::block_path(id), snapshot::MAX_BLOCK_OBJECT_LEN) {
+                Ok(obj) => match crypto.open_block(id, &obj) {
+                    Ok(raw) => return Ok(raw),
+                    Err(e) => last = Some(format!("backend {}: {e}", b.name)),
+                },
+                Err(e) => last = Some(format!("backend {}: {e}", b.name)),
+            }
+        }
+        bail!(
+            "index snapshot block {} is not available intact on any backend ({})",
+            hex::encode(id),
+            last.unwrap_or_default()
+        )
+    };
+    let done = std::sync::atomic::AtomicU64::new(0);
+    {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Result<Vec<u8>>>>> =
+            blocks.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..8.min(blocks.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= blocks.len() {
+                        break;
+                    }
+                    let r = fetch(&blocks[i]);
+                    if let Ok(raw) = &r {
+                        let d = done
+                            .fetch_add(raw.len() as u64, std::sync::atomic::Ordering::SeqCst)
+                            + raw.len() as u64;
+                        bar.update(d, total);
+                    }
+                    *slots[i].lock() = Some(r);
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|m| m.into_inner().expect("every block fetched"))
+            .collect()
+    }
 }
 
 /// `fsck --repair` of an existing vault whose index is damaged and has no

@@ -343,11 +343,27 @@ pub fn mount(req: MountRequest, secret: Zeroizing<Vec<u8>>) -> Result<()> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        let mut out = BufReader::new(stdout);
+        loop {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let last = !line.starts_with("note: ");
+            let _ = tx.send(line);
+            if last {
+                break;
+            }
+        }
     });
-    match rx.recv_timeout(MOUNT_READY_TIMEOUT) {
+    let deadline = std::time::Instant::now() + MOUNT_READY_TIMEOUT;
+    // "note: …" lines (what a hand-over pulled) come before the verdict.
+    let verdict = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("note: ") => println!("{}", line.trim_end()),
+            other => break other,
+        }
+    };
+    match verdict {
         Ok(line) if line.trim() == "ready" => Ok(()),
         Ok(line) if !line.trim().is_empty() => {
             let line = line.trim();
@@ -468,13 +484,26 @@ pub fn run_daemon(
         let _ = std::fs::remove_file(paths.unmount_status());
         let config = VaultConfig::load(&paths.root)?;
         check_policy(&config)?;
+        let read_only = options.iter().any(|o| o == "ro");
+        if !read_only && !config.backends.is_empty() {
+            // Another machine's newer state that descends from ours
+            // (issue 13); a fork is refused by `acquire` below.
+            match crate::maintenance::handover::pull_if_newer(
+                paths,
+                &unlocked.subkeys,
+                unlocked.key_file.vault_id(),
+            ) {
+                Ok(Some(p)) => report(&format!("note: {}", p.line())),
+                Ok(None) => {}
+                Err(e) => log::warn!("hand-over: {e:#}"),
+            }
+        }
         let index = vault::open_index(paths, &unlocked.subkeys.index)?;
         let store = Arc::new(Store::open_local(&paths.store())?);
         let sealer = Arc::new(ChunkSealer::new(&unlocked.subkeys));
         let chunker = Chunker::new(&unlocked.subkeys.chunker);
         let packs = PackStore::new(store.clone(), sealer.clone(), unlocked.subkeys.pack.clone());
         let core = Arc::new(FsCore::new(index, packs, chunker, sealer, paths.store())?);
-        let read_only = options.iter().any(|o| o == "ro");
         let engine = SyncEngine::open(paths, &config, store, &unlocked, read_only)?;
         engine.attach(&core);
         // `.snapshots`: the kept generations, read-only (fs/history.rs).

@@ -78,7 +78,7 @@ async fn create_if_absent(op: &Operator, path: &str, service: &str) -> Capabilit
         .if_not_exists(true)
         .await
     {
-        Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
+        Err(e) if crate::store::refused_condition(&e) => {
             Capability::yes("a second create of the same object was refused")
         }
         Err(e) if e.kind() == ErrorKind::Unsupported => {

@@ -149,6 +149,45 @@ pub struct Manifest {
     /// The vault directory's instance id that wrote it.
     pub holder: String,
     pub hostname: String,
+    /// Digest of the files, directories and their data at capture time
+    /// (`Index::content_digest`; all zero in manifests written before it).
+    pub content: Digest,
+    /// The writer's lease epoch (0: written without an enforced lease).
+    pub epoch: u64,
+    /// The states this one descends from, newest first: `(generation,
+    /// content digest)`, at most [`TRAIL_LEN`]. Hand-over pulls a newer
+    /// generation only when the local state is in its trail.
+    pub trail: Vec<(u64, Digest)>,
+}
+
+pub type Digest = [u8; 32];
+
+/// Ancestors a manifest names (40 bytes each: 5 KiB at most). A machine
+/// that missed more generations than this is told to restore instead.
+pub const TRAIL_LEN: usize = 128;
+/// Meta key in the index: this state's lineage, `(generation, content
+/// digest)` of the generation it was captured or pulled as, then its trail.
+pub const META_LINEAGE: &str = "snapshot_lineage";
+
+/// `(generation, digest)` pairs as stored in the index meta table.
+pub fn encode_trail(t: &[(u64, Digest)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len() * 40);
+    for (g, d) in t.iter().take(TRAIL_LEN + 1) {
+        out.extend_from_slice(&g.to_le_bytes());
+        out.extend_from_slice(d);
+    }
+    out
+}
+
+pub fn decode_trail(b: &[u8]) -> Vec<(u64, Digest)> {
+    b.chunks_exact(40)
+        .map(|c| {
+            (
+                u64::from_le_bytes(c[..8].try_into().unwrap()),
+                c[8..].try_into().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// Who holds the vault open for writing.
@@ -160,6 +199,15 @@ pub struct Lease {
     pub pid: u32,
     pub acquired_s: u64,
     pub refreshed_s: u64,
+    /// Random per mount: tells this mount's lease from any other's, even
+    /// of a copied vault directory, and tells a retried conditional write
+    /// that found its own first attempt (read back: our token) from a lost
+    /// race. Empty in leases written before it.
+    #[serde(default)]
+    pub token: String,
+    /// Raised at every take; manifests carry the writer's epoch.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 pub fn now_s() -> u64 {
@@ -325,6 +373,12 @@ impl SnapshotCrypto {
             p.extend_from_slice(&(n as u16).to_le_bytes());
             p.extend_from_slice(&b[..n]);
         }
+        // Appended in 0.x (issue 13); older readers stop before them.
+        p.extend_from_slice(&m.content);
+        p.extend_from_slice(&m.epoch.to_le_bytes());
+        let n = m.trail.len().min(TRAIL_LEN);
+        p.extend_from_slice(&(n as u16).to_le_bytes());
+        p.extend_from_slice(&encode_trail(&m.trail[..n]));
         self.seal(MANIFEST_MAGIC, &m.generation.to_le_bytes(), &p)
     }
 
@@ -354,6 +408,13 @@ impl SnapshotCrypto {
         }
         let holder = r.string().ok_or_else(bad)?;
         let hostname = r.string().ok_or_else(bad)?;
+        let (mut content, mut epoch, mut trail) = ([0u8; 32], 0, Vec::new());
+        if r.at < r.b.len() {
+            content = r.take(32).ok_or_else(bad)?.try_into().unwrap();
+            epoch = r.u64().ok_or_else(bad)?;
+            let n = u16::from_le_bytes(r.take(2).ok_or_else(bad)?.try_into().unwrap()) as usize;
+            trail = decode_trail(r.take(n * 40).ok_or_else(bad)?);
+        }
         Ok(Manifest {
             generation,
             created_s,
@@ -361,6 +422,9 @@ impl SnapshotCrypto {
             blocks,
             holder,
             hostname,
+            content,
+            epoch,
+            trail,
         })
     }
 
@@ -595,6 +659,9 @@ mod tests {
             blocks: vec![[1; 32], [2; 32], [3; 32]],
             holder: "ab".repeat(16),
             hostname: "laptop".into(),
+            content: [5; 32],
+            epoch: 3,
+            trail: vec![(41, [4; 32]), (40, [3; 32])],
         }
     }
 
@@ -643,6 +710,8 @@ mod tests {
             pid: 5,
             acquired_s: 1,
             refreshed_s: 2,
+            token: "t".into(),
+            epoch: 4,
         };
         assert_eq!(c.open_lease(&c.seal_lease(&l)).unwrap(), l);
         let mut bad = c.seal_lease(&l);

@@ -55,7 +55,10 @@ use crate::store::packstore::RemoteFetch;
 use crate::store::{Store, StoreError};
 
 mod coalesce;
+mod lease;
 mod snapshots;
+pub use lease::lease_enforced;
+pub use snapshots::LEASE_STALE_S;
 
 /// Candidates fetched per queue query.
 const CLAIM_BATCH: usize = 64;
@@ -1034,6 +1037,8 @@ pub fn backend_status(
             "jurisdictions": b.jurisdictions(),
             "capabilities": b.capabilities,
             "capabilities_summary": crate::remote::capabilities::summary(&b.capabilities),
+            // Whether the provider refuses a second lease (conditional create).
+            "lease_enforced": lease_enforced(b),
             "objects": t.placed_packs,
             "bytes_stored": t.placed_bytes,
             "packs_pending": t.packs.saturating_sub(t.placed_packs),

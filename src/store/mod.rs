@@ -281,6 +281,62 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Creates `path` only if it does not exist (`If-None-Match: *` on S3,
+    /// an exclusive create on SFTP and the local fs). `Ok(false)`: it
+    /// existed. Only meaningful where the backend's probe said the provider
+    /// enforces it. A retried request may find its own first attempt: the
+    /// caller reads the object back to tell.
+    pub fn write_if_absent(&self, path: &str, bytes: bytes::Bytes) -> Result<bool, StoreError> {
+        match self.runtime.block_on(
+            self.operator
+                .write_with(path, bytes)
+                .if_not_exists(true)
+                .into_future(),
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if refused_condition(&e) => Ok(false),
+            Err(e) => Err(Self::backend_err(path)(e)),
+        }
+    }
+
+    /// Replaces `path` only if its ETag is still `etag` (`If-Match`).
+    /// `Ok(false)`: the object changed (or a retry found its own write).
+    pub fn write_if_match(
+        &self,
+        path: &str,
+        bytes: bytes::Bytes,
+        etag: &str,
+    ) -> Result<bool, StoreError> {
+        match self.runtime.block_on(
+            self.operator
+                .write_with(path, bytes)
+                .if_match(etag)
+                .into_future(),
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if refused_condition(&e) => Ok(false),
+            Err(e) => Err(Self::backend_err(path)(e)),
+        }
+    }
+
+    /// The object's ETag, `None` if absent or the backend has none.
+    pub fn etag_of(&self, path: &str) -> Result<Option<String>, StoreError> {
+        match self.runtime.block_on(self.operator.stat(path)) {
+            Ok(m) => Ok(m.etag().map(str::to_string)),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::backend_err(path)(e)),
+        }
+    }
+}
+
+/// A conditional write the provider refused: S3 answers 412 (or 409 for a
+/// concurrent conditional write), the fs and SFTP an existing file.
+pub fn refused_condition(e: &opendal::Error) -> bool {
+    matches!(
+        e.kind(),
+        opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+    )
 }
 
 impl StoreError {

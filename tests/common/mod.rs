@@ -490,6 +490,11 @@ impl TestVault {
     /// Mounts the vault on `self.mnt`; panics unless it is a FUSE mount served
     /// by a live daemon when `tresor mount` returns.
     pub fn mount(&mut self) {
+        self.mount_saying();
+    }
+
+    /// [`TestVault::mount`], returning what `tresor mount` printed.
+    pub fn mount_saying(&mut self) -> Run {
         assert!(
             !is_fuse_mounted(&self.mnt),
             "mount(): {} is already mounted",
@@ -518,6 +523,7 @@ impl TestVault {
             },
         );
         self.daemon = pid;
+        run
     }
 
     /// Pid of the daemon serving the current mount (found at mount time).

@@ -45,6 +45,53 @@ pub(super) struct SnapState {
     /// Another machine took the lease: stop writing snapshots.
     pub(super) lease_lost: Option<String>,
     last_lease_refresh: Option<Instant>,
+    /// The epoch of the lease this mount holds (0: none enforced).
+    pub(super) epoch: u64,
+    /// A backend's newest state does not descend from ours: publishing
+    /// stopped (see [`fork_message`]).
+    forked: Option<String>,
+}
+
+/// What a fork means and how to merge it; the mount refusal and a running
+/// mount that meets one say the same.
+pub fn fork_message(backend: &str, generation: u64, host: &str, vault: &std::path::Path) -> String {
+    format!(
+        "fork: backend {backend} holds generation {generation}, written on host {host}, which does not \
+         contain what this vault directory wrote since its last snapshot there. The first state to reach \
+         the backends stays the newest, and nothing was overwritten: this vault directory keeps its own \
+         state, unpublished. To merge: mount it read-only (`tresor mount -o ro --vault {dir} MNT`), \
+         get the newest state (mount it on the machine that wrote it, or `tresor restore --vault NEW`), \
+         and copy your changes across",
+        dir = vault.display()
+    )
+}
+
+/// What a capture stamps into the index besides the generation.
+#[derive(Default)]
+struct Lineage {
+    content: snapshot::Digest,
+    /// The new manifest's ancestors (the index's lineage before the stamp).
+    trail: Vec<(u64, snapshot::Digest)>,
+}
+
+/// Under the index lock: the next generation (above the local one and
+/// `remote_max`), and the lineage `(generation, content)` ‖ ancestors
+/// recorded in meta, so the captured file knows what it descends from.
+fn stamp_generation(
+    idx: &crate::index::Index,
+    remote_max: u64,
+) -> Result<(u64, Lineage), crate::index::IndexError> {
+    let local = idx.meta_u64(snapshot::META_GENERATION)?.unwrap_or(0);
+    let generation = local.max(remote_max) + 1;
+    let mut trail =
+        snapshot::decode_trail(&idx.meta_bytes(snapshot::META_LINEAGE)?.unwrap_or_default());
+    trail.truncate(snapshot::TRAIL_LEN);
+    let content = idx.content_digest()?;
+    let mut lineage = vec![(generation, content)];
+    lineage.extend_from_slice(&trail);
+    idx.set_meta_u64(snapshot::META_GENERATION, generation)?;
+    idx.set_meta_bytes(snapshot::META_LINEAGE, &snapshot::encode_trail(&lineage))?;
+    Ok((generation, Lineage { content, trail }))
 }
 
 pub(super) struct Setup {
@@ -54,6 +101,8 @@ pub(super) struct Setup {
     pub(super) index_path: PathBuf,
     pub(super) instance: String,
     pub(super) hostname: String,
+    /// Random per mount (engine): this mount's lease carries it.
+    pub(super) token: String,
 }
 
 #[derive(Default)]
@@ -69,6 +118,10 @@ pub(super) struct BackendSnaps {
     pub(super) durable: u64,
     /// Writer of the newest manifest found there.
     newest_holder: Option<(String, String)>,
+    /// The lease epoch the newest manifest found there was written under.
+    newest_epoch: u64,
+    /// Content digest of the newest manifest there (zero: an older manifest).
+    newest_content: snapshot::Digest,
 }
 
 struct Capture {
@@ -118,6 +171,11 @@ impl SyncEngine {
             index_path: crate::vault::VaultPaths::new(self.vault.clone()).index(),
             instance,
             hostname: snapshot::hostname(),
+            token: {
+                let mut t = [0u8; 16];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut t);
+                hex::encode(t)
+            },
         }));
         Ok(())
     }
@@ -163,6 +221,8 @@ impl SyncEngine {
                     if g > b.durable {
                         b.durable = g;
                         b.newest_holder = Some((m.holder.clone(), m.hostname.clone()));
+                        b.newest_epoch = m.epoch;
+                        b.newest_content = m.content;
                     }
                     b.created.insert(g, m.created_s);
                     b.manifests.insert(g, m.blocks);
@@ -191,6 +251,13 @@ impl SyncEngine {
             .transpose()?
             .flatten()
             .unwrap_or(0);
+        let lineage = snapshot::decode_trail(
+            &self
+                .with_index(|idx| idx.meta_bytes(snapshot::META_LINEAGE))
+                .transpose()?
+                .flatten()
+                .unwrap_or_default(),
+        );
         for remote in self.remotes() {
             if let Err(e) = self.load_backend(&setup, &remote) {
                 log::warn!(
@@ -202,15 +269,21 @@ impl SyncEngine {
             }
             let st = self.snap.lock();
             let b = &st.backends[&remote.cfg.id];
-            if b.durable > local {
+            // The backend's newest state must be ours or one we descend
+            // from; the same generation number written by two machines
+            // (a fork) differs in content.
+            let unknown_state = b.newest_content != [0; 32]
+                && !lineage.is_empty()
+                && !lineage.contains(&(b.durable, b.newest_content));
+            if b.durable > local || unknown_state {
                 let (holder, host) = b.newest_holder.clone().unwrap_or_default();
-                if holder != setup.instance {
+                if holder != setup.instance || unknown_state {
                     return Err(crate::error::in_use(format!(
-                        "backend {} holds index generation {} written on host {host}, newer than this vault's generation {local}: \
-                         another machine has written this vault since. Mounting here would fork it. \
-                         Restore the newest state into a fresh directory with `tresor restore` instead",
+                        "backend {} holds index generation {} written on host {host} (this vault's is {local}), \
+                         and it could not be pulled: {}",
                         remote.cfg.name,
-                        b.durable
+                        b.durable,
+                        fork_message(&remote.cfg.name, b.durable, &host, &self.vault)
                     )));
                 }
             }
@@ -220,7 +293,7 @@ impl SyncEngine {
         Ok(())
     }
 
-    fn lease_of(&self, setup: &Setup, remote: &Remote) -> Result<Option<Lease>> {
+    pub(super) fn lease_of(&self, setup: &Setup, remote: &Remote) -> Result<Option<Lease>> {
         match remote
             .store
             .read_all(snapshot::LEASE_PATH, snapshot::MAX_LEASE_OBJECT_LEN) {
@@ -233,52 +306,6 @@ impl SyncEngine {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Writes our lease unless someone else holds it (then: refuse, or
-    /// with `refreshing`, note that the lease was lost).
-    fn take_lease(&self, setup: &Setup, remote: &Remote, refreshing: bool) -> Result<()> {
-        let now = snapshot::now_s();
-        let mut acquired = now;
-        match self.lease_of(setup, remote)? {
-            Some(l) if l.holder != setup.instance => {
-                let stale = now.saturating_sub(l.refreshed_s) > LEASE_STALE_S;
-                let msg = format!(
-                    "the vault is in use on host {} (vault directory {}, pid {}) since {}; its lease on backend {} was last refreshed {}{}",
-                    l.hostname,
-                    l.vault_dir,
-                    l.pid,
-                    snapshot::utc(l.acquired_s),
-                    remote.cfg.name,
-                    snapshot::ago(l.refreshed_s),
-                    if stale {
-                        ". That machine looks crashed or gone: if it is, run `tresor lease break` and mount again"
-                    } else {
-                        ". Unmount it there first (a vault has one writer)"
-                    }
-                );
-                if refreshing {
-                    log::error!("lease lost: {msg}; this mount stops writing snapshots");
-                    self.snap.lock().lease_lost = Some(msg);
-                    return Ok(());
-                }
-                return Err(crate::error::in_use(msg));
-            }
-            Some(l) => acquired = l.acquired_s,
-            None => {}
-        }
-        let lease = Lease {
-            holder: setup.instance.clone(),
-            hostname: setup.hostname.clone(),
-            vault_dir: self.vault.display().to_string(),
-            pid: std::process::id(),
-            acquired_s: acquired,
-            refreshed_s: now,
-        };
-        remote
-            .store
-            .write(snapshot::LEASE_PATH, setup.crypto.seal_lease(&lease).into())?;
-        Ok(())
     }
 
     /// Rewrites the lease on every backend (background, once a minute).
@@ -343,6 +370,16 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// The highest lease epoch a newest manifest on any backend carries.
+    pub(super) fn newest_epoch(&self) -> u64 {
+        let st = self.snap.lock();
+        st.backends
+            .values()
+            .map(|b| b.newest_epoch)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The newest generation that is on every backend (0: none yet).
     pub fn durable_generation(&self) -> u64 {
         let st = self.snap.lock();
@@ -361,7 +398,8 @@ impl SyncEngine {
 
     /// Why this mount stopped writing snapshots, if it did.
     pub fn lease_lost(&self) -> Option<String> {
-        self.snap.lock().lease_lost.clone()
+        let st = self.snap.lock();
+        st.lease_lost.clone().or_else(|| st.forked.clone())
     }
 
     /// Whether the newest capture is on every backend.
@@ -383,7 +421,7 @@ impl SyncEngine {
             return Ok(0);
         }
         let _round = self.snap_round.lock();
-        if let Some(lost) = self.snap.lock().lease_lost.clone() {
+        if let Some(lost) = self.lease_lost() {
             bail!("not writing snapshots: {lost}");
         }
         let mut problems = Vec::new();
@@ -409,7 +447,7 @@ impl SyncEngine {
             }
         }
         if !captured && self.snap.lock().pending.is_none() {
-            problems.push("new small packs kept arriving during the index capture".into());
+            problems.push("the index kept changing during the capture (new small packs or commits); the next round tries again".into());
         }
         let pending = self.snap.lock().pending.clone();
         if let Some(cap) = pending {
@@ -442,7 +480,8 @@ impl SyncEngine {
 
     /// Checkpoints the index and, if it changed since the last capture,
     /// captures it as a new generation. False: the index referenced a
-    /// held-back pack (try again after coalescing).
+    /// held-back pack, or changed while it was read (try again after
+    /// coalescing).
     fn capture(&self, setup: &Setup, remotes: &[Arc<Remote>]) -> Result<bool> {
         let Some(access) = self.index.lock().clone() else {
             return Ok(true);
@@ -482,16 +521,10 @@ impl SyncEngine {
             st.backends.values().map(|b| b.durable).max().unwrap_or(0)
         };
         let mut generation = 0;
-        access.with_index(&mut |idx| {
-            let local = idx
-                .meta_u64(snapshot::META_GENERATION)
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            generation = local.max(remote_max) + 1;
-            if let Err(e) = idx.set_meta_u64(snapshot::META_GENERATION, generation) {
-                err = Some(std::io::Error::other(e.to_string()));
-            }
+        let mut lineage = Lineage::default();
+        access.with_index(&mut |idx| match stamp_generation(idx, remote_max) {
+            Ok((g, l)) => (generation, lineage) = (g, l),
+            Err(e) => err = Some(std::io::Error::other(e.to_string())),
         });
         if let Some(e) = err {
             return Err(e).context("recording the snapshot generation");
@@ -528,6 +561,15 @@ impl SyncEngine {
             return Err(e).context("reading the index for a snapshot");
         }
         let fb = fb.expect("set by the closure");
+        // A commit between stamping and reading would put changes into the
+        // snapshot that its content digest does not describe: capture again
+        // next round (the generation only grows).
+        let mut now = None;
+        access.with_index(&mut |idx| now = idx.content_digest().ok());
+        if now != Some(lineage.content) {
+            log::info!("index changed while capturing generation {generation}; capturing again");
+            return Ok(false);
+        }
         if let Some(mark) = mark {
             access.with_index(&mut |idx| {
                 if let Err(e) = snapshot::record_mark(idx, generation, &mark) {
@@ -559,6 +601,9 @@ impl SyncEngine {
             blocks: fb.ids.clone(),
             holder: setup.instance.clone(),
             hostname: setup.hostname.clone(),
+            content: lineage.content,
+            epoch: self.snap.lock().epoch,
+            trail: lineage.trail,
         };
         log::info!(
             "index snapshot generation {generation}: {} blocks ({} bytes), {} not on every backend",
@@ -624,6 +669,26 @@ impl SyncEngine {
                 .get_mut(id)
                 .map(|b| b.blocks.insert(*block));
         }
+        // A newest state there that ours does not descend from is a fork:
+        // the first state to reach the backends stays the newest.
+        let newest = {
+            let st = self.snap.lock();
+            st.backends
+                .get(id)
+                .map(|b| (b.durable, b.newest_content, b.newest_holder.clone()))
+        };
+        if let Some((g, content, holder)) = newest {
+            let ours = cap.manifest.trail.contains(&(g, content));
+            if g > 0 && content != [0; 32] && !ours {
+                let (_, host) = holder.unwrap_or_default();
+                let msg = fork_message(&remote.cfg.name, g, &host, &self.vault);
+                log::error!("{msg}");
+                self.snap.lock().forked = Some(msg.clone());
+                bail!(msg);
+            }
+        }
+        // The fence: only the lease holder publishes (see `lease.rs`).
+        self.fence(setup, remote)?;
         let obj = setup.crypto.seal_manifest(&cap.manifest);
         uploaded += obj.len() as u64;
         remote
@@ -643,6 +708,7 @@ impl SyncEngine {
                 b.manifests.insert(generation, cap.manifest.blocks.clone());
                 b.created.insert(generation, cap.manifest.created_s);
                 b.newest_holder = Some((setup.instance.clone(), setup.hostname.clone()));
+                b.newest_content = cap.manifest.content;
             }
         }
         remote.succeeded();
