@@ -446,6 +446,35 @@ fn renameat2_noreplace_and_exchange() {
     });
 }
 
+/// overlayfs's upper layer: RENAME_WHITEOUT leaves a character device 0/0
+/// of mode 0 at the old name (xfstests generic/078).
+#[test]
+fn renameat2_whiteout_leaves_a_whiteout_device() {
+    let Some(mut v) = TestVault::mounted() else {
+        return;
+    };
+    fs::write(v.path("lower"), b"L").unwrap();
+    fs::write(v.path("taken"), b"T").unwrap();
+    renameat2(&v.path("lower"), &v.path("moved"), libc::RENAME_WHITEOUT).unwrap();
+    assert_eq!(
+        errno(renameat2(
+            &v.path("moved"),
+            &v.path("taken"),
+            libc::RENAME_WHITEOUT | libc::RENAME_EXCHANGE
+        )),
+        libc::EINVAL,
+        "RENAME_WHITEOUT with RENAME_EXCHANGE"
+    );
+    assert_content(&v.path("taken"), b"T");
+    check_twice(&mut v, |v| {
+        assert_content(&v.path("moved"), b"L");
+        let md = fs::symlink_metadata(v.path("lower")).expect("the whiteout");
+        assert!(md.file_type().is_char_device(), "whiteout is a char device");
+        assert_eq!(md.rdev(), 0, "whiteout device number");
+        assert_eq!(md.mode() & 0o7777, 0, "whiteout mode");
+    });
+}
+
 #[test]
 fn unlinked_open_file_stays_readable() {
     let Some(mut v) = TestVault::mounted() else {

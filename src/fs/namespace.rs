@@ -180,9 +180,25 @@ impl FsCore {
         rdev: u32,
         target: Option<&[u8]>,
     ) -> FsResult<Attr> {
-        check_name(name)?;
         let idx = self.index();
-        let mut p = Self::parent_dir(&idx, parent)?;
+        self.create_node_in(&idx, caller, parent, name, kind, perm, rdev, target)
+    }
+
+    /// [`FsCore::create_node`] under an index lock the caller holds.
+    #[allow(clippy::too_many_arguments)]
+    fn create_node_in(
+        &self,
+        idx: &Index,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        target: Option<&[u8]>,
+    ) -> FsResult<Attr> {
+        check_name(name)?;
+        let mut p = Self::parent_dir(idx, parent)?;
         if idx.lookup(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
@@ -198,7 +214,7 @@ impl FsCore {
             (_, Some((perm, access))) => (perm, access),
             (_, None) => (perm & !caller.umask, None),
         };
-        let mut a = self.new_inode_attr(&idx, caller, &p, kind, perm);
+        let mut a = self.new_inode_attr(idx, caller, &p, kind, perm);
         a.rdev = rdev;
         if let Some(t) = target {
             a.size = t.len() as u64;
@@ -218,11 +234,7 @@ impl FsCore {
             idx.set_xattr(a.ino, acl::DEFAULT_ACL, d)?;
         }
         idx.insert_dirent(parent, name, a.ino)?;
-        Self::touch_dir(
-            &idx,
-            &mut p,
-            if kind == FileKind::Directory { 1 } else { 0 },
-        )?;
+        Self::touch_dir(idx, &mut p, if kind == FileKind::Directory { 1 } else { 0 })?;
         Ok(a)
     }
 
@@ -351,10 +363,55 @@ impl FsCore {
         newname: &[u8],
         mode: RenameMode,
     ) -> FsResult<()> {
-        check_name(newname)?;
         let idx = self.index();
-        Self::parent_dir(&idx, parent)?;
-        Self::parent_dir(&idx, newparent)?;
+        self.rename_in(&idx, parent, name, newparent, newname, mode)
+    }
+
+    /// `renameat2(RENAME_WHITEOUT)`, as overlayfs asks of its upper layer:
+    /// the rename plus a whiteout (a character device 0/0, mode 0) left at
+    /// the old name, under one index lock, so no commit and no lookup sees
+    /// the old name missing in between.
+    pub fn rename_whiteout(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> FsResult<Attr> {
+        if mode == RenameMode::Exchange {
+            return Err(FsError::Invalid);
+        }
+        let idx = self.index();
+        self.rename_in(&idx, parent, name, newparent, newname, mode)?;
+        // the whiteout ignores the umask and any default ACL: mode 0
+        let caller = Caller { umask: 0, ..caller };
+        let mut a = self.new_inode_attr(
+            &idx,
+            caller,
+            &Self::parent_dir(&idx, parent)?,
+            FileKind::CharDevice,
+            0,
+        );
+        a.rdev = 0;
+        a.ino = idx.create_inode(&a)?;
+        idx.insert_dirent(parent, name, a.ino)?;
+        Ok(a)
+    }
+
+    fn rename_in(
+        &self,
+        idx: &Index,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        mode: RenameMode,
+    ) -> FsResult<()> {
+        check_name(newname)?;
+        Self::parent_dir(idx, parent)?;
+        Self::parent_dir(idx, newparent)?;
         let src_ino = idx.lookup(parent, name)?.ok_or(FsError::NotFound)?;
         let mut src = idx.attr(src_ino)?.ok_or(FsError::NotFound)?;
         let dst_ino = idx.lookup(newparent, newname)?;
@@ -362,7 +419,7 @@ impl FsCore {
 
         if src.kind == FileKind::Directory
             && parent != newparent
-            && Self::is_within(&idx, newparent, src_ino)?
+            && Self::is_within(idx, newparent, src_ino)?
         {
             return Err(FsError::Invalid);
         }
@@ -374,7 +431,7 @@ impl FsCore {
                 let mut dst = idx.attr(dst_ino)?.ok_or(FsError::NotFound)?;
                 if dst.kind == FileKind::Directory
                     && parent != newparent
-                    && Self::is_within(&idx, parent, dst_ino)?
+                    && Self::is_within(idx, parent, dst_ino)?
                 {
                     return Err(FsError::Invalid);
                 }
@@ -384,12 +441,12 @@ impl FsCore {
                     let src_dir = (src.kind == FileKind::Directory) as i32;
                     let dst_dir = (dst.kind == FileKind::Directory) as i32;
                     let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
-                    Self::touch_dir(&idx, &mut p, dst_dir - src_dir)?;
+                    Self::touch_dir(idx, &mut p, dst_dir - src_dir)?;
                     let mut np = idx.attr(newparent)?.ok_or(FsError::NotFound)?;
-                    Self::touch_dir(&idx, &mut np, src_dir - dst_dir)?;
+                    Self::touch_dir(idx, &mut np, src_dir - dst_dir)?;
                 } else {
                     let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
-                    Self::touch_dir(&idx, &mut p, 0)?;
+                    Self::touch_dir(idx, &mut p, 0)?;
                 }
                 src.ctime = now;
                 dst.ctime = now;
@@ -421,21 +478,21 @@ impl FsCore {
             idx.remove_dirent(newparent, newname)?;
             if dst.kind == FileKind::Directory {
                 let mut np = idx.attr(newparent)?.ok_or(FsError::NotFound)?;
-                Self::touch_dir(&idx, &mut np, -1)?;
+                Self::touch_dir(idx, &mut np, -1)?;
             }
-            self.drop_link(&idx, dst)?;
+            self.drop_link(idx, dst)?;
         }
         // In place: the entry keeps its readdir cursor (see move_dirent).
         idx.move_dirent(parent, name, newparent, newname)?;
         let is_dir = (src.kind == FileKind::Directory) as i32;
         if parent != newparent {
             let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
-            Self::touch_dir(&idx, &mut p, -is_dir)?;
+            Self::touch_dir(idx, &mut p, -is_dir)?;
             let mut np = idx.attr(newparent)?.ok_or(FsError::NotFound)?;
-            Self::touch_dir(&idx, &mut np, is_dir)?;
+            Self::touch_dir(idx, &mut np, is_dir)?;
         } else {
             let mut p = idx.attr(parent)?.ok_or(FsError::NotFound)?;
-            Self::touch_dir(&idx, &mut p, 0)?;
+            Self::touch_dir(idx, &mut p, 0)?;
         }
         src.ctime = now;
         idx.set_attr(&src)?;

@@ -500,7 +500,7 @@ impl fuser::Filesystem for TresorFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -508,6 +508,8 @@ impl fuser::Filesystem for TresorFuse {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let whiteout = flags.contains(fuser::RenameFlags::RENAME_WHITEOUT);
+        let flags = flags - fuser::RenameFlags::RENAME_WHITEOUT;
         let mode = if flags.contains(fuser::RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
         } else if flags.contains(fuser::RenameFlags::RENAME_NOREPLACE) {
@@ -518,6 +520,18 @@ impl fuser::Filesystem for TresorFuse {
             reply.error(errno("rename", parent.0, &FsError::Invalid));
             return;
         };
+        if whiteout {
+            let result = self.core.rename_whiteout(
+                creator(req, 0),
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                mode,
+            );
+            reply_empty(reply, "rename", parent.0, result.map(|_| ()));
+            return;
+        }
         reply_empty(
             reply,
             "rename",
