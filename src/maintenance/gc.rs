@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::pack::{PackId, PACK_TARGET};
+use crate::chunk::pack::{size_class_for, PackId, PACK_TARGET};
 use crate::chunk::seal::ChunkId;
 use crate::fs::{FsCore, FsError, IndexAccess};
 use crate::index::{Index, IndexError, PackChunk, PackLiveness};
@@ -173,6 +173,15 @@ pub struct GcReport {
     pub unreadable: Vec<String>,
 }
 
+/// Whether copying a pack's live chunks into a new pack can take less
+/// space than the pack: new packs are padded to a size class (FORMAT.md
+/// §6), so a pack whose live bytes already need its own class (the padding
+/// of a class-sized pack looks dead) would be rewritten into a pack of the
+/// same size on every pass. 64 KiB covers the header and trailer.
+fn repack_can_shrink(live_bytes: u64, pack_size: u64) -> bool {
+    size_class_for(live_bytes + 64 * 1024).is_none_or(|class| class < pack_size)
+}
+
 /// Dead bytes (pack size minus live bytes) and stored bytes of the vault.
 pub fn dead_bytes(v: &dyn IndexAccess) -> Result<(u64, u64), GcError> {
     let packs = read(v, |idx| idx.gc_liveness())?;
@@ -212,7 +221,9 @@ pub fn run_pass(
         if p.live_chunks == 0 {
             budget = budget.saturating_sub(p.size);
             dead.push(p);
-        } else if (p.live_bytes as u128) * 100 < (threshold as u128) * (p.size as u128) {
+        } else if (p.live_bytes as u128) * 100 < (threshold as u128) * (p.size as u128)
+            && repack_can_shrink(p.live_bytes, p.size)
+        {
             budget = budget.saturating_sub(p.size);
             repack.push(p);
         }
