@@ -226,6 +226,20 @@ pub trait IndexAccess: Send + Sync {
     fn pack_store(&self) -> &PackStore;
 }
 
+/// [`IndexAccess::with_index`] for a closure that returns a value (the
+/// trait method takes `&mut dyn FnMut`, so that the trait stays usable as
+/// `dyn IndexAccess`).
+pub fn read_index<R>(access: &dyn IndexAccess, f: impl FnOnce(&Index) -> R) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    access.with_index(&mut |idx| {
+        if let Some(f) = f.take() {
+            out = Some(f(idx));
+        }
+    });
+    out.expect("with_index runs the closure")
+}
+
 impl IndexAccess for FsCore {
     fn with_index(&self, f: &mut dyn FnMut(&Index)) {
         let idx = self.index();

@@ -74,7 +74,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::pack::{size_class_for, PackId, PACK_TARGET};
 use crate::chunk::seal::ChunkId;
-use crate::fs::{FsCore, FsError, IndexAccess};
+use crate::fs::{read_index, FsCore, FsError, IndexAccess};
 use crate::index::{Index, IndexError, PackChunk, PackLiveness};
 use crate::store::packstore::PackStoreError;
 use crate::store::StoreError;
@@ -101,17 +101,6 @@ pub enum GcError {
     /// Internal: a repack step found nothing it could commit.
     #[error("nothing to commit")]
     Abandoned,
-}
-
-fn read<R>(v: &dyn IndexAccess, f: impl FnOnce(&Index) -> R) -> R {
-    let mut f = Some(f);
-    let mut out = None;
-    v.with_index(&mut |idx| {
-        if let Some(f) = f.take() {
-            out = Some(f(idx));
-        }
-    });
-    out.expect("with_index runs the closure")
 }
 
 fn commit<R>(
@@ -184,7 +173,7 @@ fn repack_can_shrink(live_bytes: u64, pack_size: u64) -> bool {
 
 /// Dead bytes (pack size minus live bytes) and stored bytes of the vault.
 pub fn dead_bytes(v: &dyn IndexAccess) -> Result<(u64, u64), GcError> {
-    let packs = read(v, |idx| idx.gc_liveness())?;
+    let packs = read_index(v, |idx| idx.gc_liveness())?;
     let stored: u64 = packs.iter().map(|p| p.size).sum();
     let dead: u64 = packs
         .iter()
@@ -208,7 +197,7 @@ pub fn run_pass(
         dry_run: opts.dry_run,
         ..GcReport::default()
     };
-    let liveness = read(v, |idx| idx.gc_liveness())?;
+    let liveness = read_index(v, |idx| idx.gc_liveness())?;
     report.packs_examined = liveness.len() as u64;
     let threshold = opts.repack_threshold.min(100) as u64;
     let mut budget = opts.max_pass_bytes.unwrap_or(u64::MAX);
@@ -245,7 +234,7 @@ pub fn run_pass(
         report.bytes_reclaimed_local =
             dead_sizes + repack_gain + leftovers.iter().map(|(_, s)| s).sum::<u64>();
         if opts.has_backends {
-            let pending = read(v, |idx| idx.gc_dead(u64::MAX))?;
+            let pending = read_index(v, |idx| idx.gc_dead(u64::MAX))?;
             report.packs_awaiting_remote_deletion =
                 pending.len() as u64 + dead.len() as u64 + repack.len() as u64;
             report.bytes_awaiting_remote_deletion = pending.iter().map(|p| p.size).sum::<u64>()
@@ -313,7 +302,7 @@ pub fn run_pass(
 
     // Files a crash left between a collecting commit and their deletion.
     report.bytes_reclaimed_local += release_local(v, opts)?;
-    let pending = read(v, |idx| idx.gc_dead(u64::MAX))?;
+    let pending = read_index(v, |idx| idx.gc_dead(u64::MAX))?;
     if opts.has_backends {
         report.packs_awaiting_remote_deletion = pending.len() as u64;
         report.bytes_awaiting_remote_deletion = pending.iter().map(|p| p.size).sum();
@@ -335,7 +324,7 @@ pub fn run_pass(
 /// backends, forgets those packs: the local file was the only copy. Returns
 /// the bytes freed (sizes of the files found and deleted).
 fn release_local(v: &dyn IndexAccess, opts: &GcOptions) -> Result<u64, GcError> {
-    let release = read(v, |idx| idx.gc_dead(u64::MAX))?;
+    let release = read_index(v, |idx| idx.gc_dead(u64::MAX))?;
     let store = v.pack_store();
     if release.is_empty() {
         return Ok(0);
@@ -393,7 +382,7 @@ fn repack_group(
     report: &mut GcReport,
 ) -> Result<(), GcError> {
     let ps = v.pack_store();
-    let plans: Vec<(PackLiveness, Vec<PackChunk>)> = read(v, |idx| -> Result<_, GcError> {
+    let plans: Vec<(PackLiveness, Vec<PackChunk>)> = read_index(v, |idx| -> Result<_, GcError> {
         let mut out = Vec::new();
         for p in group {
             let live = idx
@@ -557,7 +546,7 @@ pub fn spawn_background(
                 }
                 if cfg.prompt
                     && last_prompt.elapsed() >= prompt_gap
-                    && read(core.as_ref(), |idx| idx.take_released())
+                    && read_index(core.as_ref(), |idx| idx.take_released())
                 {
                     // Something lost a reference: delete the packs that are
                     // wholly dead now (no repacking), so `rm` frees disk

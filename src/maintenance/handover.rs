@@ -26,7 +26,6 @@
 //! recorded.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -34,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use crate::chunk::pack::PackId;
 use crate::index::Index;
 use crate::progress::Progress;
-use crate::remote::backend::{self, BackendConfig, Credentials, VaultConfig};
+use crate::remote::backend::BackendConfig;
 use crate::remote::snapshot::{self, BlockId, Manifest, SnapshotCrypto};
 use crate::store::Store;
 use crate::vault::keys::Subkeys;
@@ -125,24 +124,6 @@ impl LocalState {
     }
 }
 
-/// The vault's backends as stores (`None` when it has none).
-pub fn open_stores(paths: &VaultPaths) -> Result<Option<Vec<(BackendConfig, Store)>>> {
-    let config = VaultConfig::load(&paths.root)?;
-    if config.backends.is_empty() {
-        return Ok(None);
-    }
-    let creds = Credentials::load(&paths.root)?;
-    let runtime = Arc::new(crate::store::new_runtime("tresor-handover")?);
-    let mut stores = Vec::new();
-    for b in &config.backends {
-        match backend::build_operator(b, &creds.for_backend(&b.name)) {
-            Ok(op) => stores.push((b.clone(), Store::remote(op, runtime.clone()))),
-            Err(e) => log::warn!("backend {}: {e:#}", b.name),
-        }
-    }
-    Ok(Some(stores))
-}
-
 /// Pulls the newest generation on the backends into `paths` when it
 /// descends from the local state (see the module doc). `Ok(None)`: nothing
 /// to pull, or not a descendant (the mount's fork check then speaks).
@@ -152,9 +133,13 @@ pub fn pull_if_newer(
     vault_id: [u8; 16],
 ) -> Result<Option<Pulled>> {
     let start = Instant::now();
-    let Some(stores) = open_stores(paths)? else {
+    let Some((stores, unusable)) = super::restore::vault_backend_stores(paths, "tresor-handover")?
+    else {
         return Ok(None);
     };
+    for problem in &unusable {
+        log::warn!("{problem}");
+    }
     let crypto = SnapshotCrypto::new(&subkeys.snapshot, vault_id);
     // Closing checkpoints the WAL: afterwards the file is the whole index.
     let idx = Index::open(&paths.index(), &subkeys.index, false)?;

@@ -473,6 +473,34 @@ pub(crate) fn fetch_blocks(
     }
 }
 
+/// Each configured backend with its store.
+pub type BackendStores = Vec<(BackendConfig, Store)>;
+
+/// The vault's configured backends as stores on one runtime (its threads
+/// named `thread`); `None` when it has none. A backend whose operator cannot
+/// be built is left out and described in the second list, for the caller to
+/// print or log.
+pub fn vault_backend_stores(
+    paths: &VaultPaths,
+    thread: &str,
+) -> Result<Option<(BackendStores, Vec<String>)>> {
+    let config = VaultConfig::load(&paths.root)?;
+    if config.backends.is_empty() {
+        return Ok(None);
+    }
+    let creds = Credentials::load(&paths.root)?;
+    let runtime = Arc::new(crate::store::new_runtime(thread)?);
+    let mut stores = Vec::new();
+    let mut unusable = Vec::new();
+    for b in &config.backends {
+        match backend::build_operator(b, &creds.for_backend(&b.name)) {
+            Ok(op) => stores.push((b.clone(), Store::remote(op, runtime.clone()))),
+            Err(e) => unusable.push(format!("backend {}: {e:#}", b.name)),
+        }
+    }
+    Ok(Some((stores, unusable)))
+}
+
 /// `fsck --repair` of an existing vault whose index is damaged and has no
 /// intact local copy: puts the newest authentic snapshot from the vault's
 /// own backends in its place, with the same search, rollback check and
@@ -484,18 +512,11 @@ pub fn index_from_backends(
     subkeys: &crate::vault::keys::Subkeys,
     vault_id: [u8; 16],
 ) -> Result<Option<(Manifest, String)>> {
-    let config = VaultConfig::load(&paths.root)?;
-    if config.backends.is_empty() {
+    let Some((stores, unusable)) = vault_backend_stores(paths, "tresor-repair")? else {
         return Ok(None);
-    }
-    let creds = Credentials::load(&paths.root)?;
-    let runtime = Arc::new(crate::store::new_runtime("tresor-repair")?);
-    let mut stores = Vec::new();
-    for b in &config.backends {
-        match backend::build_operator(b, &creds.for_backend(&b.name)) {
-            Ok(op) => stores.push((b.clone(), Store::remote(op, runtime.clone()))),
-            Err(e) => eprintln!("backend {}: {e:#}", b.name),
-        }
+    };
+    for problem in &unusable {
+        eprintln!("{problem}");
     }
     let crypto = SnapshotCrypto::new(&subkeys.snapshot, vault_id);
     let mut candidates = find_manifests(&stores, &crypto, None);

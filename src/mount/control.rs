@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::error::Kind;
 
-use crate::fs::{FsCore, IndexAccess};
+use crate::fs::{read_index, FsCore};
 use crate::remote::backend::VaultConfig;
 use crate::remote::sync::{self, SyncEngine};
 
@@ -153,17 +153,6 @@ fn handle(
     Ok(())
 }
 
-fn with_index<R>(core: &FsCore, f: impl FnOnce(&crate::index::Index) -> R) -> R {
-    let mut f = Some(f);
-    let mut out = None;
-    core.with_index(&mut |idx| {
-        if let Some(f) = f.take() {
-            out = Some(f(idx));
-        }
-    });
-    out.expect("with_index runs the closure")
-}
-
 fn run(
     req: &Request,
     vault: &Path,
@@ -181,9 +170,10 @@ fn run(
     }
     match req {
         Request::Status => {
-            let stats = with_index(core, |idx| idx.stats())?;
-            let backends =
-                with_index(core, |idx| sync::backend_status(Some(engine), &config, idx))?;
+            let stats = read_index(core.as_ref(), |idx| idx.stats())?;
+            let backends = read_index(core.as_ref(), |idx| {
+                sync::backend_status(Some(engine), &config, idx)
+            })?;
             Ok(json!({ "index": stats.to_json(), "sync": backends }))
         }
         Request::Sync { timeout } => {
@@ -211,16 +201,18 @@ fn run(
             let generation = engine.snapshot_and_wait(timeout)?;
             Ok(json!({ "synced": true, "generation": generation }))
         }
-        Request::Where { path } => with_index(core, |idx| {
+        Request::Where { path } => read_index(core.as_ref(), |idx| {
             sync::where_status(&config, idx, path.as_bytes())
         }),
-        Request::CacheShow => {
-            with_index(core, |idx| sync::cache_status(Some(engine), &config, idx))
-        }
+        Request::CacheShow => read_index(core.as_ref(), |idx| {
+            sync::cache_status(Some(engine), &config, idx)
+        }),
         Request::CacheClear => {
             engine.request_clear();
             core.commit(true)?;
-            with_index(core, |idx| sync::cache_status(Some(engine), &config, idx))
+            read_index(core.as_ref(), |idx| {
+                sync::cache_status(Some(engine), &config, idx)
+            })
         }
         Request::Reload => {
             engine.reload()?;
@@ -235,7 +227,7 @@ fn run(
                 .filter(|b| &b.id != id)
                 .map(|b| b.id.clone())
                 .collect();
-            let n = with_index(core, |idx| idx.packs_only_on(id, &others))?;
+            let n = read_index(core.as_ref(), |idx| idx.packs_only_on(id, &others))?;
             Ok(json!({ "packs_only_there": n }))
         }
         Request::Forget { dry_run } => Ok(serde_json::to_value(engine.forget(*dry_run)?)?),
@@ -249,12 +241,12 @@ fn run(
             // collected packs, durable everywhere, lets them go remotely now.
             if !dry_run && !engine.remotes().is_empty() {
                 core.commit(true)?;
-                let pending = with_index(core, |idx| idx.gc_dead(u64::MAX))?;
+                let pending = read_index(core.as_ref(), |idx| idx.gc_dead(u64::MAX))?;
                 // The snapshot round deletes what the new snapshot frees.
                 engine.snapshot_and_wait(Some(Duration::from_secs(120)))?;
                 engine.delete_collected()?;
                 core.commit(true)?;
-                let left = with_index(core, |idx| idx.gc_dead(u64::MAX))?;
+                let left = read_index(core.as_ref(), |idx| idx.gc_dead(u64::MAX))?;
                 let gone: Vec<_> = pending
                     .iter()
                     .filter(|p| !left.iter().any(|l| l.pack == p.pack))

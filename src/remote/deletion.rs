@@ -12,8 +12,8 @@
 //! the full argument).
 
 use crate::chunk::pack::PackId;
-use crate::fs::IndexAccess;
-use crate::index::{Index, IndexError, SnapshotMark};
+use crate::fs::{read_index, IndexAccess};
+use crate::index::{IndexError, SnapshotMark};
 use crate::store::Store;
 
 /// What [`delete_collected`] removed from every backend.
@@ -54,7 +54,7 @@ pub fn delete_collected(
     if backends.is_empty() {
         return Ok(RemoteDeletion::default());
     }
-    let rows = with_index(index, |idx| idx.gc_dead(u64::MAX))?;
+    let rows = read_index(index, |idx| idx.gc_dead(u64::MAX))?;
     let mut done = RemoteDeletion::default();
     let mut first_error = None;
     for row in rows {
@@ -78,7 +78,7 @@ pub fn delete_collected(
             }
         }
         if ok {
-            with_index(index, |idx| idx.gc_drop_dead(row.pack))?;
+            read_index(index, |idx| idx.gc_drop_dead(row.pack))?;
             done.packs += 1;
             done.bytes += row.size;
         }
@@ -94,15 +94,4 @@ pub fn delete_collected(
         Some(e) => Err(e),
         None => Ok(done),
     }
-}
-
-fn with_index<R>(access: &dyn IndexAccess, f: impl FnOnce(&Index) -> R) -> R {
-    let mut f = Some(f);
-    let mut out = None;
-    access.with_index(&mut |idx| {
-        if let Some(f) = f.take() {
-            out = Some(f(idx));
-        }
-    });
-    out.expect("with_index runs the closure")
 }

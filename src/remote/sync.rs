@@ -356,14 +356,7 @@ impl SyncEngine {
 
     fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> Option<R> {
         let access = self.index.lock().clone()?;
-        let mut f = Some(f);
-        let mut out = None;
-        access.with_index(&mut |idx| {
-            if let Some(f) = f.take() {
-                out = Some(f(idx));
-            }
-        });
-        out
+        Some(crate::fs::read_index(access.as_ref(), f))
     }
 
     /// Starts the upload workers over `index`.

@@ -108,7 +108,7 @@ impl Vault {
     }
 
     fn liveness(&self) -> Vec<PackLiveness> {
-        read(self.core(), |idx| idx.gc_liveness()).expect("liveness")
+        read_index(self.core(), |idx| idx.gc_liveness()).expect("liveness")
     }
 
     fn pack_files(&self) -> Vec<[u8; 16]> {
@@ -126,12 +126,12 @@ impl Vault {
 
     /// Packs with a `packs` row (collected packs excluded).
     fn known_packs(&self) -> Vec<[u8; 16]> {
-        let dead: Vec<[u8; 16]> = read(self.core(), |idx| idx.gc_dead(u64::MAX))
+        let dead: Vec<[u8; 16]> = read_index(self.core(), |idx| idx.gc_dead(u64::MAX))
             .expect("gc_dead")
             .into_iter()
             .map(|r| r.name)
             .collect();
-        let mut v: Vec<[u8; 16]> = read(self.core(), |idx| idx.gc_known_pack_names())
+        let mut v: Vec<[u8; 16]> = read_index(self.core(), |idx| idx.gc_known_pack_names())
             .expect("names")
             .into_iter()
             .filter(|n| !dead.contains(n))
@@ -197,7 +197,7 @@ fn dead_pack_is_marked_and_deleted_in_one_step() {
     let packs = v.liveness();
     assert_eq!(packs.len(), 2);
     let dead_pack = packs[1].clone();
-    read(v.core(), |idx| idx.set_snapshot_generation(7)).expect("generation");
+    read_index(v.core(), |idx| idx.set_snapshot_generation(7)).expect("generation");
     v.delete("gone");
     v.commit();
 
@@ -226,7 +226,7 @@ fn dead_pack_is_marked_and_deleted_in_one_step() {
     assert_eq!(r.bytes_reclaimed_local, dead_pack.size);
     assert_eq!(r.packs_awaiting_remote_deletion, 1);
     assert_eq!(r.bytes_awaiting_remote_deletion, dead_pack.size);
-    let rows = read(v.core(), |idx| idx.gc_dead(u64::MAX)).expect("gc_dead");
+    let rows = read_index(v.core(), |idx| idx.gc_dead(u64::MAX)).expect("gc_dead");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].name, dead_pack.name);
     assert_eq!(rows[0].after_generation, 8, "snapshot_generation + 1");
@@ -236,12 +236,12 @@ fn dead_pack_is_marked_and_deleted_in_one_step() {
         "the dead pack's file is gone"
     );
     assert_eq!(v.liveness().len(), 1);
-    let stats = read(v.core(), |idx| idx.stats()).expect("stats");
+    let stats = read_index(v.core(), |idx| idx.stats()).expect("stats");
     assert_eq!(stats.chunks, stats.live_chunks, "dead chunk rows deleted");
 
     // Local-only: the rows go right after the local delete.
     pass(v.core(), &local_opts());
-    assert!(read(v.core(), |idx| idx.gc_dead(u64::MAX))
+    assert!(read_index(v.core(), |idx| idx.gc_dead(u64::MAX))
         .expect("gc_dead")
         .is_empty());
     assert_eq!(v.read_file("keep"), random_bytes("keep", 2 * MIB));
@@ -303,7 +303,7 @@ fn repack_reseals_every_moved_chunk() {
     assert_eq!(r.repacked_packs, 1, "{r:?}");
     let now = v.liveness();
     let new_bytes = std::fs::read(pack_path(now[0].name)).unwrap();
-    let moved = read(v.core(), |idx| idx.gc_pack_chunks(now[0].pack)).unwrap();
+    let moved = read_index(v.core(), |idx| idx.gc_pack_chunks(now[0].pack)).unwrap();
     assert!(moved.len() >= 2, "{} chunks moved", moved.len());
     for c in &moved {
         let sealed = &new_bytes[c.offset as usize..][..c.sealed_len as usize];
@@ -409,7 +409,7 @@ fn chunk_revived_by_dedup_before_the_commit_is_not_deleted() {
         "{after:?}"
     );
     assert_eq!(v.read_file("again"), data);
-    let stats = read(v.core(), |idx| idx.stats()).expect("stats");
+    let stats = read_index(v.core(), |idx| idx.stats()).expect("stats");
     assert_eq!(stats.chunks, stats.live_chunks);
 }
 
@@ -502,7 +502,7 @@ fn corrupt_chunk_is_reported_and_its_pack_left_alone() {
     v.delete("big");
     v.commit();
     let p = v.liveness()[0].clone();
-    let chunks = read(v.core(), |idx| idx.gc_pack_chunks(p.pack)).expect("chunks");
+    let chunks = read_index(v.core(), |idx| idx.gc_pack_chunks(p.pack)).expect("chunks");
     let live = chunks
         .iter()
         .find(|c| c.refcount > 0)
@@ -554,9 +554,9 @@ fn remote_objects_go_only_after_a_durable_snapshot() {
     for s in &stores {
         s.write(&path, local.clone().into()).expect("upload");
     }
-    read(v.core(), |idx| idx.set_snapshot_generation(3)).expect("generation");
+    read_index(v.core(), |idx| idx.set_snapshot_generation(3)).expect("generation");
     // Snapshot 3 is taken now: it references both packs.
-    let snap3 = read(v.core(), |idx| idx.snapshot_mark()).expect("mark");
+    let snap3 = read_index(v.core(), |idx| idx.snapshot_mark()).expect("mark");
     // A state taken before "gone" was written does not reference its pack.
     let older = crate::index::SnapshotMark {
         generation: Some(2),
@@ -591,7 +591,7 @@ fn remote_objects_go_only_after_a_durable_snapshot() {
     // Snapshot 3 is forgotten; the older state never saw the pack, and a
     // state taken after the collection does not reference it.
     stores[0].delete(&path).expect("delete one");
-    let now = read(v.core(), |idx| idx.snapshot_mark()).expect("mark");
+    let now = read_index(v.core(), |idx| idx.snapshot_mark()).expect("mark");
     let d = crate::remote::deletion::delete_collected(v.core(), &backends, Some(&[older, now]))
         .expect("delete");
     assert_eq!(
@@ -604,7 +604,7 @@ fn remote_objects_go_only_after_a_durable_snapshot() {
     for s in &stores {
         assert!(s.size_of(&path).unwrap().is_none(), "deleted everywhere");
     }
-    assert!(read(v.core(), |idx| idx.gc_dead(u64::MAX))
+    assert!(read_index(v.core(), |idx| idx.gc_dead(u64::MAX))
         .expect("rows")
         .is_empty());
     // Idempotent.
@@ -627,7 +627,7 @@ fn content_written_again_after_its_pack_was_collected_is_stored_again() {
     v.write_file("b", &data);
     v.commit();
     assert_eq!(v.read_file("b"), data);
-    let stats = read(v.core(), |idx| idx.stats()).expect("stats");
+    let stats = read_index(v.core(), |idx| idx.stats()).expect("stats");
     assert_eq!(stats.chunks, stats.live_chunks);
     assert!(stats.live_chunks > 0);
 }

@@ -31,8 +31,8 @@ use anyhow::Result;
 use super::SyncEngine;
 use crate::chunk::pack::{object_len, PACK_TARGET};
 use crate::chunk::seal::ChunkId;
-use crate::fs::IndexAccess;
-use crate::index::{Index, IndexError};
+use crate::fs::{read_index, IndexAccess};
+use crate::index::IndexError;
 
 /// Source data read into memory per coalescing step at most.
 const STEP_BYTES: usize = 64 * 1024 * 1024;
@@ -67,17 +67,6 @@ impl Output {
 /// A committed coalescing step: the new packs' numbers, the sources dropped.
 type Moved = (Vec<u64>, Vec<usize>);
 
-fn read<R>(v: &dyn IndexAccess, f: impl FnOnce(&Index) -> R) -> R {
-    let mut f = Some(f);
-    let mut out = None;
-    v.with_index(&mut |idx| {
-        if let Some(f) = f.take() {
-            out = Some(f(idx));
-        }
-    });
-    out.expect("with_index runs the closure")
-}
-
 impl SyncEngine {
     /// Coalesces held-back packs when a full pack is ready, when the delay
     /// passed, or (with `force`) now. Returns the packs written.
@@ -98,7 +87,7 @@ impl SyncEngine {
         let mut written = 0;
         // Bounded: every step retires sources or stops.
         for _ in 0..64 {
-            let held = read(access.as_ref(), |idx| idx.held_back_packs())?;
+            let held = read_index(access.as_ref(), |idx| idx.held_back_packs())?;
             let now = Instant::now();
             st.first_seen
                 .retain(|p, _| held.iter().any(|(n, _, _)| n == p));
@@ -129,7 +118,7 @@ impl SyncEngine {
                     break;
                 }
                 let chunks: Vec<(ChunkId, u64, u32, u32)> =
-                    read(access.as_ref(), |idx| idx.gc_pack_chunks(*pack))?
+                    read_index(access.as_ref(), |idx| idx.gc_pack_chunks(*pack))?
                         .into_iter()
                         .filter(|c| c.refcount > 0)
                         .map(|c| (c.id, c.offset, c.sealed_len, c.plain_len))
