@@ -173,45 +173,38 @@ mkdir -p "$TEST_MNT" "$SCRATCH_MNT_DIR"
 for d in "$RUN" "$(dirname "$RUN")" "$XFS_WORK" "$(dirname "$XFS_WORK")"; do chmod o+x "$d"; done
 printf 'xfstests-%s%s\n' "$RANDOM" "$RANDOM" >"$PASSFILE"
 chmod 600 "$PASSFILE"
-CONFIG=$RUN/tresor.config
+CONFIG=$RUN/xfstests.config
 if [[ $XFS_FS == gocryptfs ]]; then
-    for v in gc-test gc-scratch; do
-        mkdir -p "$RUN/$v"
-        gocryptfs -init -q -passfile "$PASSFILE" "$RUN/$v" </dev/null >"$RUN/init-$v.log" 2>&1 ||
-            { cat "$RUN/init-$v.log" >&2; die "gocryptfs -init $RUN/$v failed"; }
+    for v in test scratch; do
+        mkdir -p "$RUN/gc-$v"
+        gocryptfs -init -q -passfile "$PASSFILE" "$RUN/gc-$v" </dev/null >"$RUN/init-$v.log" 2>&1 ||
+            { cat "$RUN/init-$v.log" >&2; die "gocryptfs -init $RUN/gc-$v failed"; }
     done
+    DEV_PREFIX=gocryptfs:$RUN/gc-
     # quiet,nosyslog: gocryptfs's mount chatter (and its "syslog delivery
     # error" where no syslog runs) would land in the output of the tests
     # that mount the scratch filesystem themselves (a first run without it:
     # 71 failures, generic/062 among them)
-    cat >"$CONFIG" <<EOF
-export FSTYP=fuse
-export FUSE_SUBTYP=.gocryptfs
-export TEST_DEV=gocryptfs:$RUN/gc-test
-export TEST_DIR=$TEST_MNT
-export SCRATCH_DEV=gocryptfs:$RUN/gc-scratch
-export SCRATCH_MNT=$SCRATCH_MNT_DIR
-export TEST_FS_MOUNT_OPTS="-o passfile=$PASSFILE,allow_other,quiet,nosyslog"
-export MOUNT_OPTIONS="-o passfile=$PASSFILE,allow_other,quiet,nosyslog"
-export RESULT_BASE=$RUN/results
-EOF
+    OPTS="-o passfile=$PASSFILE,allow_other,quiet,nosyslog"
+else
+    for v in test scratch; do
+        "$TRESOR" init --vault "$RUN/tr-$v" --passphrase-file "$PASSFILE" </dev/null >"$RUN/init-$v.log" 2>&1 ||
+            { cat "$RUN/init-$v.log" >&2; die "tresor init $RUN/tr-$v failed"; }
+    done
+    DEV_PREFIX=tresor:$RUN/tr-
+    # allow_dev,allow_suid: tresor mounts nodev,nosuid unless told, and mount(8)
+    # drops plain dev/suid (generic/011 and 184 open device nodes they create)
+    OPTS="-o passphrase_file=$PASSFILE,allow_other,allow_dev,allow_suid"
 fi
-for v in tr-test tr-scratch; do
-    [[ $XFS_FS == tresor ]] || break
-    "$TRESOR" init --vault "$RUN/$v" --passphrase-file "$PASSFILE" </dev/null >"$RUN/init-$v.log" 2>&1 ||
-        { cat "$RUN/init-$v.log" >&2; die "tresor init $RUN/$v failed"; }
-done
-# allow_dev,allow_suid: tresor mounts nodev,nosuid unless told, and mount(8)
-# drops plain dev/suid (generic/011 and 184 open device nodes they create)
-[[ $XFS_FS == tresor ]] && cat >"$CONFIG" <<EOF
+cat >"$CONFIG" <<EOF
 export FSTYP=fuse
-export FUSE_SUBTYP=.tresor
-export TEST_DEV=tresor:$RUN/tr-test
+export FUSE_SUBTYP=.$XFS_FS
+export TEST_DEV=${DEV_PREFIX}test
 export TEST_DIR=$TEST_MNT
-export SCRATCH_DEV=tresor:$RUN/tr-scratch
+export SCRATCH_DEV=${DEV_PREFIX}scratch
 export SCRATCH_MNT=$SCRATCH_MNT_DIR
-export TEST_FS_MOUNT_OPTS="-o passphrase_file=$PASSFILE,allow_other,allow_dev,allow_suid"
-export MOUNT_OPTIONS="-o passphrase_file=$PASSFILE,allow_other,allow_dev,allow_suid"
+export TEST_FS_MOUNT_OPTS="$OPTS"
+export MOUNT_OPTIONS="$OPTS"
 export RESULT_BASE=$RUN/results
 EOF
 
