@@ -253,11 +253,18 @@ rm -f "$RUN/check.pid"
 ran=$(sed -n 's/^Ran: //p' "$LOG" | tail -1 | wc -w)
 notrun=$(sed -n 's/^Not run: //p' "$LOG" | tail -1 | wc -w)
 read -r -a failed <<<"$(sed -n 's/^Failures: //p' "$LOG" | tail -1)"
-timeouts=$(grep -c 'LOCAL-TIMEOUT' "$LOG" || true)
+# A killed test's LOCAL-TIMEOUT line is in its .out.bad; check's diff in the
+# log shows only the first lines of a failure, so it may not show there.
+timed_out=()
+for t in "${failed[@]}"; do
+    grep -qs 'LOCAL-TIMEOUT' "$RUN/results/$t.out.bad" && timed_out+=("$t")
+done
+timeouts=${#timed_out[@]}
 echo
 echo "xfstests: ran $ran, passed $((ran - notrun - ${#failed[@]})), failed ${#failed[@]}, not run $notrun, timeouts $timeouts (results: $RUN/results)"
 if ((${#failed[@]})); then
     echo "failures: ${failed[*]}"
+    ((timeouts)) && echo "of which hit the ${FSTESTS_TEST_TIMEOUT} s cap: ${timed_out[*]}"
     exit 1
 fi
 if ((ran == 0)) || ! grep -q '^Passed all\|^Ran: \|^Not run: ' "$LOG"; then
