@@ -1,37 +1,56 @@
-//! Sealed chunk format v2: a chunk sealed as a sequence of fixed-size
-//! plaintext segments, each its own XChaCha20-Poly1305 AEAD, so a 4 KiB
-//! read authenticates and decrypts one segment (≤ 64 KiB) instead of the
-//! whole ≈ 1 MiB chunk, and a cold read from a backend fetches the chunk's
-//! header and one segment's byte range.
+//! Sealed chunk formats v2 and v3: a chunk sealed as a sequence of
+//! fixed-size plaintext segments, each its own XChaCha20-Poly1305 AEAD, so
+//! a 4 KiB read authenticates and decrypts one segment (16 KiB in v3, what
+//! tresor writes; 64 KiB in v2, read only) instead of the whole ≈ 1 MiB
+//! chunk, and a cold read from a backend fetches the chunk's header and one
+//! segment's byte range. Byte by byte: docs/FORMAT.md §5.
 //!
 //! ```text
 //! sealed chunk = header ‖ segment 0 ‖ … ‖ segment n−1 ‖ zeros
-//! header       = version:u8 = 2 ‖ nonce N:[24] ‖ AEAD(header inner) ‖ tag:[16]   (HEADER_LEN bytes)
-//! header inner = plain_len:u32le ‖ ends:[u32le; MAX_SEGMENTS]
-//!                (ends[i] = offset of segment i's last byte + 1 in the sealed chunk; 0 past n)
+//! header       = version:u8 ‖ nonce N:[24] ‖ AEAD(header inner) ‖ tag:[16]   (HEADER_LEN, fixed per version)
+//! header inner = v3: plain_len:u32le ‖ lens:[u16le; 256]   (lens[i] = sealed length of segment i; 0 past n)
+//!                v2: plain_len:u32le ‖ ends:[u32le; 64]    (ends[i] = end of segment i in the sealed chunk; 0 past n)
 //! segment i    = AEAD(encoding:u8 ‖ body_len:u32le ‖ body ‖ zeros) ‖ tag:[16]
-//! zeros        = up to padded_len(ends[n−1]): the whole chunk is Padmé-padded as in v1
+//! zeros        = up to padded_len(end of segment n−1): the whole chunk is Padmé-padded as in v1
 //! nonce(i)     = N[0..20] ‖ (N[20..24] xor (i + 1):u32le)   header: N itself
-//! AAD(i)       = 2 ‖ chunk id:[32] ‖ i:u32le ‖ last:u8      header: i = 0xFFFF_FFFF, last = 0xFF
+//! AAD(i)       = version ‖ chunk id:[32] ‖ i:u32le ‖ last:u8      header: i = 0xFFFF_FFFF, last = 0xFF
 //! ```
-//! `n = max(1, ⌈plain_len / SEGMENT_LEN⌉)`; segment i holds plaintext bytes
-//! `[i·SEGMENT_LEN, min((i+1)·SEGMENT_LEN, plain_len))`.
+//! `n = max(1, ⌈plain_len / segment length⌉)`; segment i holds plaintext bytes
+//! `[i·len, min((i+1)·len, plain_len))`. The version byte records the
+//! segment length, so v2 chunks stay readable (whole and by segment).
+//!
+//! Why 16 KiB (measured on the benchmark VM, 2 cores, load 10–15):
+//! - the store's disk, fio randread with a cold cache on a 1 GiB file:
+//!   median 53 µs at 4 KiB, 74 µs at 16 KiB, 165 µs at 32 KiB, 230 µs at
+//!   64 KiB: up to 16 KiB a segment read costs about what gocryptfs's
+//!   4 KiB block read costs, above it the transfer dominates;
+//! - `scripts/bench-random-read.sh`'s fio job (4 KiB randread, cold cache,
+//!   ci build, same minutes): 64 KiB segments 471 / 754 IOPS (median 578 /
+//!   424 µs), 16 KiB segments 1,314 / 1,223 IOPS (median 276 / 268 µs);
+//!   perf put decrypting and copying a 64 KiB segment at about a quarter of
+//!   the daemon's CPU per read;
+//! - the costs of going smaller: the fixed header grows (557 bytes with a
+//!   u16 per segment, 301 in v2; 8 KiB would need 1,069), 21 bytes of
+//!   framing per segment (0.13 % at 16 KiB), and per-segment zstd keeps
+//!   0.339 / 0.328 / 0.316 of this crate's sources at 16 / 32 / 64 KiB
+//!   (`segmented_throughput`).
 //!
 //! Invariants:
 //! - A segment opens only under its chunk's id, at its own index, with the
-//!   right last-segment flag, and only with the header nonce of the same
-//!   sealing: a segment moved to another chunk or position, segments
-//!   reordered, a chunk truncated to fewer segments (the authenticated
-//!   header fixes `n` and every segment's place), or segments mixed from two
-//!   sealings of the same chunk all fail authentication.
+//!   right last-segment flag and version, and only with the header nonce of
+//!   the same sealing: a segment moved to another chunk or position,
+//!   segments reordered, a chunk truncated to fewer segments (the
+//!   authenticated header fixes `n` and every segment's place), segments
+//!   mixed from two sealings of the same chunk, or a chunk relabelled to the
+//!   other version all fail authentication.
 //! - [`ChunkSealer::open`] of a whole chunk also recomputes the keyed hash
 //!   against the id, as v1 does; [`ChunkSealer::open_segment`] cannot (it
 //!   sees one segment) and relies on the AEAD alone: only a holder of the
 //!   chunk-seal key can produce a segment that opens under a given id.
 //! - Segment padding hides each segment's compressed length as Padmé does
-//!   (a stored full segment is exactly `SEGMENT_LEN + 5` inside, so it needs
-//!   none), and the whole chunk is padded to `padded_len` of its length, so
-//!   the sealed chunk's length tells the provider what v1's did.
+//!   (a stored full segment is exactly `segment length + 5` inside, so it
+//!   needs none), and the whole chunk is padded to `padded_len` of its
+//!   length, so the sealed chunk's length tells the provider what v1's did.
 //! - zstd-1 per segment, kept only if it lowers the segment's padded size.
 
 use rand::rngs::OsRng;
@@ -42,18 +61,76 @@ use super::seal::{
     ENCODING_STORED, ENCODING_ZSTD, FORMAT_VERSION as VERSION_1, NONCE_LEN, TAG_LEN, ZSTD_LEVEL,
 };
 
+/// 64 KiB segments, a table of `u32` ends (read only).
 pub const VERSION_2: u8 = 2;
+/// 16 KiB segments, a table of `u16` sealed lengths: what [`ChunkSealer::seal`] writes.
+pub const VERSION_3: u8 = 3;
 
-/// Plaintext bytes per segment. Chosen by measurement (docs/FORMAT.md §5):
-/// the unit a 4 KiB random read decrypts and a cold read transfers.
-pub const SEGMENT_LEN: usize = 64 * 1024;
+/// Plaintext bytes per segment of a v3 chunk, the unit a 4 KiB random read
+/// decrypts and a cold read transfers. Chosen by measurement (see the
+/// module docs and docs/FORMAT.md §5).
+pub const SEGMENT_LEN: usize = 16 * 1024;
+/// Plaintext bytes per segment of a v2 chunk.
+pub const SEGMENT_LEN_V2: usize = 64 * 1024;
 /// The largest chunk the format can hold (the chunker's maximum).
 pub const MAX_CHUNK_LEN: usize = 4 * 1024 * 1024;
-pub const MAX_SEGMENTS: usize = MAX_CHUNK_LEN / SEGMENT_LEN;
 
-const HEADER_INNER_LEN: usize = 4 + 4 * MAX_SEGMENTS;
-/// Fixed, so a reader fetches it without knowing anything about the chunk.
-pub const HEADER_LEN: usize = 1 + NONCE_LEN + HEADER_INNER_LEN + TAG_LEN;
+/// How one segmented version lays out its header.
+struct Layout {
+    version: u8,
+    segment_len: usize,
+    /// Table entries (`MAX_CHUNK_LEN / segment_len`), a fixed number so the
+    /// header's length says nothing about the chunk.
+    slots: usize,
+    /// v2: 4-byte ends relative to the chunk; v3: 2-byte sealed lengths.
+    entry: usize,
+}
+
+impl Layout {
+    const fn inner_len(&self) -> usize {
+        4 + self.entry * self.slots
+    }
+
+    const fn header_len(&self) -> usize {
+        1 + NONCE_LEN + self.inner_len() + TAG_LEN
+    }
+}
+
+const V2: Layout = Layout {
+    version: VERSION_2,
+    segment_len: SEGMENT_LEN_V2,
+    slots: MAX_CHUNK_LEN / SEGMENT_LEN_V2,
+    entry: 4,
+};
+const V3: Layout = Layout {
+    version: VERSION_3,
+    segment_len: SEGMENT_LEN,
+    slots: MAX_CHUNK_LEN / SEGMENT_LEN,
+    entry: 2,
+};
+// A v3 segment's sealed length (≤ padded_len(5 + SEGMENT_LEN) + 16) must
+// fit its u16 table entry.
+const _: () = assert!(SEGMENT_LEN <= 32 * 1024 && MAX_CHUNK_LEN % SEGMENT_LEN == 0);
+
+fn layout(version: u8) -> Option<&'static Layout> {
+    match version {
+        VERSION_2 => Some(&V2),
+        VERSION_3 => Some(&V3),
+        _ => None,
+    }
+}
+
+/// Header length of a v3 chunk (what tresor writes).
+pub const HEADER_LEN: usize = V3.header_len();
+/// Header length of a v2 chunk.
+pub const HEADER_LEN_V2: usize = V2.header_len();
+/// What a reader fetches to open the header of a chunk of either
+/// segmented version (every sealed chunk is at least this long).
+pub const MAX_HEADER_LEN: usize = if HEADER_LEN > HEADER_LEN_V2 {
+    HEADER_LEN
+} else {
+    HEADER_LEN_V2
+};
 /// encoding ‖ body_len
 const SEGMENT_HEADER_LEN: usize = 1 + 4;
 const HEADER_INDEX: u32 = u32::MAX;
@@ -62,6 +139,7 @@ const HEADER_INDEX: u32 = u32::MAX;
 /// the authenticated contents of its header. Not secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentTable {
+    version: u8,
     nonce: [u8; NONCE_LEN],
     plain_len: u32,
     /// `ends[i]`: end of segment i, relative to the chunk's first byte.
@@ -69,6 +147,10 @@ pub struct SegmentTable {
 }
 
 impl SegmentTable {
+    fn layout(&self) -> &'static Layout {
+        layout(self.version).expect("a table is only made for a segmented version")
+    }
+
     pub fn plain_len(&self) -> usize {
         self.plain_len as usize
     }
@@ -77,10 +159,15 @@ impl SegmentTable {
         self.ends.len()
     }
 
+    /// Plaintext bytes per segment of this chunk.
+    pub fn segment_len(&self) -> usize {
+        self.layout().segment_len
+    }
+
     /// Byte range of segment `i` within the sealed chunk.
     pub fn sealed_range(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 {
-            HEADER_LEN
+            self.layout().header_len()
         } else {
             self.ends[i - 1] as usize
         };
@@ -89,22 +176,22 @@ impl SegmentTable {
 
     /// Plaintext range of segment `i` within the chunk.
     pub fn plain_range(&self, i: usize) -> std::ops::Range<usize> {
-        segment_plain_range(self.plain_len as usize, i)
+        segment_plain_range(self.segment_len(), self.plain_len as usize, i)
     }
 
     /// Index of the segment holding plaintext byte `offset`.
     pub fn segment_of(&self, offset: usize) -> usize {
-        (offset / SEGMENT_LEN).min(self.count() - 1)
+        (offset / self.segment_len()).min(self.count() - 1)
     }
 }
 
-fn segment_count(plain_len: usize) -> usize {
-    plain_len.div_ceil(SEGMENT_LEN).max(1)
+fn segment_count(segment_len: usize, plain_len: usize) -> usize {
+    plain_len.div_ceil(segment_len).max(1)
 }
 
-fn segment_plain_range(plain_len: usize, i: usize) -> std::ops::Range<usize> {
-    let start = i * SEGMENT_LEN;
-    start..(start + SEGMENT_LEN).min(plain_len)
+fn segment_plain_range(segment_len: usize, plain_len: usize, i: usize) -> std::ops::Range<usize> {
+    let start = i * segment_len;
+    start..(start + segment_len).min(plain_len)
 }
 
 fn nonce_for(base: &[u8; NONCE_LEN], index: u32) -> [u8; NONCE_LEN] {
@@ -118,9 +205,9 @@ fn nonce_for(base: &[u8; NONCE_LEN], index: u32) -> [u8; NONCE_LEN] {
     n
 }
 
-fn aad_for(id: &ChunkId, index: u32, last: bool) -> [u8; 38] {
+fn aad_for(version: u8, id: &ChunkId, index: u32, last: bool) -> [u8; 38] {
     let mut aad = [0u8; 38];
-    aad[0] = VERSION_2;
+    aad[0] = version;
     aad[1..33].copy_from_slice(&id.0);
     aad[33..37].copy_from_slice(&index.to_le_bytes());
     aad[37] = match (index, last) {
@@ -134,9 +221,9 @@ fn aad_for(id: &ChunkId, index: u32, last: bool) -> [u8; 38] {
 /// Inner length of a stored (uncompressed) segment of `len` plaintext
 /// bytes: a full segment needs no padding (all full segments look alike),
 /// a shorter one (the chunk's last) is Padmé-padded.
-fn stored_inner_len(len: usize) -> usize {
-    if len == SEGMENT_LEN {
-        SEGMENT_HEADER_LEN + SEGMENT_LEN
+fn stored_inner_len(segment_len: usize, len: usize) -> usize {
+    if len == segment_len {
+        SEGMENT_HEADER_LEN + segment_len
     } else {
         padded_len(SEGMENT_HEADER_LEN + len)
     }
@@ -146,26 +233,42 @@ fn le32(s: &[u8]) -> u32 {
     u32::from_le_bytes(s.try_into().expect("4-byte slice"))
 }
 
+fn le16(s: &[u8]) -> u32 {
+    u16::from_le_bytes(s.try_into().expect("2-byte slice")) as u32
+}
+
 impl ChunkSealer {
-    /// Seals `plain` in format v2 (see the module docs). Each call uses a
+    /// Seals `plain` in format v3 (see the module docs). Each call uses a
     /// fresh random nonce, so sealing the same chunk twice gives unrelated
     /// bytes.
     ///
     /// Panics if `plain` exceeds [`MAX_CHUNK_LEN`] (the chunker's maximum).
     pub fn seal(&self, id: &ChunkId, plain: &[u8]) -> Vec<u8> {
+        self.seal_segmented(&V3, id, plain)
+    }
+
+    /// Seals `plain` in format v2 (64 KiB segments), which tresor no longer
+    /// writes but still reads: for the tests that keep it readable.
+    pub fn seal_v2(&self, id: &ChunkId, plain: &[u8]) -> Vec<u8> {
+        self.seal_segmented(&V2, id, plain)
+    }
+
+    fn seal_segmented(&self, l: &Layout, id: &ChunkId, plain: &[u8]) -> Vec<u8> {
         assert!(plain.len() <= MAX_CHUNK_LEN, "chunk larger than 4 MiB");
         debug_assert!(self.chunk_id(plain) == *id, "seal called with a foreign id");
-        let n = segment_count(plain.len());
+        let seg_len = l.segment_len;
+        let header_len = l.header_len();
+        let n = segment_count(seg_len, plain.len());
         let try_zstd = !looks_incompressible(plain);
         let mut base = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut base);
 
-        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + n * 32 + 4096);
-        out.resize(HEADER_LEN, 0);
+        let mut out = Vec::with_capacity(header_len + plain.len() + n * 32 + 4096);
+        out.resize(header_len, 0);
         let mut ends = Vec::with_capacity(n);
         for i in 0..n {
-            let seg = &plain[segment_plain_range(plain.len(), i)];
-            let stored = stored_inner_len(seg.len());
+            let seg = &plain[segment_plain_range(seg_len, plain.len(), i)];
+            let stored = stored_inner_len(seg_len, seg.len());
             let start = out.len();
             out.resize(start + SEGMENT_HEADER_LEN, 0);
             let body_start = out.len();
@@ -195,7 +298,7 @@ impl ChunkSealer {
             let tag = xchacha_seal(
                 self.seal_key.as_bytes(),
                 &nonce_for(&base, i as u32),
-                &aad_for(id, i as u32, i + 1 == n),
+                &aad_for(l.version, id, i as u32, i + 1 == n),
                 &mut out[start..],
             );
             out.extend_from_slice(&tag);
@@ -204,41 +307,48 @@ impl ChunkSealer {
         let total = padded_len(out.len());
         out.resize(total, 0);
 
-        out[0] = VERSION_2;
+        out[0] = l.version;
         out[1..1 + NONCE_LEN].copy_from_slice(&base);
-        let inner = &mut out[1 + NONCE_LEN..1 + NONCE_LEN + HEADER_INNER_LEN];
+        let inner = &mut out[1 + NONCE_LEN..1 + NONCE_LEN + l.inner_len()];
         inner[..4].copy_from_slice(&(plain.len() as u32).to_le_bytes());
-        for (slot, end) in inner[4..].chunks_exact_mut(4).zip(&ends) {
-            slot.copy_from_slice(&end.to_le_bytes());
+        let mut prev = header_len as u32;
+        for (slot, &end) in inner[4..].chunks_exact_mut(l.entry).zip(&ends) {
+            if l.entry == 4 {
+                slot.copy_from_slice(&end.to_le_bytes());
+            } else {
+                let len = u16::try_from(end - prev).expect("a v3 segment fits a u16 length");
+                slot.copy_from_slice(&len.to_le_bytes());
+            }
+            prev = end;
         }
         let tag = xchacha_seal(
             self.seal_key.as_bytes(),
             &base,
-            &aad_for(id, HEADER_INDEX, true),
+            &aad_for(l.version, id, HEADER_INDEX, true),
             inner,
         );
-        out[HEADER_LEN - TAG_LEN..HEADER_LEN].copy_from_slice(&tag);
+        out[header_len - TAG_LEN..header_len].copy_from_slice(&tag);
         out
     }
 
-    /// Authenticates a v2 chunk's header (its first [`HEADER_LEN`] bytes;
-    /// more are ignored) and returns where its segments are.
+    /// Authenticates a v2 or v3 chunk's header (its first
+    /// [`HEADER_LEN`] or [`HEADER_LEN_V2`] bytes; more are ignored) and
+    /// returns where its segments are.
     pub fn open_header(&self, id: &ChunkId, sealed: &[u8]) -> Result<SegmentTable, SealError> {
         let version = *sealed.first().ok_or(SealError::Malformed("empty"))?;
-        if version != VERSION_2 {
-            return Err(SealError::UnsupportedVersion(version));
-        }
-        if sealed.len() < HEADER_LEN {
+        let l = layout(version).ok_or(SealError::UnsupportedVersion(version))?;
+        let header_len = l.header_len();
+        if sealed.len() < header_len {
             return Err(SealError::Malformed("shorter than a chunk header"));
         }
         let base: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN].try_into().expect("nonce");
-        let mut inner = sealed[1 + NONCE_LEN..HEADER_LEN - TAG_LEN].to_vec();
+        let mut inner = sealed[1 + NONCE_LEN..header_len - TAG_LEN].to_vec();
         xchacha_open(
             self.seal_key.as_bytes(),
             &base,
-            &aad_for(id, HEADER_INDEX, true),
+            &aad_for(version, id, HEADER_INDEX, true),
             &mut inner,
-            sealed[HEADER_LEN - TAG_LEN..HEADER_LEN]
+            sealed[header_len - TAG_LEN..header_len]
                 .try_into()
                 .expect("tag"),
         )
@@ -248,20 +358,28 @@ impl ChunkSealer {
         if plain_len as usize > MAX_CHUNK_LEN {
             return Err(SealError::Malformed("chunk longer than 4 MiB"));
         }
-        let n = segment_count(plain_len as usize);
-        let all: Vec<u32> = inner[4..].chunks_exact(4).map(le32).collect();
-        let ends = all[..n].to_vec();
-        let mut prev = HEADER_LEN as u32;
-        for &e in &ends {
-            if e < prev + (TAG_LEN + SEGMENT_HEADER_LEN) as u32 {
+        let n = segment_count(l.segment_len, plain_len as usize);
+        let entries: Vec<u32> = inner[4..]
+            .chunks_exact(l.entry)
+            .map(|e| if l.entry == 4 { le32(e) } else { le16(e) })
+            .collect();
+        let mut ends = Vec::with_capacity(n);
+        let mut prev = header_len as u32;
+        let min_segment = (TAG_LEN + SEGMENT_HEADER_LEN) as u32;
+        for &e in &entries[..n] {
+            // v2 records where each segment ends, v3 how long it is.
+            let end = if l.entry == 4 { e } else { prev + e };
+            if end < prev + min_segment {
                 return Err(SealError::Malformed("segment table out of order"));
             }
-            prev = e;
+            ends.push(end);
+            prev = end;
         }
-        if all[n..].iter().any(|&e| e != 0) {
+        if entries[n..].iter().any(|&e| e != 0) {
             return Err(SealError::Malformed("segment table has extra entries"));
         }
         Ok(SegmentTable {
+            version,
             nonce: base,
             plain_len,
             ends,
@@ -288,7 +406,7 @@ impl ChunkSealer {
         xchacha_open(
             self.seal_key.as_bytes(),
             &nonce_for(&table.nonce, i as u32),
-            &aad_for(id, i as u32, i + 1 == table.count()),
+            &aad_for(table.version, id, i as u32, i + 1 == table.count()),
             &mut inner,
             tag.try_into().expect("16-byte tag"),
         )
@@ -297,7 +415,7 @@ impl ChunkSealer {
         let encoding = inner[0];
         let body_len = le32(&inner[1..5]) as usize;
         let expected_inner = match encoding {
-            ENCODING_STORED if body_len == want => stored_inner_len(want),
+            ENCODING_STORED if body_len == want => stored_inner_len(table.segment_len(), want),
             ENCODING_ZSTD => padded_len(SEGMENT_HEADER_LEN + body_len),
             _ => return Err(SealError::Malformed("unknown segment encoding or length")),
         };
@@ -328,7 +446,7 @@ impl ChunkSealer {
     pub fn open(&self, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         match sealed.first() {
             Some(&VERSION_1) => return self.open_v1(id, sealed),
-            Some(&VERSION_2) => {}
+            Some(&VERSION_2 | &VERSION_3) => {}
             Some(&v) => return Err(SealError::UnsupportedVersion(v)),
             None => return Err(SealError::Malformed("empty")),
         }
@@ -391,8 +509,11 @@ mod tests {
 
     #[test]
     fn header_length_is_pinned() {
-        assert_eq!(HEADER_LEN, 1 + 24 + 4 + 4 * 64 + 16);
-        assert_eq!(HEADER_LEN, 301);
+        assert_eq!(HEADER_LEN, 1 + 24 + 4 + 2 * 256 + 16);
+        assert_eq!(HEADER_LEN, 557);
+        assert_eq!(HEADER_LEN_V2, 1 + 24 + 4 + 4 * 64 + 16);
+        assert_eq!(HEADER_LEN_V2, 301);
+        assert_eq!(MAX_HEADER_LEN, 557);
     }
 
     #[test]
@@ -412,7 +533,7 @@ mod tests {
             for plain in [random(len, len as u64), mixed(len, len as u64 + 1)] {
                 let id = s.chunk_id(&plain);
                 let sealed = s.seal(&id, &plain);
-                assert_eq!(sealed[0], VERSION_2);
+                assert_eq!(sealed[0], VERSION_3);
                 assert_eq!(sealed.len(), padded_len(sealed.len()), "len {len}");
                 assert!(s.open(&id, &sealed).unwrap() == plain, "len {len}");
                 let t = s.open_header(&id, &sealed[..HEADER_LEN]).unwrap();
@@ -445,7 +566,8 @@ mod tests {
         let t = s.open_header(&id, &sealed).unwrap();
         // Full raw segments carry 5 + 16 bytes each, no padding.
         assert_eq!(t.sealed_range(3).len(), SEGMENT_LEN + 5 + TAG_LEN);
-        assert!(sealed.len() <= padded_len(HEADER_LEN + 16 * (SEGMENT_LEN + 21)));
+        let full = (1 << 20) / SEGMENT_LEN;
+        assert!(sealed.len() <= padded_len(HEADER_LEN + full * (SEGMENT_LEN + 21)));
     }
 
     #[test]
@@ -484,10 +606,10 @@ mod tests {
             assert!(auth_fails(s.open(&id, &x)), "flip at {pos}");
         }
         let mut x = sealed.clone();
-        x[0] = 3;
+        x[0] = 4;
         assert!(matches!(
             s.open(&id, &x),
-            Err(SealError::UnsupportedVersion(3))
+            Err(SealError::UnsupportedVersion(4))
         ));
     }
 
@@ -535,6 +657,7 @@ mod tests {
         // so cannot exist without the key; what the provider can do is
         // present segment n−2 where the reader expects the last).
         let forged = SegmentTable {
+            version: t.version,
             nonce: t.nonce,
             plain_len: 2 * SEGMENT_LEN as u32,
             ends: t.ends[..2].to_vec(),
@@ -598,6 +721,36 @@ mod tests {
         // Another vault's key.
         let other = ChunkSealer::new(&MasterKey::for_tests(10).subkeys());
         assert!(auth_fails(other.open(&ia, &sa)));
+    }
+
+    #[test]
+    fn v2_chunks_still_open_whole_and_by_segment() {
+        let s = sealer();
+        for len in [0, 1, SEGMENT_LEN_V2 + 1, 1 << 20, MAX_CHUNK_LEN] {
+            let plain = mixed(len, len as u64 + 20);
+            let id = s.chunk_id(&plain);
+            let v2 = s.seal_v2(&id, &plain);
+            assert_eq!(v2[0], VERSION_2);
+            assert!(s.open(&id, &v2).unwrap() == plain);
+            let t = s.open_header(&id, &v2[..HEADER_LEN_V2]).unwrap();
+            assert_eq!(t.segment_len(), SEGMENT_LEN_V2);
+            assert_eq!(t.count(), len.div_ceil(SEGMENT_LEN_V2).max(1));
+            assert_eq!(t.sealed_range(0).start, HEADER_LEN_V2);
+            for i in 0..t.count() {
+                let seg = s.open_segment(&id, &t, i, &v2[t.sealed_range(i)]).unwrap();
+                assert!(seg == plain[t.plain_range(i)], "len {len} segment {i}");
+            }
+        }
+        // The version byte is bound: a v2 chunk relabelled v3 (or back)
+        // does not open.
+        let plain = random(100_000, 21);
+        let id = s.chunk_id(&plain);
+        let mut x = s.seal_v2(&id, &plain);
+        x[0] = VERSION_3;
+        assert!(s.open(&id, &x).is_err());
+        let mut y = s.seal(&id, &plain);
+        y[0] = VERSION_2;
+        assert!(s.open(&id, &y).is_err());
     }
 
     #[test]

@@ -174,9 +174,10 @@ pub struct FsCore {
     statfs_path: std::path::PathBuf,
     /// The sync engine, when the vault has remote backends.
     hooks: std::sync::OnceLock<Arc<dyn SyncHooks>>,
-    /// Where each inode's last read ended: read-ahead only for readers that
-    /// go on from there. A leaf lock.
-    last_read_end: Mutex<HashMap<u64, u64>>,
+    /// Where each inode's last read ended and whether it went on from the
+    /// read before: read-ahead only for readers that go on from there
+    /// (`fs/read.rs`). A leaf lock.
+    last_read_end: Mutex<HashMap<u64, (u64, bool)>>,
     /// (inode, error) pairs already logged at error level: a damaged file
     /// read again and again logs one line, not one per read (later ones go
     /// to debug). Bounded; a leaf lock.

@@ -161,6 +161,31 @@ impl Index {
             .optional()?)
     }
 
+    /// [`Self::chunk_location`] and the name of the pack it is in, in one
+    /// query (the read path asks for both on every read).
+    pub fn chunk_location_named(&self, id: &ChunkId) -> Result<Option<NamedLocation>, IndexError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT c.pack, c.offset, c.sealed_len, c.plain_len, coalesce(p.size, 0), p.name \
+                 FROM chunks c LEFT JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+            )?
+            .query_row(params![&id.0[..]], |r| {
+                let name: Option<Vec<u8>> = r.get(5)?;
+                Ok((
+                    ChunkLocation {
+                        pack: r.get::<_, i64>(0)? as u64,
+                        offset: r.get::<_, i64>(1)? as u64,
+                        sealed_len: r.get(2)?,
+                        plain_len: r.get(3)?,
+                        pack_size: r.get::<_, i64>(4)? as u64,
+                    },
+                    name.and_then(|b| b.try_into().ok()),
+                ))
+            })
+            .optional()?)
+    }
+
     /// Records a new chunk with refcount 0 (extents add the references).
     pub fn insert_chunk(&self, id: &ChunkId, loc: &ChunkLocation) -> Result<(), IndexError> {
         self.conn

@@ -181,6 +181,10 @@ pub struct ChunkLocation {
     pub pack_size: u64,
 }
 
+/// A chunk's location and the name of its pack (`None` if the pack row is
+/// missing).
+pub type NamedLocation = (ChunkLocation, Option<[u8; 16]>);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
     pub cursor: u64,

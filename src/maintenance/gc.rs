@@ -166,9 +166,15 @@ pub struct GcReport {
 /// space than the pack: new packs are padded to a size class (FORMAT.md
 /// §6), so a pack whose live bytes already need its own class (the padding
 /// of a class-sized pack looks dead) would be rewritten into a pack of the
-/// same size on every pass. 64 KiB covers the header and trailer.
-fn repack_can_shrink(live_bytes: u64, pack_size: u64) -> bool {
-    size_class_for(live_bytes + 64 * 1024).is_none_or(|class| class < pack_size)
+/// same size on every pass. 64 KiB covers the header and trailer. Without
+/// padding (a vault with no backend, `PackStore::pads_to_classes`) the
+/// live bytes alone count.
+fn repack_can_shrink(live_bytes: u64, pack_size: u64, pads: bool) -> bool {
+    let needed = live_bytes + 64 * 1024;
+    if !pads {
+        return needed < pack_size;
+    }
+    size_class_for(needed).is_none_or(|class| class < pack_size)
 }
 
 /// Dead bytes (pack size minus live bytes) and stored bytes of the vault.
@@ -200,6 +206,7 @@ pub fn run_pass(
     let liveness = read_index(v, |idx| idx.gc_liveness())?;
     report.packs_examined = liveness.len() as u64;
     let threshold = opts.repack_threshold.min(100) as u64;
+    let pads = v.pack_store().pads_to_classes();
     let mut budget = opts.max_pass_bytes.unwrap_or(u64::MAX);
     let mut dead = Vec::new();
     let mut repack = Vec::new();
@@ -211,7 +218,7 @@ pub fn run_pass(
             budget = budget.saturating_sub(p.size);
             dead.push(p);
         } else if (p.live_bytes as u128) * 100 < (threshold as u128) * (p.size as u128)
-            && repack_can_shrink(p.live_bytes, p.size)
+            && repack_can_shrink(p.live_bytes, p.size, pads)
         {
             budget = budget.saturating_sub(p.size);
             repack.push(p);

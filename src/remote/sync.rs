@@ -845,6 +845,10 @@ impl SyncHooks for SyncEngine {
 }
 
 impl RemoteFetch for SyncEngine {
+    fn uploads(&self) -> bool {
+        !self.remotes().is_empty()
+    }
+
     fn fetch_range(&self, path: &str, offset: u64, len: u64) -> Result<bytes::Bytes, StoreError> {
         // A concurrent refill may have brought the pack back already.
         if let Ok(b) = self.local.read_range(path, offset, len) {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::chunk::pack::{PackBuilder, PackId, PACK_TARGET};
 use crate::chunk::seal::{ChunkId, ChunkSealer, SealError};
-use crate::chunk::segmented::{SegmentTable, HEADER_LEN, SEGMENT_LEN, VERSION_2};
+use crate::chunk::segmented::{SegmentTable, MAX_HEADER_LEN, VERSION_2, VERSION_3};
 use crate::index::{ChunkLocation, Index, IndexError};
 use crate::store::{Store, StoreError};
 use crate::vault::keys::SecretKey;
@@ -35,10 +35,11 @@ const SMALL_CHUNK: u64 = 256 * 1024;
 const READ_WINDOW: u64 = 1024 * 1024;
 /// Pack windows kept in memory (× 1 MiB).
 const WINDOW_CACHE: usize = 32;
-/// Segment tables of v2 chunks kept in memory (≈ 330 bytes each).
+/// Segment tables of segmented chunks kept in memory (≈ 300 bytes each
+/// for a 1 MiB chunk).
 const HEADER_CACHE: usize = 16 * 1024;
-/// Opened segments kept in memory for random readers (× 64 KiB = 32 MiB).
-const SEGMENT_CACHE: usize = 32 * 1024 * 1024 / SEGMENT_LEN;
+/// Opened segments kept in memory for random readers.
+const SEGMENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkReadError {
@@ -56,8 +57,31 @@ pub enum ChunkReadError {
     },
 }
 
-/// Opened plaintext segments: (chunk, segment index) → bytes.
-type SegmentCache = lru::LruCache<(ChunkId, u32), Arc<Vec<u8>>>;
+/// Opened plaintext segments: (chunk, segment index) → bytes, at most
+/// [`SEGMENT_CACHE_BYTES`] of them (v2 segments are 4× as long as v3's).
+struct SegmentCache {
+    lru: lru::LruCache<(ChunkId, u32), Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl SegmentCache {
+    fn get(&mut self, key: &(ChunkId, u32)) -> Option<Arc<Vec<u8>>> {
+        self.lru.get(key).cloned()
+    }
+
+    fn put(&mut self, key: (ChunkId, u32), plain: Arc<Vec<u8>>) {
+        self.bytes += plain.len();
+        if let Some(old) = self.lru.put(key, plain) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > SEGMENT_CACHE_BYTES {
+            match self.lru.pop_lru() {
+                Some((_, v)) => self.bytes -= v.len(),
+                None => break,
+            }
+        }
+    }
+}
 
 struct OpenPack {
     number: u64,
@@ -102,7 +126,7 @@ pub struct PackStore {
     prefetching: Mutex<std::collections::HashSet<ChunkId>>,
     /// Recently read pack windows: (pack number, window index) → sealed bytes.
     windows: Mutex<lru::LruCache<(u64, u64), bytes::Bytes>>,
-    /// Authenticated segment tables of v2 chunks read segment by segment,
+    /// Authenticated segment tables of chunks read segment by segment,
     /// keyed by where the chunk is (pack number, offset): a repack re-seals
     /// a chunk, so its table changes with its place (pack numbers are never
     /// reused).
@@ -126,6 +150,13 @@ pub struct PackStore {
 /// with the whole pack in the background.
 pub trait RemoteFetch: Send + Sync {
     fn fetch_range(&self, path: &str, offset: u64, len: u64) -> Result<bytes::Bytes, StoreError>;
+
+    /// Whether packs will go to a backend (one is configured now): only
+    /// then are they padded to a size class (FORMAT.md §6). The default
+    /// is a fetcher that is a backend.
+    fn uploads(&self) -> bool {
+        true
+    }
 
     /// After a copy failed authentication: the same range from each remote
     /// backend in turn (never the local cache) until `accept` takes the
@@ -173,9 +204,10 @@ impl PackStore {
             headers: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(HEADER_CACHE).expect("non-zero"),
             )),
-            segments: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(SEGMENT_CACHE).expect("non-zero"),
-            )),
+            segments: Mutex::new(SegmentCache {
+                lru: lru::LruCache::unbounded(),
+                bytes: 0,
+            }),
             cache_bytes: Mutex::new(0),
             writers: Mutex::new(writers),
             remote: std::sync::OnceLock::new(),
@@ -201,6 +233,16 @@ impl PackStore {
     /// Sets where missing packs are fetched from (once, at mount).
     pub fn set_remote(&self, remote: Arc<dyn RemoteFetch>) {
         let _ = self.remote.set(remote);
+    }
+
+    /// Whether new packs are padded to a size class: only in a vault whose
+    /// packs go to a backend. Padding hides sizes from a provider; on the
+    /// local disk it would cost space and hide nothing. A local-only vault
+    /// that later gets a backend uploads nothing unpadded: the sync engine
+    /// holds back every pack that is not class-sized and coalesces it
+    /// (`remote/sync/coalesce.rs`).
+    pub fn pads_to_classes(&self) -> bool {
+        self.remote.get().is_some_and(|r| r.uploads())
     }
 
     /// A ranged read of a pack: the local store, else the remote backends.
@@ -244,7 +286,8 @@ impl PackStore {
         }
         let mut open = self.open.lock();
         // A chunk that would take the pack past the largest size class
-        // closes it first (padded to exactly that class, FORMAT.md §6).
+        // closes it first (padded to exactly that class if packs go to a
+        // backend, FORMAT.md §6).
         if open.as_ref().is_some_and(|op| {
             !op.builder.is_empty() && op.builder.len_with(sealed.len()) > PACK_TARGET
         }) {
@@ -273,11 +316,11 @@ impl PackStore {
         Ok(loc)
     }
 
-    /// Finishes `pack` (padded to the largest size class if `full`) and
-    /// queues it for the store writers.
+    /// Finishes `pack` (padded to the largest size class if `full` and
+    /// packs go to a backend) and queues it for the store writers.
     fn enqueue(&self, pack: OpenPack, full: bool) {
         let path = pack.builder.pack_id().object_path();
-        let object = if full && pack.builder.object_len() <= PACK_TARGET {
+        let object = if full && pack.builder.object_len() <= PACK_TARGET && self.pads_to_classes() {
             pack.builder.finish_to(&self.pack_key, PACK_TARGET)
         } else {
             pack.builder.finish(&self.pack_key)
@@ -461,7 +504,7 @@ impl PackStore {
         pack_name: &[u8; 16],
         want: std::ops::Range<usize>,
     ) -> Option<(Arc<Vec<u8>>, usize)> {
-        if want.is_empty() || (loc.sealed_len as usize) < HEADER_LEN {
+        if want.is_empty() || (loc.sealed_len as usize) < MAX_HEADER_LEN {
             return None;
         }
         let path = PackId(*pack_name).object_path();
@@ -472,8 +515,12 @@ impl PackStore {
                 if self.sealed_from_memory(loc).is_some() {
                     return None;
                 }
-                let head = self.store_read(&path, loc.offset, HEADER_LEN as u64).ok()?;
-                if head.first() != Some(&VERSION_2) {
+                // Long enough for the header of either segmented version
+                // (every sealed chunk is at least that long).
+                let head = self
+                    .store_read(&path, loc.offset, MAX_HEADER_LEN as u64)
+                    .ok()?;
+                if !matches!(head.first(), Some(&VERSION_2 | &VERSION_3)) {
                     return None;
                 }
                 let t = Arc::new(self.sealer.open_header(id, &head).ok()?);
@@ -487,14 +534,14 @@ impl PackStore {
         let (first, last) = (table.segment_of(want.start), table.segment_of(want.end - 1));
         if first == last {
             if let Some(seg) = self.segments.lock().get(&(*id, first as u32)) {
-                return Some((seg.clone(), table.plain_range(first).start));
+                return Some((seg, table.plain_range(first).start));
             }
         }
         let span = table.sealed_range(first).start..table.sealed_range(last).end;
         let sealed = self
             .store_read(&path, loc.offset + span.start as u64, span.len() as u64)
             .ok()?;
-        let mut out = Vec::with_capacity((last - first + 1) * SEGMENT_LEN);
+        let mut out = Vec::with_capacity((last - first + 1) * table.segment_len());
         for i in first..=last {
             let r = table.sealed_range(i);
             let bytes = &sealed[r.start - span.start..r.end - span.start];
@@ -522,6 +569,7 @@ impl PackStore {
     ) -> Option<Vec<u8>> {
         let window = loc.offset / READ_WINDOW;
         self.windows.lock().pop(&(loc.pack, window));
+        self.shared.store.forget_open(pack_path);
         let remote = self.remote.get()?;
         let mut plain = None;
         let found = remote.fetch_authentic(
@@ -651,14 +699,15 @@ impl PackStore {
     /// Writes a pack of already sealed chunks straight to the store (not
     /// through the queue); durable when this returns. Returns the pack's
     /// name, its size and each chunk's offset in it.
-    /// The pack is padded to the smallest size class it fits (FORMAT.md
-    /// §6), so it can go to a backend as it is; one larger than every
-    /// class stays unpadded (the sync engine splits it before upload).
+    /// If packs go to a backend ([`Self::pads_to_classes`]), the pack is
+    /// padded to the smallest size class it fits (FORMAT.md §6), so it can
+    /// go to a backend as it is; one larger than every class stays
+    /// unpadded (the sync engine splits it before upload).
     pub fn write_pack_now(
         &self,
         chunks: &[(ChunkId, bytes::Bytes, u32)],
     ) -> Result<([u8; 16], u64, Vec<u64>), StoreError> {
-        self.write_pack(chunks, true)
+        self.write_pack(chunks, self.pads_to_classes())
     }
 
     /// [`write_pack_now`](Self::write_pack_now), padded to a size class
@@ -832,6 +881,7 @@ fn store_writer(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::segmented::{SEGMENT_LEN, SEGMENT_LEN_V2};
     use crate::vault::keys::MasterKey;
     use rand::{RngCore, SeedableRng};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -874,7 +924,7 @@ mod tests {
         store_dir: std::path::PathBuf,
     }
 
-    /// One pack holding a v2 chunk and a v1 chunk of 1 MiB each, written
+    /// One pack holding a v3, a v1 and a v2 chunk of 1 MiB each, written
     /// to `VAULT/store`.
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
@@ -883,17 +933,18 @@ mod tests {
         let store_dir = dir.path().join("store");
         let store = Arc::new(Store::open_local(&store_dir).unwrap());
         let packs = PackStore::new(store, sealer.clone(), sk.pack.clone());
-        let plains = vec![random(1 << 20, 1), random(1 << 20, 2)];
+        let plains = vec![random(1 << 20, 1), random(1 << 20, 2), random(1 << 20, 3)];
         let ids: Vec<ChunkId> = plains.iter().map(|p| sealer.chunk_id(p)).collect();
         let sealed = [
             sealer.seal(&ids[0], &plains[0]),
             sealer.seal_v1(&ids[1], &plains[1]),
+            sealer.seal_v2(&ids[2], &plains[2]),
         ];
-        let input: Vec<(ChunkId, bytes::Bytes, u32)> = (0..2)
+        let input: Vec<(ChunkId, bytes::Bytes, u32)> = (0..3)
             .map(|i| (ids[i], bytes::Bytes::from(sealed[i].clone()), 1 << 20))
             .collect();
         let (name, size, offsets) = packs.write_pack_now(&input).unwrap();
-        let chunks = (0..2)
+        let chunks = (0..3)
             .map(|i| {
                 let loc = ChunkLocation {
                     pack: 1,
@@ -917,7 +968,7 @@ mod tests {
     }
 
     #[test]
-    fn random_read_opens_one_segment_of_a_v2_chunk() {
+    fn random_read_opens_one_segment_of_a_segmented_chunk() {
         let f = fixture();
         let (id, loc) = &f.chunks[0];
         for at in [0usize, 5 << 16, (1 << 20) - 4096, 100_000] {
@@ -946,6 +997,16 @@ mod tests {
             .unwrap();
         assert_eq!((bytes.len(), base), (1 << 20, 0));
         assert!(*bytes == f.plains[1]);
+        // A v2 chunk (64 KiB segments) is read by segment too.
+        let (id2, loc2) = &f.chunks[2];
+        let want = 300_000..304_096;
+        let (bytes, base) = f
+            .packs
+            .read_chunk_part(id2, loc2, &f.name, want.clone())
+            .unwrap();
+        assert_eq!((bytes.len(), base), (SEGMENT_LEN_V2, 4 * SEGMENT_LEN_V2));
+        assert!(bytes[want.start - base..want.end - base] == f.plains[2][want]);
+        assert!(!f.packs.is_cached(id2), "the whole v2 chunk was decrypted");
     }
 
     #[test]

@@ -307,7 +307,7 @@ fn repack_reseals_every_moved_chunk() {
     assert!(moved.len() >= 2, "{} chunks moved", moved.len());
     for c in &moved {
         let sealed = &new_bytes[c.offset as usize..][..c.sealed_len as usize];
-        assert_eq!(sealed[0], crate::chunk::segmented::VERSION_2);
+        assert_eq!(sealed[0], crate::chunk::segmented::VERSION_3);
         // Header nonce and the first segment's ciphertext.
         for probe in [&sealed[1..25], &sealed[400..464]] {
             assert!(
