@@ -699,13 +699,9 @@ impl fuser::Filesystem for TresorFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.core.readdir(ino.0, offset, 256) {
+        match self.core.readdir_plus(ino.0, offset, 256) {
             Ok(entries) => {
-                for e in entries {
-                    let attr = match self.core.getattr(e.ino) {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    };
+                for (e, attr) in entries {
                     if reply.add(
                         INodeNo(e.ino),
                         e.cursor,
