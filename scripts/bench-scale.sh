@@ -8,7 +8,8 @@
 # Part 1, big directory (BIGDIR entries, 0 = skip), native ext4 (a directory
 # on BENCH_WORKDIR's disk), tresor and gocryptfs, one after the other in one
 # run (the ratios are what to read on a shared machine):
-#   create      python3 creates BIGDIR empty files in one directory
+#   create      python3 creates BIGDIR empty files in one directory (one
+#               openat+close each)
 #   ls_l_cold   `ls -l DIR` after `sync; echo 3 > drop_caches` (a fresh mount
 #               for tresor and gocryptfs)
 #   ls_l_warm   `ls -l DIR` again
@@ -20,16 +21,22 @@
 #               miss of each, the kernel's negative entry answers)
 # Part 2, growth (tresor; gocryptfs for sizes up to GOCRYPTFS_MAX): for each N
 # in SIZES, N files of 20-60 bytes of distinct content, 1,000 per directory:
-#   create_s       creating them through the mount (python3)
+#   create_s       creating them through the mount: CREATORS (4) python3
+#                  processes, one openat+write+close per file
 #   mount_s        `tresor mount` until it returns (ready), caches dropped
 #   rss_mount_mib  daemon VmRSS right after mount
 #   walk_s         `find MNT -type f | wc -l` (lookup + stat of every file)
 #   rss_walk_mib   daemon VmHWM after the walk
 #   index_b_file   (index.sqlite + its WAL) / N, unmounted
-#   snap_b         bytes the local backend directory gained after a mount,
-#                  one appended line in one file, and unmount (the final
-#                  snapshot: changed 16 KiB index blocks + manifest + the pack)
+#   snap_index_b   index bytes the local backend directory gained after a
+#                  mount, one appended line in one file, and unmount (the
+#                  final snapshot: changed 16 KiB index blocks + manifest)
+#   snap_pack_b    pack bytes it gained then (one pack of the smallest size
+#                  class, 1 MiB)
 #   snap_s         that unmount (flush, commit, snapshot upload, wait)
+#   capture_s      of which the snapshot capture (from the daemon's log: all
+#                  packs on the backend → capture logged)
+#   index_copy_s   of which the local index copy at unmount (from the log)
 #   restore_s      `tresor restore` of the vault from the backend directory
 #   gc_s           `tresor gc` (unmounted; nothing to collect but the scan)
 #   verify_s       `tresor verify` (local store and backend, no --data)
@@ -38,7 +45,10 @@
 #
 # Environment: SIZES ("10000 100000 1000000"), BIGDIR (100000), TRESOR_BIN
 # (target/release/tresor), GOCRYPTFS_MAX (100000: the largest N gocryptfs is
-# also measured at), BENCH_WORKDIR (/var/tmp: must be a real disk, not tmpfs).
+# also measured at), BENCH_WORKDIR (/var/tmp: must be a real disk, not tmpfs),
+# CREATORS (4), VAULTS_DIR (unset: if set, the growth vaults and their backend
+# directories are kept there and reused by the next run, which then skips
+# create_s and measures the rest on them).
 # Raw rows: ${TMPDIR:-/tmp}/tresor-bench-scale.tsv. Installs nothing.
 set -euo pipefail
 
@@ -137,18 +147,46 @@ import os, sys
 d, n = sys.argv[1], int(sys.argv[2])
 os.makedirs(d, exist_ok=True)
 for i in range(n):
-    open(os.path.join(d, "f%07d" % i), "w").close()
+    os.close(os.open(os.path.join(d, "f%07d" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 ' "$1" "$2"; }
-create_tree() { python3 -c '
+create_tree() { # ROOT N: CREATORS processes, each its own directories; one
+    # openat(O_CREAT) + write + close per file (no stdio buffering, no isatty
+    # ioctl), all through the mount
+    python3 -c '
 import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    d = os.path.join(root, "d%04d" % (i // 1000))
-    if i % 1000 == 0:
-        os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "f%07d" % i), "w") as f:
-        f.write("file %d of the scale benchmark\n" % i + "x" * (i % 31))
-' "$1" "$2"; }
+root, n, procs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+dirs = (n + 999) // 1000
+kids = []
+for p in range(procs):
+    pid = os.fork()
+    if pid == 0:
+        for k in range(p, dirs, procs):
+            d = os.path.join(root, "d%04d" % k)
+            os.makedirs(d, exist_ok=True)
+            for i in range(k * 1000, min(n, (k + 1) * 1000)):
+                fd = os.open(os.path.join(d, "f%07d" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.write(fd, (("file %d of the scale benchmark\n" % i) + "x" * (i % 31)).encode())
+                os.close(fd)
+        os._exit(0)
+    kids.append(pid)
+bad = [pid for pid in kids if os.waitpid(pid, 0)[1] != 0]
+sys.exit(1 if bad else 0)
+' "$1" "$2" "${CREATORS:-4}"; }
+log_phases() { # LOG: seconds of the last unmount's capture and index copy
+    python3 -c '
+import datetime, re, sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+start = max(i for i, l in enumerate(lines) if "unmounted; everything flushed" in l)
+def t(pat):
+    for l in lines[start:]:
+        if re.search(pat, l):
+            return datetime.datetime.fromisoformat(l[1:24].rstrip("Z")).timestamp()
+    return None
+packs, cap = t("every pack is on every backend"), t(r"\] index snapshot generation \d+:")
+every, copy = t(r"index snapshot generation \d+ is on every backend"), t("index copied to")
+f = lambda a, b: "%.3f" % (b - a) if a is not None and b is not None else "-"
+print(f(packs, cap), f(every, copy))
+' "$1"; }
 mean_stat_ms() { # DIR N COUNT PREFIX: mean ms of stat() of COUNT distinct names
     python3 -c '
 import os, sys, time
@@ -202,15 +240,22 @@ for N in "${SIZES[@]}"; do
     systems=(tresor)
     ((N > GOCRYPTFS_MAX)) || systems+=(gocryptfs)
     for SYS in "${systems[@]}"; do
-        S=$WORK/$N-$SYS-store M=$WORK/$N-$SYS-mnt
-        if [[ $SYS == tresor ]]; then
-            "$TRESOR_BIN" init --vault "$S" --passphrase-file "$PF" >/dev/null </dev/null
-            mkdir -p "$WORK/$N-remote"
-            "$TRESOR_BIN" backend add --vault "$S" --passphrase-file "$PF" --dir "$WORK/$N-remote" --location DE --operator bench --operator-country DE bench >/dev/null </dev/null
+        BASE=${VAULTS_DIR:-$WORK}
+        S=$BASE/$N-$SYS-store R=$BASE/$N-$SYS-remote M=$WORK/$N-$SYS-mnt
+        if [[ ! -e $S/.bench-created ]]; then
+            rm -rf --one-file-system "$S" "$R"
+            if [[ $SYS == tresor ]]; then
+                "$TRESOR_BIN" init --vault "$S" --passphrase-file "$PF" >/dev/null </dev/null
+                mkdir -p "$R"
+                "$TRESOR_BIN" backend add --vault "$S" --passphrase-file "$PF" --dir "$R" --location DE --operator bench --operator-country DE bench >/dev/null </dev/null
+            fi
+            do_mount "$SYS" "$S" "$M"
+            record "$N" "$SYS" create_s "$(timed create_tree "$M" "$N")"
+            do_umount "$SYS" "$M"
+            touch "$S/.bench-created"
+        else
+            log "$N $SYS: reusing $S (created by an earlier run)"
         fi
-        do_mount "$SYS" "$S" "$M"
-        record "$N" "$SYS" create_s "$(timed create_tree "$M" "$N")"
-        do_umount "$SYS" "$M"
         drop_caches
         t0=$(now)
         do_mount "$SYS" "$S" "$M"
@@ -231,14 +276,22 @@ for N in "${SIZES[@]}"; do
             t0=$(now)
             do_umount tresor "$M"
             record "$N" tresor snap_s "$(since "$t0")"
-            record "$N" tresor snap_b "$(find "$WORK/$N-remote" -type f -newer "$WORK/marker" -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')"
+            # the daemon's log of that unmount: packs on the backend → capture
+            # logged (the snapshot round's reads and hashes) → on every backend
+            # → local index copy written
+            read -r cap_s copy_s < <(log_phases "$S/tresor.log")
+            record "$N" tresor capture_s "$cap_s"
+            record "$N" tresor index_copy_s "$copy_s"
+            record "$N" tresor snap_index_b "$(find "$R" -path '*/index/*' -type f -newer "$WORK/marker" -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')"
+            record "$N" tresor snap_pack_b "$(find "$R" -path '*/packs/*' -type f -newer "$WORK/marker" -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')"
             "$TRESOR_BIN" backend export --vault "$S" --passphrase-file "$PF" -o "$WORK/$N-restore.toml" </dev/null
             record "$N" tresor restore_s "$(timed "$TRESOR_BIN" restore -q --vault "$WORK/$N-restored" --passphrase-file "$PF" --backend-config "$WORK/$N-restore.toml")"
             rm -rf --one-file-system "$WORK/$N-restored" "$WORK/$N-restore.toml"
             record "$N" tresor gc_s "$(timed "$TRESOR_BIN" gc -q --vault "$S" --passphrase-file "$PF")"
             record "$N" tresor verify_s "$(timed "$TRESOR_BIN" verify -q --vault "$S" --passphrase-file "$PF")"
         fi
-        rm -rf --one-file-system "$S" "$M" "$WORK/$N-remote"
+        rm -rf --one-file-system "$M"
+        [[ -n ${VAULTS_DIR:-} ]] || rm -rf --one-file-system "$S" "$R"
     done
 done
 

@@ -257,18 +257,11 @@ pub fn main() -> ExitCode {
     };
     // OpenDAL logs every retried attempt; the sync engine logs one line per
     // failed upload with its backoff, which is what a user needs.
-    // fuser's session, when dropped, unmounts again although the kernel has
-    // already done so (`tresor unmount`, `fusermount3 -u`, `umount` end the
-    // session by unmounting): its "Failed to umount filesystem: Invalid
-    // argument" then followed every clean unmount. The cause is in fuser
-    // 0.18 (`src/mnt/mod.rs`, `is_mounted`): it takes POLLERR on /dev/fuse,
-    // which means the connection is gone, for "still mounted" (libfuse's
-    // fuse_kern_unmount skips the umount on POLLERR), so it calls
-    // umount2() on a path that is no longer a mount point. fuser offers no
-    // way to drop its mount handle without that call. Errors still show.
+    // fuser's "Failed to umount filesystem" after a clean unmount is
+    // avoided where the session ends (`TresorFuse::destroy`), not filtered.
     // OpenDAL's own records (its logging layer) are multi-line and repeat
     // what tresor's error says in one line: off unless RUST_LOG asks.
-    let default_level = format!("{default_level},opendal=off,fuser::session=error");
+    let default_level = format!("{default_level},opendal=off");
     crate::logging::init(&default_level, log_target(&cli));
     let result = run(cli);
     // Writes the pending "repeated N times" summaries.

@@ -623,6 +623,61 @@ impl FsCore {
         Ok(out)
     }
 
+    /// [`FsCore::readdir`] with each entry's attributes, as `getattr`
+    /// gives them (`readdirplus`). The stored attributes of a page come
+    /// from one statement; `.`, `..` and files with open state (unflushed
+    /// size or data) go through `getattr`. An entry removed meanwhile is
+    /// left out.
+    pub fn readdir_plus(
+        &self,
+        ino: u64,
+        after: u64,
+        limit: usize,
+    ) -> FsResult<Vec<(DirEntry, Attr)>> {
+        let from_getattr = |entries: Vec<DirEntry>| {
+            entries
+                .into_iter()
+                .filter_map(|e| self.getattr(e.ino).ok().map(|a| (e, a)))
+                .collect::<Vec<_>>()
+        };
+        if history::is_view(ino) {
+            return Ok(from_getattr(self.view_readdir(ino, after, limit)?));
+        }
+        let mut out = if after < 2 {
+            // `.` and `..` only (a limit of 0 reads no stored entry).
+            from_getattr(self.readdir(ino, after, 0)?)
+        } else {
+            Vec::new()
+        };
+        let rows = {
+            let idx = self.data.index.lock();
+            let a = idx.attr(ino)?.ok_or(FsError::NotFound)?;
+            if a.kind != FileKind::Directory {
+                return Err(FsError::NotDir);
+            }
+            idx.read_dir_plus(
+                ino,
+                after.saturating_sub(2),
+                limit.saturating_sub(out.len()),
+            )?
+        };
+        for (mut e, a) in rows {
+            e.cursor += 2;
+            // Open state overrides the stored size and blocks: take the
+            // file state first, then the index (lock order).
+            let a = if self.file_state(e.ino).is_some() {
+                match self.getattr(e.ino) {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                }
+            } else {
+                a
+            };
+            out.push((e, a));
+        }
+        Ok(out)
+    }
+
     /// An absent `security.selinux` label is EOPNOTSUPP, not ENODATA: `ls
     /// -l` asks for it on every file (a FUSE round trip each time; the
     /// kernel caches no xattr but ACLs) unless the filesystem says it has

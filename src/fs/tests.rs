@@ -1487,11 +1487,13 @@ impl Harness {
         let mut got = BTreeMap::new();
         let mut dots = BTreeMap::new();
         let mut after = 0;
+        let mut listed = Vec::new();
         loop {
             let page = Self::expect_ok("readdir", core.readdir(ino, after, 3))?;
             if page.is_empty() {
                 break;
             }
+            listed.extend(page.iter().cloned());
             for e in page {
                 if e.cursor <= after {
                     return Err(format!(
@@ -1509,6 +1511,30 @@ impl Harness {
                     return Err(format!("{path}: readdir lists {:?} twice", show(&e.name)));
                 }
             }
+        }
+        // readdirplus: the same entries, paged the same way, each with the
+        // attributes getattr gives.
+        let mut plus = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = Self::expect_ok("readdir_plus", core.readdir_plus(ino, after, 3))?;
+            let Some(last) = page.last() else { break };
+            after = last.0.cursor;
+            for (e, a) in page {
+                let want_a = Self::expect_ok("getattr", core.getattr(e.ino))?;
+                if a != want_a {
+                    return Err(format!(
+                        "{path}: readdir_plus attributes of {:?} differ from getattr:\n  {a:?}\n  {want_a:?}",
+                        show(&e.name)
+                    ));
+                }
+                plus.push(e);
+            }
+        }
+        if plus != listed {
+            return Err(format!(
+                "{path}: readdir_plus lists other entries than readdir:\n  {plus:?}\n  {listed:?}"
+            ));
         }
         let parent = self.model.parent_of(ino);
         let want_dots = BTreeMap::from([

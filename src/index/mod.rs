@@ -263,28 +263,33 @@ pub struct Index {
 pub const PACK_STORED: i64 = 1;
 
 fn row_to_attr(r: &rusqlite::Row) -> rusqlite::Result<Attr> {
-    let mode: u32 = r.get(1)?;
+    row_to_attr_at(r, 0)
+}
+
+/// [`row_to_attr`] for a row whose [`ATTR_COLUMNS`] start at column `at`.
+fn row_to_attr_at(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Attr> {
+    let mode: u32 = r.get(at + 1)?;
     Ok(Attr {
-        ino: r.get(0)?,
+        ino: r.get(at)?,
         kind: FileKind::from_mode(mode).unwrap_or(FileKind::Regular),
         perm: mode & 0o7777,
-        uid: r.get(2)?,
-        gid: r.get(3)?,
-        size: r.get::<_, i64>(4)? as u64,
-        blocks: (r.get::<_, i64>(4)? as u64).div_ceil(512),
-        nlink: r.get(5)?,
-        rdev: r.get(6)?,
+        uid: r.get(at + 2)?,
+        gid: r.get(at + 3)?,
+        size: r.get::<_, i64>(at + 4)? as u64,
+        blocks: (r.get::<_, i64>(at + 4)? as u64).div_ceil(512),
+        nlink: r.get(at + 5)?,
+        rdev: r.get(at + 6)?,
         atime: Timestamp {
-            sec: r.get(7)?,
-            nsec: r.get(8)?,
+            sec: r.get(at + 7)?,
+            nsec: r.get(at + 8)?,
         },
         mtime: Timestamp {
-            sec: r.get(9)?,
-            nsec: r.get(10)?,
+            sec: r.get(at + 9)?,
+            nsec: r.get(at + 10)?,
         },
         ctime: Timestamp {
-            sec: r.get(11)?,
-            nsec: r.get(12)?,
+            sec: r.get(at + 11)?,
+            nsec: r.get(at + 12)?,
         },
     })
 }

@@ -84,7 +84,11 @@ pub struct LocalState {
     pub head: Option<(u64, snapshot::Digest)>,
     /// The head and its ancestors.
     pub lineage: Vec<(u64, snapshot::Digest)>,
-    pub content: snapshot::Digest,
+    /// The index's content digest, read by [`LocalState::read_content`]
+    /// only when a newer generation is on a backend: it reads every row of
+    /// the index (linear in the vault), and a mount whose own state is the
+    /// newest must not pay for that.
+    pub content: Option<snapshot::Digest>,
 }
 
 impl LocalState {
@@ -96,14 +100,20 @@ impl LocalState {
             generation,
             head: lineage.first().copied(),
             lineage,
-            content: idx.content_digest()?,
+            content: None,
         })
     }
 
-    /// Nothing was written here since the state was captured or pulled.
+    pub fn read_content(&mut self, idx: &Index) -> Result<()> {
+        self.content = Some(idx.content_digest()?);
+        Ok(())
+    }
+
+    /// Nothing was written here since the state was captured or pulled
+    /// (false until [`LocalState::read_content`] ran).
     pub fn clean(&self) -> bool {
         self.head
-            .is_some_and(|(g, d)| g == self.generation && d == self.content)
+            .is_some_and(|(g, d)| g == self.generation && Some(d) == self.content)
     }
 
     /// `m` is this state or one this state descends from: nothing to pull.
@@ -141,11 +151,14 @@ pub fn pull_if_newer(
         log::warn!("{problem}");
     }
     let crypto = SnapshotCrypto::new(&subkeys.snapshot, vault_id);
-    // Closing checkpoints the WAL: afterwards the file is the whole index.
     let idx = Index::open(&paths.index(), &subkeys.index, false)?;
-    let local = LocalState::read(&idx)?;
-    idx.close()?;
+    let mut local = LocalState::read(&idx)?;
     let candidates = super::restore::find_manifests(&stores, &crypto, None);
+    if candidates.best.as_ref().is_some_and(|(m, _)| !local.has(m)) {
+        local.read_content(&idx)?;
+    }
+    // Closing checkpoints the WAL: afterwards the file is the whole index.
+    idx.close()?;
     for w in &candidates.warnings {
         log::warn!("hand-over: {w}");
     }

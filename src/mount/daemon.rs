@@ -525,9 +525,11 @@ pub fn run_daemon(
         let config = fuse_config(paths, options);
         let fuse = TresorFuse::new(core.clone());
         let notifier = fuse.notifier_slot();
-        let session = fuser::Session::new(fuse, mountpoint, &config)
+        let ended = fuse.unmounter_slot();
+        let mut session = fuser::Session::new(fuse, mountpoint, &config)
             .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
         let _ = notifier.set(session.notifier());
+        *ended.lock() = Some(session.unmount_callable());
         Ok((session, core, lock, engine))
     })();
     let (mut session, core, _lock, engine) = match result {

@@ -48,6 +48,8 @@ pub struct TresorFuse {
     /// The session's notifier, set once the session exists (see
     /// [`TresorFuse::notifier_slot`]).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// fuser's mount handle, taken in `destroy` (see there).
+    unmounter: Arc<parking_lot::Mutex<Option<fuser::SessionUnmounter>>>,
 }
 
 impl TresorFuse {
@@ -55,7 +57,13 @@ impl TresorFuse {
         TresorFuse {
             core,
             notifier: Arc::default(),
+            unmounter: Arc::default(),
         }
+    }
+
+    /// Where the daemon puts `session.unmount_callable()`.
+    pub fn unmounter_slot(&self) -> Arc<parking_lot::Mutex<Option<fuser::SessionUnmounter>>> {
+        self.unmounter.clone()
     }
 
     /// Where the daemon puts `session.notifier()` once it has the session.
@@ -343,6 +351,23 @@ impl fuser::Filesystem for TresorFuse {
             log::error!("final flush at unmount failed: {e}");
         } else {
             log::info!("unmounted; everything flushed and committed");
+        }
+        // The session ends because the kernel mount is gone. fuser 0.18
+        // drops its mount handle at the end of `Session::run`, and that
+        // unmounts the path again: its `is_mounted` reads POLLERR on
+        // /dev/fuse (the connection is over) as "still mounted", so it calls
+        // umount2() on a path that is no longer a mount point and warns
+        // "Failed to umount filesystem: Invalid argument" after every clean
+        // unmount. Taking the handle here makes the same call, but its
+        // expected EINVAL is ours to judge, and the drop finds nothing left.
+        if let Some(mut u) = self.unmounter.lock().take() {
+            match u.unmount() {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::debug!("the mount point was already unmounted ({e})")
+                }
+                Err(e) => log::warn!("unmounting after the session ended: {e}"),
+            }
         }
     }
 
@@ -699,13 +724,9 @@ impl fuser::Filesystem for TresorFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.core.readdir(ino.0, offset, 256) {
+        match self.core.readdir_plus(ino.0, offset, 256) {
             Ok(entries) => {
-                for e in entries {
-                    let attr = match self.core.getattr(e.ino) {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    };
+                for (e, attr) in entries {
                     if reply.add(
                         INodeNo(e.ino),
                         e.cursor,

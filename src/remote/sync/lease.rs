@@ -159,7 +159,12 @@ impl SyncEngine {
             .is_some_and(|l| l.token == setup.token))
     }
 
-    fn held_by_another(&self, remote: &Remote, l: &Lease, refreshing: bool) -> Result<()> {
+    pub(super) fn held_by_another(
+        &self,
+        remote: &Remote,
+        l: &Lease,
+        refreshing: bool,
+    ) -> Result<()> {
         let now = snapshot::now_s();
         let stale = now.saturating_sub(l.refreshed_s) > LEASE_STALE_S;
         let msg = format!(

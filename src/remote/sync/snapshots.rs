@@ -278,6 +278,16 @@ impl SyncEngine {
             if b.durable > local || unknown_state {
                 let (holder, host) = b.newest_holder.clone().unwrap_or_default();
                 if holder != setup.instance || unknown_state {
+                    // The hand-over does not pull while another vault
+                    // directory holds a live lease: then that mount, not a
+                    // fork, is why the newer state is not here.
+                    if let Ok(Some(l)) = self.lease_of(&setup, &remote) {
+                        let live = snapshot::now_s().saturating_sub(l.refreshed_s) <= LEASE_STALE_S;
+                        if live && l.holder != setup.instance {
+                            drop(st);
+                            return self.held_by_another(&remote, &l, false);
+                        }
+                    }
                     return Err(crate::error::in_use(format!(
                         "backend {} holds index generation {} written on host {host} (this vault's is {local}), \
                          and it could not be pulled: {}",
