@@ -30,6 +30,10 @@ pub enum Error {
     /// Data is damaged or lost (verify, fsck).
     #[error("{0}")]
     Damaged(String),
+    /// A backend's storage root holds another vault's objects (its key
+    /// file): two vaults on one root destroy each other's snapshots.
+    #[error("{0}")]
+    Foreign(String),
     /// fsck found inconsistencies that `fsck --repair` fixes.
     #[error("{0}")]
     Repairable(String),
@@ -46,6 +50,7 @@ pub enum Kind {
     Rollback,
     Damaged,
     Repairable,
+    Foreign,
 }
 
 impl Error {
@@ -57,6 +62,7 @@ impl Error {
             Error::Rollback(_) => Kind::Rollback,
             Error::Damaged(_) => Kind::Damaged,
             Error::Repairable(_) => Kind::Repairable,
+            Error::Foreign(_) => Kind::Foreign,
         }
     }
 
@@ -68,6 +74,7 @@ impl Error {
             Kind::Rollback => Error::Rollback(message),
             Kind::Damaged => Error::Damaged(message),
             Kind::Repairable => Error::Repairable(message),
+            Kind::Foreign => Error::Foreign(message),
         }
     }
 }
@@ -89,6 +96,10 @@ pub fn wrong_passphrase(message: impl Into<String>) -> anyhow::Error {
 
 pub fn in_use(message: impl Into<String>) -> anyhow::Error {
     Error::InUse(message.into()).into()
+}
+
+pub fn foreign(message: impl Into<String>) -> anyhow::Error {
+    Error::Foreign(message.into()).into()
 }
 
 pub fn rollback(message: impl Into<String>) -> anyhow::Error {

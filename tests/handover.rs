@@ -311,3 +311,46 @@ fn a_deliberate_fork_loses_nothing() {
     );
     c.unmount();
 }
+
+/// A read-only follower (issue 13): while A holds the lease and writes, a
+/// second vault directory B mounted `-o ro` pulls the newest published
+/// generation (through the hand-over path) and sees A's new file, without
+/// taking the lease: A keeps writing and publishing.
+#[test]
+fn a_read_only_follower_sees_the_writers_newest_generation() {
+    let s3 = S3Server::start("follower");
+    let machine_a = tempfile::tempdir().unwrap();
+    let machine_b = tempfile::tempdir().unwrap();
+    let Some(mut a) = s3_vault(&s3, machine_a.path()) else {
+        return;
+    };
+    a.mount();
+    std::fs::write(a.path("first.txt"), b"first\n").unwrap();
+    a.unmount();
+    let file = export(&a);
+    let mut b = restored(&a, &file, machine_b.path());
+
+    a.mount();
+    std::fs::write(a.path("second.txt"), b"written while B follows\n").unwrap();
+    a.tresor_cmd(&["sync"], &["--timeout", "60"], true).ok();
+
+    b.mount_opts.push("ro".into());
+    let run = b.mount_saying();
+    assert!(
+        run.stdout.contains("pulled generation"),
+        "the follower did not pull the writer's newest state: {run}\n{}",
+        b.log_tail()
+    );
+    assert_content(&b.path("second.txt"), b"written while B follows\n");
+    assert_content(&b.path("first.txt"), b"first\n");
+
+    // A still holds the lease: it writes and publishes on.
+    std::fs::write(a.path("third.txt"), b"after\n").unwrap();
+    let run = a.tresor_cmd(&["sync"], &["--timeout", "60"], true);
+    assert!(
+        run.success(),
+        "the writer lost its lease to a follower: {run}"
+    );
+    b.unmount();
+    a.unmount();
+}

@@ -80,3 +80,154 @@ fn a_second_vault_on_the_same_root_is_refused_and_touches_nothing() {
     assert!(removed.is_empty(), "B deleted A's objects: {removed:?}");
     assert!(changed.is_empty(), "B overwrote A's objects: {changed:?}");
 }
+
+/// Where a backend keeps its objects, as the test reaches them behind
+/// tresor's back.
+enum Root<'a> {
+    S3(&'a common::servers::S3Server),
+    Dir(PathBuf),
+}
+
+impl Root<'_> {
+    /// Every object key (S3) or file path relative to the directory.
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Root::S3(s3) => s3.list_keys(),
+            Root::Dir(d) => files_under(d)
+                .into_iter()
+                .map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned())
+                .collect(),
+        }
+    }
+    fn delete(&self, key: &str) {
+        match self {
+            Root::S3(s3) => s3.delete_object(key),
+            Root::Dir(d) => fs::remove_file(d.join(key)).unwrap(),
+        }
+    }
+    fn put(&self, key: &str, bytes: &[u8]) {
+        match self {
+            Root::S3(s3) => s3.put_object(key, bytes),
+            Root::Dir(d) => fs::write(d.join(key), bytes).unwrap(),
+        }
+    }
+}
+
+fn code(run: &Run) -> Option<i32> {
+    run.status.code()
+}
+
+/// The measured case of issue 13: another vault's sync deleted this
+/// vault's index-snapshot blocks, and `verify` exited 0, `status` showed
+/// nothing, `snapshots` printed INVALID with exit 0, and `sync` claimed
+/// success while a restore failed on a 404. Now each of them says so and
+/// exits 4; `sync` uploads the missing blocks again (and a restore then
+/// works); another vault's key file on the root is exit 12 everywhere.
+fn damage_and_a_foreign_key_file_are_reported(mut v: TestVault, root: Root) {
+    let machine = tempfile::tempdir().unwrap();
+    v.env.push((
+        "TRESOR_STATE_DIR".into(),
+        machine.path().display().to_string(),
+    ));
+    v.mount();
+    for i in 0..50 {
+        fs::write(v.path(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+    v.unmount();
+    for cmd in ["verify", "status", "snapshots"] {
+        let run = v.tresor_cmd(&[cmd], &[], true);
+        assert!(run.success(), "{cmd} on an intact root: {run}");
+    }
+
+    // Blocks of the newest snapshot go missing.
+    let keys = root.keys();
+    let manifests: Vec<&String> = keys.iter().filter(|k| k.ends_with(".snap")).collect();
+    let blocks: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("index/blocks/"))
+        .collect();
+    assert!(!blocks.is_empty(), "no snapshot blocks: {keys:?}");
+    // With one generation every block is the newest's; with more, take all.
+    let victims = if manifests.len() == 1 {
+        &blocks[..1]
+    } else {
+        &blocks[..]
+    };
+    for b in victims {
+        root.delete(b);
+    }
+    let run = v.tresor_cmd(&["verify"], &[], true);
+    assert_eq!(code(&run), Some(4), "verify with missing blocks: {run}");
+    assert!(
+        run.stdout.contains("INCOMPLETE"),
+        "verify does not say what: {run}"
+    );
+    let run = v.tresor_cmd(&["status"], &[], true);
+    assert_eq!(code(&run), Some(4), "status with missing blocks: {run}");
+    assert!(
+        run.stdout.contains("INCOMPLETE"),
+        "status does not show it: {run}"
+    );
+    let run = v.tresor_cmd(&["snapshots"], &[], true);
+    assert_eq!(code(&run), Some(4), "snapshots with missing blocks: {run}");
+
+    // `sync` checks what it published by listing, and repairs it.
+    let run = v.tresor_cmd(&["sync"], &["--timeout", "60"], true);
+    assert!(run.success(), "sync did not repair the snapshot: {run}");
+    let run = v.tresor_cmd(&["verify"], &[], true);
+    assert!(run.success(), "verify after sync's repair: {run}");
+    let file = v.scratch.join("restore.toml");
+    v.tresor_cmd(
+        &["backend", "export"],
+        &["-o", file.to_str().unwrap()],
+        false,
+    )
+    .ok();
+    let w = TestVault::uninitialised();
+    fs::copy(&v.passfile, &w.passfile).unwrap();
+    let mut w = w;
+    w.env.push((
+        "TRESOR_STATE_DIR".into(),
+        machine.path().display().to_string(),
+    ));
+    w.tresor_cmd(
+        &["restore"],
+        &["--backend-config", file.to_str().unwrap()],
+        true,
+    )
+    .ok();
+
+    // Another vault's key file lands on the root.
+    let other = TestVault::new_unchecked();
+    let key = root
+        .keys()
+        .into_iter()
+        .find(|k| k.ends_with("keys/tresor.key"))
+        .expect("a key file on the root");
+    root.put(&key, &fs::read(other.vault.join("tresor.key")).unwrap());
+    for cmd in ["verify", "status", "snapshots", "sync"] {
+        let run = v.tresor_cmd(&[cmd], &[], true);
+        assert_eq!(code(&run), Some(12), "{cmd} with a foreign key file: {run}");
+        assert!(
+            format!("{}{}", run.stdout, run.stderr).contains("another vault"),
+            "{cmd} does not say why: {run}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_or_foreign_root_is_an_error_on_s3() {
+    let s3 = common::servers::S3Server::start("damage");
+    let Some(v) = TestVault::new() else { return };
+    v.add_s3(&s3, "s3", "DE", "DE").ok();
+    damage_and_a_foreign_key_file_are_reported(v, Root::S3(&s3));
+}
+
+#[test]
+fn a_damaged_or_foreign_root_is_an_error_on_a_directory() {
+    let Some(v) = TestVault::new() else { return };
+    let dir = v.scratch.join("disk");
+    fs::create_dir_all(&dir).unwrap();
+    add_dir(&v, &dir, &[]).ok();
+    damage_and_a_foreign_key_file_are_reported(v, Root::Dir(dir));
+}

@@ -103,6 +103,14 @@ fn restore_on_a_new_machine_gives_the_identical_tree() {
     assert!(r.stdout.contains("restored vault"), "{r}");
     let store = w.vault.join("store");
     assert_eq!(dir_bytes(&store), 0, "the cache must start cold");
+    // Every pack of the restored snapshot is on the backend that holds its
+    // manifest: none may wait in the upload queue with no local file (packs
+    // uploaded after the capture used to).
+    let status = w.status_json();
+    assert_eq!(
+        status["sync"]["backends"][0]["packs_pending"], 0,
+        "a restored vault has packs queued: {status}"
+    );
     w.mount();
     rsync_dry_run_is_empty(&src, &w.mnt, "after restore on a new machine");
     let run = run_tool(

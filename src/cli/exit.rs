@@ -31,6 +31,9 @@ pub const IN_USE: u8 = 10;
 /// A backend offers an older index snapshot than this machine has seen
 /// (rollback refused; `--accept-rollback` overrides).
 pub const ROLLBACK: u8 = 11;
+/// A backend's storage root holds another vault's objects (its key file):
+/// the two vaults would destroy each other's snapshots.
+pub const FOREIGN: u8 = 12;
 
 /// (code, meaning) for the documentation.
 pub const TABLE: &[(u8, &str)] = &[
@@ -49,7 +52,7 @@ pub const TABLE: &[(u8, &str)] = &[
     ),
     (
         DAMAGED,
-        "damage found: verify found missing or damaged packs, or fsck found lost data that --repair cannot restore; the affected files are named",
+        "damage found: verify found missing or damaged packs or an incomplete index snapshot on a backend, or fsck found lost data that --repair cannot restore; the affected files are named",
     ),
     (
         FSCK_FOUND,
@@ -63,6 +66,10 @@ pub const TABLE: &[(u8, &str)] = &[
         ROLLBACK,
         "rollback refused: a backend offers an older index snapshot than this machine has seen",
     ),
+    (
+        FOREIGN,
+        "a backend's storage root holds another vault (its key file): give each vault its own root",
+    ),
 ];
 
 /// The exit code for a class of failure: the one mapping from
@@ -75,6 +82,7 @@ pub fn code_for(kind: Kind) -> u8 {
         Kind::Rollback => ROLLBACK,
         Kind::Damaged => DAMAGED,
         Kind::Repairable => FSCK_FOUND,
+        Kind::Foreign => FOREIGN,
     }
 }
 

@@ -158,6 +158,13 @@ pub fn snapshots_cmd(args: &VaultArgs, json_out: bool) -> Result<()> {
     let r = open_remotes(args)?;
     let listings = r.engine.list_snapshots();
     let seen = snapshot::seen_generation(&r.vault_id);
+    // Whole and ours? (exit 4 for an incomplete newest snapshot or a newer
+    // manifest that does not authenticate, 12 for another vault's key file)
+    let roots = r.engine.check_roots();
+    let verdict = || match crate::remote::integrity::error_of(&roots, false) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
     if json_out {
         let backends: Vec<Value> = listings
             .iter()
@@ -178,9 +185,9 @@ pub fn snapshots_cmd(args: &VaultArgs, json_out: bool) -> Result<()> {
             .collect();
         println!(
             "{}",
-            json!({"seen_generation": seen.map(|s| s.0), "backends": backends})
+            json!({"seen_generation": seen.map(|s| s.0), "backends": backends, "roots": roots})
         );
-        return Ok(());
+        return verdict();
     }
     if let Some((g, t)) = seen {
         println!(
@@ -190,6 +197,11 @@ pub fn snapshots_cmd(args: &VaultArgs, json_out: bool) -> Result<()> {
     }
     for l in listings {
         println!("backend {}:", l.backend);
+        for root in roots.iter().filter(|x| x.backend == l.backend) {
+            for p in root.problems() {
+                println!("  {p}");
+            }
+        }
         if let Some(e) = l.error {
             println!("  cannot list: {e}");
             continue;
@@ -218,7 +230,7 @@ pub fn snapshots_cmd(args: &VaultArgs, json_out: bool) -> Result<()> {
             }
         }
     }
-    Ok(())
+    verdict()
 }
 
 pub fn lease_cmd(cmd: LeaseCmd) -> Result<()> {
@@ -344,12 +356,19 @@ pub fn restore_cmd(args: RestoreArgs) -> Result<()> {
     restore::download_index(&paths, &stores, from, &crypto, &manifest, &bar)?;
 
     // 4. The local vault around it: cold cache, backends with their ids.
+    let holders: Vec<String> = candidates
+        .newest_per_backend
+        .iter()
+        .filter(|(_, g)| *g == manifest.generation)
+        .map(|(name, _)| name.clone())
+        .collect();
     let packs = restore::finish(
         &paths,
         &mut src,
         &key_file,
         &subkeys.index,
         manifest.generation,
+        &holders,
     )?;
     let from_name = &stores[from].0.name;
     if args.json {

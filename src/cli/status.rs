@@ -9,7 +9,10 @@ use serde_json::Value;
 use crate::cli::backend::three_facts;
 use crate::cli::session::{ask_daemon, Session, VaultArgs};
 use crate::index::{Index, IndexStats};
+use crate::maintenance::restore::vault_backend_stores;
 use crate::progress::human;
+use crate::remote::integrity::{self, RootReport};
+use crate::remote::snapshot::SnapshotCrypto;
 use crate::remote::sync;
 use crate::store::Store;
 use crate::vault::{self, config::VaultConfig};
@@ -32,7 +35,22 @@ pub fn run(args: &VaultArgs, json: bool) -> Result<()> {
         None => {
             let Session { paths, unlocked } = args.open()?;
             let index = Index::open_read_only(&paths.index(), &unlocked.subkeys.index)?;
-            let sync_status = sync::backend_status(None, &config, &index)?;
+            let mut sync_status = sync::backend_status(None, &config, &index)?;
+            // Unmounted, the roots are checked here (mounted, the daemon
+            // reports its last check).
+            if let Some((stores, _)) = vault_backend_stores(&paths, "tresor-status")? {
+                let crypto =
+                    SnapshotCrypto::new(&unlocked.subkeys.snapshot, unlocked.key_file.vault_id());
+                for (b, store) in &stores {
+                    let report = integrity::check_root(&b.name, store, &crypto);
+                    if let Some(v) = sync_status["backends"]
+                        .as_array_mut()
+                        .and_then(|a| a.iter_mut().find(|v| v["name"] == b.name.as_str()))
+                    {
+                        v["integrity"] = serde_json::to_value(report)?;
+                    }
+                }
+            }
             (
                 index.stats()?,
                 sync_status,
@@ -55,7 +73,7 @@ pub fn run(args: &VaultArgs, json: bool) -> Result<()> {
         v["mountpoint"] = mountpoint.as_ref().map(|m| m.display().to_string()).into();
         v["stored_bytes"] = stored.into();
         v["objects"] = objects.into();
-        v["sync"] = sync_status;
+        v["sync"] = sync_status.clone();
         println!("{v}");
     } else {
         println!("vault:          {}", paths.root.display());
@@ -87,7 +105,17 @@ pub fn run(args: &VaultArgs, json: bool) -> Result<()> {
         println!("packs:          {}", s.packs);
         print_status_sync(&sync_status);
     }
-    Ok(())
+    // A damaged or foreign root is an error, with its exit code.
+    let reports: Vec<RootReport> = sync_status["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| serde_json::from_value(b["integrity"].clone()).ok())
+        .collect();
+    match integrity::error_of(&reports, false) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The per-backend part of `status`: location, operator, objects, bytes,
@@ -122,6 +150,19 @@ fn print_status_sync(v: &Value) {
             }
             if let Some(g) = b["snapshot_generation"].as_u64() {
                 println!("                 index snapshot: generation {g} is there");
+            }
+            if let Ok(r) = serde_json::from_value::<RootReport>(b["integrity"].clone()) {
+                let problems = r.problems();
+                if problems.is_empty() {
+                    println!(
+                        "                 root checked {}: newest snapshot (generation {}) whole, key file this vault's",
+                        crate::remote::snapshot::ago(r.checked_s),
+                        r.newest.map_or("none".into(), |g| g.to_string())
+                    );
+                }
+                for p in problems {
+                    println!("                 {p}");
+                }
             }
             if let Some(e) = b["last_error"].as_str() {
                 println!("                 last error: {e}");

@@ -236,6 +236,18 @@ impl Index {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records every stored pack as on `backend` (a restored or pulled
+    /// index: a snapshot's manifest reaches a backend only after its packs).
+    /// Returns the rows added.
+    pub fn place_all_stored(&self, backend: &str) -> Result<u64, IndexError> {
+        let now = Timestamp::now().sec;
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO placements (pack, backend, uploaded_s) \
+             SELECT id, ?2, ?3 FROM packs WHERE state = ?1",
+            params![PACK_STORED, backend, now],
+        )? as u64)
+    }
+
     /// Marks every stored pack as not in the local cache (a restored vault
     /// starts with an empty store); returns how many.
     pub fn mark_all_evicted(&self) -> Result<u64, IndexError> {

@@ -137,10 +137,15 @@ impl LocalState {
 /// Pulls the newest generation on the backends into `paths` when it
 /// descends from the local state (see the module doc). `Ok(None)`: nothing
 /// to pull, or not a descendant (the mount's fork check then speaks).
+///
+/// `follower`: a read-only mount. It pulls even while another vault
+/// directory holds the lease (it takes none and publishes nothing, so it
+/// reads the newest published generation next to the writer).
 pub fn pull_if_newer(
     paths: &VaultPaths,
     subkeys: &Subkeys,
     vault_id: [u8; 16],
+    follower: bool,
 ) -> Result<Option<Pulled>> {
     let start = Instant::now();
     let Some((stores, unusable)) = super::restore::vault_backend_stores(paths, "tresor-handover")?
@@ -182,7 +187,7 @@ pub fn pull_if_newer(
     }
     // Someone writes the vault now: the mount is refused anyway (lease);
     // pull once they are done.
-    if let Some(l) = foreign_lease(&stores, &crypto, paths) {
+    if let Some(l) = foreign_lease(&stores, &crypto, paths).filter(|_| !follower) {
         log::info!("hand-over: not pulling while {l}");
         return Ok(None);
     }

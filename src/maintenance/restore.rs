@@ -541,15 +541,20 @@ pub fn index_from_backends(
 
 /// The local vault around the downloaded index: every pack marked evicted
 /// (cold cache), backends without an id given the one the index places
-/// packs under (or a new one), then config, credentials and the key file,
-/// last. Records `generation` as seen. Returns the number of packs, which
-/// stay on the backends. On a failure, everything written is removed.
+/// packs under (or a new one), every pack placed on the backends named in
+/// `holders` (they hold the restored manifest, so every pack it references:
+/// packs uploaded after the capture have no placement row in it, and
+/// without this they stayed queued with no local file to upload), then
+/// config, credentials and the key file, last. Records `generation` as
+/// seen. Returns the number of packs, which stay on the backends. On a
+/// failure, everything written is removed.
 pub fn finish(
     paths: &VaultPaths,
     src: &mut RestoreSource,
     key_file: &KeyFile,
     index_key: &SecretKey,
     generation: u64,
+    holders: &[String],
 ) -> Result<u64> {
     let mut finish = || -> Result<u64> {
         let index = Index::open(&paths.index(), index_key, false)
@@ -571,6 +576,14 @@ pub fn finish(
                     }
                 };
             }
+        }
+        for b in src
+            .config
+            .backends
+            .iter()
+            .filter(|b| holders.contains(&b.name))
+        {
+            index.place_all_stored(&b.id)?;
         }
         let evicted = index.mark_all_evicted()?;
         index.commit(true)?;

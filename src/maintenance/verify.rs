@@ -48,6 +48,8 @@ use crate::chunk::seal::{ChunkId, ChunkSealer};
 use crate::index::{ChunkLocation, Index};
 use crate::progress::Progress;
 use crate::remote::backend::{self, Credentials, VaultConfig};
+use crate::remote::integrity::{self, RootReport};
+use crate::remote::snapshot::SnapshotCrypto;
 use crate::store::Store;
 use crate::vault::keys::SecretKey;
 use crate::vault::{self, UnlockedVault, VaultPaths};
@@ -86,6 +88,9 @@ struct LocationReport {
     size_differs: usize,
     unreferenced: Vec<String>,
     damaged: Vec<DamagedPack>,
+    /// A backend's root: its newest index snapshot whole, its key file
+    /// this vault's (`remote/integrity.rs`); `None` for the local store.
+    root: Option<RootReport>,
     /// Set when the location could not be checked (unreachable, …).
     error: Option<String>,
 }
@@ -104,6 +109,12 @@ struct Location {
     /// Pack numbers the index says this location holds.
     expected: HashSet<u64>,
     local: bool,
+}
+
+impl Location {
+    fn root_report(&self, crypto: &SnapshotCrypto) -> Option<RootReport> {
+        (!self.local).then(|| integrity::check_root(&self.name, &self.store, crypto))
+    }
 }
 
 /// What checking one pack object found.
@@ -251,10 +262,12 @@ pub fn run(paths: &VaultPaths, unlocked: &UnlockedVault, opts: VerifyOpts) -> Re
         packs: Vec<(PackRow, Option<u64>)>,
     }
     let mut work = Vec::new();
+    let crypto = SnapshotCrypto::new(&unlocked.subkeys.snapshot, unlocked.key_file.vault_id());
     for loc in &locations {
         let mut report = LocationReport {
             name: loc.name.clone(),
             packs_expected: loc.expected.len(),
+            root: loc.root_report(&crypto),
             ..Default::default()
         };
         let listed = match loc.store.list_sizes("packs/") {
@@ -448,13 +461,20 @@ pub fn run(paths: &VaultPaths, unlocked: &UnlockedVault, opts: VerifyOpts) -> Re
         .collect();
     let errors: Vec<String> = reports
         .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .filter_map(|r| {
+            r.error
+                .as_ref()
+                .or(r.root.as_ref().and_then(|root| root.error.as_ref()))
+                .map(|e| format!("{}: {e}", r.name))
+        })
         .collect();
+    let roots: Vec<RootReport> = reports.iter().filter_map(|r| r.root.clone()).collect();
+    let root_error = integrity::error_of(&roots, false);
     if opts.json {
         println!(
             "{}",
             json!({
-                "ok": damaged.is_empty() && errors.is_empty(),
+                "ok": damaged.is_empty() && errors.is_empty() && root_error.is_none(),
                 "data": opts.data,
                 "mounted": mounted,
                 "locations": reports,
@@ -471,12 +491,20 @@ pub fn run(paths: &VaultPaths, unlocked: &UnlockedVault, opts: VerifyOpts) -> Re
             }
         }
     }
+    // Another vault's key file on a root first: its exit code names the cause.
+    if let Some(e) = root_error
+        .as_ref()
+        .filter(|e| crate::error::kind_of(e) == Some(crate::error::Kind::Foreign))
+    {
+        return Err(crate::error::foreign(format!("{e}")));
+    }
     if !damaged.is_empty() {
         return Err(crate::error::Error::Damaged(format!(
-                "{} damaged pack cop{} affecting {} file(s){}; restore the files from another copy or a backup (a pack missing only locally is fetched from a backend that has it)",
+                "{} damaged pack cop{} affecting {} file(s){}{}; restore the files from another copy or a backup (a pack missing only locally is fetched from a backend that has it)",
                 damaged.len(),
                 if damaged.len() == 1 { "y" } else { "ies" },
                 files.len(),
+                root_error.as_ref().map_or(String::new(), |e| format!("; {e}")),
                 if errors.is_empty() {
                     String::new()
                 } else {
@@ -484,6 +512,9 @@ pub fn run(paths: &VaultPaths, unlocked: &UnlockedVault, opts: VerifyOpts) -> Re
                 }
         ))
         .into());
+    }
+    if let Some(e) = root_error {
+        return Err(e);
     }
     if !errors.is_empty() {
         bail!(
@@ -517,6 +548,11 @@ fn print_human(reports: &[LocationReport], data: bool, files: &[String]) {
             r.size_differs,
             r.unreferenced.len()
         );
+        if let Some(root) = &r.root {
+            for p in root.problems() {
+                println!("  {what}: {p}");
+            }
+        }
         for d in &r.damaged {
             println!("  DAMAGED {} on {what}: {}", d.pack, d.problems.join("; "));
             if d.files.is_empty() {
@@ -531,7 +567,17 @@ fn print_human(reports: &[LocationReport], data: bool, files: &[String]) {
             }
         }
     }
+    let roots_whole = reports
+        .iter()
+        .filter_map(|r| r.root.as_ref())
+        .all(|r| !r.damaged() && !r.is_foreign());
+    if !roots_whole {
+        println!("verify: a backend's root is damaged or holds another vault (see above)");
+    }
     if files.is_empty() && reports.iter().all(|r| r.damaged.is_empty()) {
+        if !roots_whole {
+            return;
+        }
         println!(
             "verify: {}",
             if data {

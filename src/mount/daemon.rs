@@ -489,13 +489,16 @@ pub fn run_daemon(
         let config = VaultConfig::load(&paths.root)?;
         check_policy(&config)?;
         let read_only = options.iter().any(|o| o == "ro");
-        if !read_only && !config.backends.is_empty() {
+        if !config.backends.is_empty() {
             // Another machine's newer state that descends from ours
-            // (issue 13); a fork is refused by `acquire` below.
+            // (issue 13); a fork is refused by `acquire` below. A
+            // read-only mount follows the writer: it pulls even while the
+            // writer holds the lease (a forked state is never pulled over).
             match crate::maintenance::handover::pull_if_newer(
                 paths,
                 &unlocked.subkeys,
                 unlocked.key_file.vault_id(),
+                read_only,
             ) {
                 Ok(Some(p)) => report(&format!("note: {}", p.line())),
                 Ok(None) => {}

@@ -64,9 +64,7 @@ pub use snapshots::LEASE_STALE_S;
 const CLAIM_BATCH: usize = 64;
 /// Idle workers look for new packs at least this often.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-/// Where the key file goes on every backend (useless without a passphrase;
-/// needed to restore on a new machine).
-pub const REMOTE_KEY_PATH: &str = "keys/tresor.key";
+pub use crate::remote::integrity::{check_key_owner, REMOTE_KEY_PATH};
 /// Whole-pack downloads back into the cache running at once.
 const MAX_REFILLS: usize = 4;
 /// Evicted per commit at most (the deletes run under the index lock).
@@ -76,36 +74,6 @@ const EVICT_BATCH: usize = 64;
 const REFILL_MIN_READ: u64 = 128 * 1024;
 
 /// One remote backend with its operator and live state.
-/// Refuses a storage root that holds another vault's key file: two vaults
-/// on one root would overwrite each other's key file and collect each
-/// other's index snapshots as garbage (seen: 1,622 snapshot blocks → 7, and
-/// a restore that brought back the other vault). A root without a key
-/// file, or with this vault's, is fine.
-pub fn check_key_owner(store: &Store, own: &[u8; 16]) -> Result<()> {
-    if store.size_of(REMOTE_KEY_PATH)?.is_none() {
-        return Ok(());
-    }
-    let bytes = store.read_all(REMOTE_KEY_PATH, crate::vault::keys::MAX_KEYFILE_LEN as u64)?;
-    let theirs = match crate::vault::keys::KeyFile::from_bytes(&bytes) {
-        Ok(k) => k.vault_id(),
-        Err(e) => {
-            return Err(crate::error::in_use(format!(
-                "{REMOTE_KEY_PATH} there is not a tresor key file ({e}); \
-                 this storage root is used by something else: choose an empty one"
-            )))
-        }
-    };
-    if &theirs != own {
-        return Err(crate::error::in_use(format!(
-            "this storage root already holds another vault (vault id {}, this one is {}); \
-             two vaults cannot share one root: give this backend its own bucket or --root",
-            hex::encode(theirs),
-            hex::encode(own)
-        )));
-    }
-    Ok(())
-}
-
 pub struct Remote {
     pub cfg: BackendConfig,
     pub(crate) store: Store,
@@ -1047,6 +1015,9 @@ pub fn backend_status(
                 t.saturating_duration_since(Instant::now()).as_secs_f64()
             }),
             "snapshot_generation": engine.and_then(|e| e.backend_generation(&b.id)),
+            // The last check of the root after a snapshot round (null: not
+            // checked yet; `remote/integrity.rs`).
+            "integrity": engine.and_then(|e| e.integrity_of(&b.id)),
         }));
     }
     let violations = config.policy.violations(&config.backends);

@@ -26,12 +26,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::{Remote, SyncEngine};
+use crate::remote::integrity::{self, RootReport};
 use crate::remote::snapshot::{self, BlockId, Lease, Manifest, SnapshotCrypto};
 
 /// How often a mounted vault rewrites its lease.
 pub const LEASE_REFRESH: Duration = Duration::from_secs(60);
 /// A lease not refreshed for this long belongs to a crashed or gone machine.
 pub const LEASE_STALE_S: u64 = 5 * 60;
+/// Rounds `snapshot_and_wait` gives a root found incomplete to be repaired.
+const REPAIR_ROUNDS: u32 = 2;
 
 #[derive(Default)]
 pub(super) struct SnapState {
@@ -50,6 +53,12 @@ pub(super) struct SnapState {
     /// A backend's newest state does not descend from ours: publishing
     /// stopped (see [`fork_message`]).
     forked: Option<String>,
+    /// Per backend id: what the last check of its root after a round found
+    /// (`remote/integrity.rs`), for `status` and `sync`.
+    integrity: BTreeMap<String, RootReport>,
+    /// The check found the newest snapshot incomplete: capture again even
+    /// if the index did not change, so the missing blocks go up again.
+    force_capture: bool,
 }
 
 /// What a fork means and how to merge it; the mount refusal and a running
@@ -260,6 +269,10 @@ impl SyncEngine {
         );
         for remote in self.remotes() {
             if let Err(e) = self.load_backend(&setup, &remote) {
+                // Another vault's root is no outage: touch nothing there.
+                if crate::error::kind_of(&e) == Some(crate::error::Kind::Foreign) {
+                    return Err(e);
+                }
                 log::warn!(
                     "backend {}: cannot check its snapshots and lease now ({e:#}); mounting anyway, retrying in the background",
                     remote.cfg.name
@@ -481,6 +494,11 @@ impl SyncEngine {
         if let Err(e) = self.delete_collected() {
             problems.push(format!("deleting collected packs: {e:#}"));
         }
+        // What was published, checked by listing: a root another vault (or
+        // anyone) took blocks or the key file from is not "synced".
+        if self.snapshot_settled() {
+            problems.extend(self.check_published(&setup, &remotes));
+        }
         if problems.is_empty() {
             Ok(durable)
         } else {
@@ -520,7 +538,7 @@ impl SyncEngine {
                 .max_by_key(|(g, _)| **g)
                 .map(|(_, blocks)| blocks.clone());
             let last = st.last_ids.clone().or(newest);
-            if last.is_some() && last == ids {
+            if last.is_some() && last == ids && !st.force_capture {
                 return Ok(true);
             }
         }
@@ -623,6 +641,7 @@ impl SyncEngine {
         );
         let mut st = self.snap.lock();
         st.last_ids = Some(fb.ids);
+        st.force_capture = false;
         st.pending = Some(Arc::new(Capture {
             manifest,
             bytes: fb.bytes,
@@ -826,17 +845,32 @@ impl SyncEngine {
     }
 
     /// Takes a snapshot now and waits (up to `timeout`) until it is on every
-    /// backend (`tresor sync`, unmount).
+    /// backend and the listing there shows it whole (`tresor sync`,
+    /// unmount). A root found incomplete is repaired by the next round (a
+    /// new capture uploads what is missing); if it is still incomplete
+    /// after [`REPAIR_ROUNDS`], or another vault's key file is there, the
+    /// error says so with its kind (damaged, foreign).
     pub fn snapshot_and_wait(&self, timeout: Option<Duration>) -> Result<u64> {
         let start = Instant::now();
+        let mut failed_checks = 0;
         loop {
             let r = self.snapshot_round();
             if self.snapshot_settled() {
-                if let Ok(g) = r {
-                    return Ok(g);
+                match (r, self.integrity_error()) {
+                    (Ok(g), None) => return Ok(g),
+                    (_, Some(e)) => {
+                        failed_checks += 1;
+                        if failed_checks > REPAIR_ROUNDS {
+                            return Err(e.context("the published index snapshot is not whole"));
+                        }
+                        continue;
+                    }
+                    (Err(e), None) if timeout.is_some_and(|t| start.elapsed() >= t) => {
+                        return Err(e.context("the index snapshot is not on every backend yet"))
+                    }
+                    (Err(_), None) => {}
                 }
-            }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
+            } else if timeout.is_some_and(|t| start.elapsed() >= t) {
                 return match r {
                     Err(e) => Err(e.context("the index snapshot is not on every backend yet")),
                     Ok(_) => bail!("the index snapshot is not on every backend yet"),
@@ -845,6 +879,70 @@ impl SyncEngine {
             self.kick();
             self.sleep(Duration::from_millis(300));
         }
+    }
+
+    /// Lists each backend's root after a settled round and checks that the
+    /// newest snapshot there is whole, the key file there and this
+    /// vault's (`remote/integrity.rs`). A root that fails is forgotten
+    /// (listed again next round), a new capture is forced and the key file
+    /// is uploaded again, so the next round repairs what it can. Returns
+    /// the problems found.
+    fn check_published(&self, setup: &Setup, remotes: &[Arc<Remote>]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for r in remotes {
+            let mut report = integrity::check_root(&r.cfg.name, &r.store, &setup.crypto);
+            if report.key_file_missing {
+                match self.upload_key(r) {
+                    Ok(()) => {
+                        log::warn!(
+                            "backend {}: {} was missing; uploaded it again",
+                            r.cfg.name,
+                            integrity::REMOTE_KEY_PATH
+                        );
+                        report.key_file_missing = false;
+                    }
+                    Err(e) => log::warn!("backend {}: uploading the key file: {e:#}", r.cfg.name),
+                }
+            }
+            if report.incomplete() || report.is_foreign() {
+                for p in report.problems() {
+                    log::error!("backend {}: {p}", r.cfg.name);
+                    problems.push(format!("backend {}: {p}", r.cfg.name));
+                }
+                let mut st = self.snap.lock();
+                st.backends.remove(&r.cfg.id);
+                st.force_capture = true;
+                st.last_ids = None;
+                drop(st);
+                self.kick();
+            }
+            self.snap.lock().integrity.insert(r.cfg.id.clone(), report);
+        }
+        problems
+    }
+
+    /// Checks every backend's root now, changing nothing (`tresor
+    /// snapshots`).
+    pub fn check_roots(&self) -> Vec<RootReport> {
+        let Some(setup) = self.setup() else {
+            return Vec::new();
+        };
+        self.remotes()
+            .iter()
+            .map(|r| integrity::check_root(&r.cfg.name, &r.store, &setup.crypto))
+            .collect()
+    }
+
+    /// What the last check found on backend `id` (`None`: not checked yet).
+    pub fn integrity_of(&self, id: &str) -> Option<RootReport> {
+        self.snap.lock().integrity.get(id).cloned()
+    }
+
+    /// The typed error for the roots the last check found damaged or
+    /// foreign (`None`: every checked root is whole).
+    pub fn integrity_error(&self) -> Option<anyhow::Error> {
+        let reports: Vec<RootReport> = self.snap.lock().integrity.values().cloned().collect();
+        integrity::error_of(&reports, true)
     }
 
     /// Applies the retention policy now on every backend (`tresor snapshots
