@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod capabilities;
 pub mod deletion;
+pub mod object_lock;
 pub mod policy;
 pub mod presets;
 pub mod retention;
