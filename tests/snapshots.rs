@@ -635,3 +635,109 @@ fn every_kept_generation_reads_back_and_forget_frees_exactly_its_share() {
     assert_content(&v.path("f3"), &states.last().unwrap().1[Path::new("f3")]);
     v.unmount();
 }
+
+/// S3 Object Lock (issue 14, "ransomware resistance"): with `lock_days`,
+/// tresor sets the bucket's default retention, so every object it writes
+/// is immutable. A thief with the credentials cannot delete a version of a
+/// snapshot; tresor's own pruning and gc are refused too, keep their
+/// bookkeeping (the state stays kept, the pack stays queued) and say until
+/// when the objects are protected; `status` shows it per state.
+#[test]
+fn object_lock_protects_history_and_tresor_says_until_when() {
+    let mut s3 = S3Server::start("plain");
+    s3.create_bucket_with_object_lock("locked");
+    s3.bucket = "locked".into();
+    // The provider's default rule, as tresor would set it (moto accepts
+    // one only on an empty bucket; tresor's `backend add` writes first).
+    s3.set_default_retention("GOVERNANCE", 1);
+    let machine = tempfile::tempdir().unwrap();
+    let Some(mut v) = s3_vault(&s3, machine.path()) else {
+        return;
+    };
+    let config = v.vault.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("keep = 10"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("keep = 10", "keep = 1\nlock_days = 1"),
+    )
+    .unwrap();
+    v.mount();
+    std::fs::write(v.path("first.txt"), b"generation one").unwrap();
+    sync(&v).ok();
+    std::fs::write(v.path("second.txt"), b"generation two").unwrap();
+    sync(&v).ok();
+
+    // keep = 1 forgets generation 1, but the provider refuses its deletion:
+    // it stays, and stays a kept state.
+    let m = manifests(&s3);
+    assert_eq!(m.len(), 2, "a locked manifest was deleted: {m:?}");
+    let forget = v.tresor_cmd(&["snapshots", "forget"], &[], true).ok();
+    assert!(
+        forget
+            .stdout
+            .contains("generation 1 is locked by the provider until"),
+        "{forget}"
+    );
+    let status = v.tresor_cmd(&["status"], &[], true).ok();
+    assert!(
+        status
+            .stdout
+            .contains("object lock: 1 days, governance mode"),
+        "{status}"
+    );
+    for g in [1, 2] {
+        assert!(
+            status
+                .stdout
+                .lines()
+                .any(|l| l.contains(&format!("generation {g} "))
+                    && l.contains("protected until")
+                    && !l.contains("unknown")),
+            "status does not say until when generation {g} is protected: {status}"
+        );
+    }
+
+    // A thief with the credentials deletes a specific version: refused.
+    let versions = s3.version_ids(&m[0]);
+    assert!(!versions.is_empty(), "no versions of {}", m[0]);
+    for ver in &versions {
+        assert_eq!(
+            s3.delete_version(&m[0], ver),
+            403,
+            "deleting version {ver} of the locked manifest {} was not refused",
+            m[0]
+        );
+    }
+    // A plain DELETE only adds a delete marker; the version stays.
+    s3.delete_object(&m[0]);
+    assert_eq!(s3.version_ids(&m[0]), versions);
+
+    // A pack no kept state needs, but locked since its upload: gc is
+    // refused, keeps it queued and says until when.
+    let packs = |s3: &S3Server| {
+        s3.list_keys()
+            .into_iter()
+            .filter(|k| k.contains("/packs/"))
+            .count()
+    };
+    let before = packs(&s3);
+    write_random_file(&v.path("big.bin"), 14, 40 << 20);
+    wait_until(
+        "a full pack of big.bin uploaded",
+        std::time::Duration::from_secs(120),
+        || packs(&s3) > before,
+    );
+    std::fs::remove_file(v.path("big.bin")).unwrap();
+    let gc = v.tresor_cmd(&["gc"], &[], true).ok();
+    assert!(
+        gc.stdout.contains("is locked by the provider until"),
+        "gc did not report the locked pack: {gc}"
+    );
+    assert!(
+        gc.stdout.contains("awaiting deletion from the backends"),
+        "the locked pack left the bookkeeping: {gc}"
+    );
+    assert!(packs(&s3) > before, "a locked pack is gone");
+    v.unmount();
+}

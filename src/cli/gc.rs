@@ -53,6 +53,7 @@ pub fn gc_cmd(vault: &VaultArgs, dry_run: bool, quiet: bool, json_out: bool) -> 
     }
     let v_remote_packs = v["remote_deleted_packs"].as_u64();
     let v_remote_bytes = v["remote_deleted_bytes"].as_u64().unwrap_or(0);
+    let protected = v["protected"].as_array().cloned().unwrap_or_default();
     let r: GcReport = serde_json::from_value(v)?;
     let would = if r.dry_run { "would be " } else { "" };
     println!("examined:       {} packs", r.packs_examined);
@@ -80,6 +81,17 @@ pub fn gc_cmd(vault: &VaultArgs, dry_run: bool, quiet: bool, json_out: bool) -> 
              (after the next snapshot that is durable on every backend)",
             crate::progress::human(r.bytes_awaiting_remote_deletion),
             r.packs_awaiting_remote_deletion
+        );
+    }
+    for p in &protected {
+        println!(
+            "protected:      {} on backend {} is locked by the provider until {} (S3 Object Lock); \
+             it stays queued and goes once the lock ends",
+            p["object"].as_str().unwrap_or(""),
+            p["backend"].as_str().unwrap_or(""),
+            p["until"]
+                .as_u64()
+                .map_or("a date it did not give".into(), crate::remote::snapshot::utc),
         );
     }
     for c in &r.corrupt {

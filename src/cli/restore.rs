@@ -104,6 +104,16 @@ pub fn forget_cmd(args: &VaultArgs, dry_run: bool, json_out: bool) -> Result<()>
             list("kept"),
             list("forgotten")
         );
+        for p in b["protected"].as_array().into_iter().flatten() {
+            println!(
+                "backend {}: generation {} is locked by the provider until {} (S3 Object Lock): kept until then",
+                b["backend"].as_str().unwrap_or(""),
+                p["generation"],
+                p["until"]
+                    .as_u64()
+                    .map_or("a date it did not give".into(), crate::remote::snapshot::utc),
+            );
+        }
     }
     if !dry_run {
         println!("run `tresor gc` to delete the packs only forgotten snapshots needed");

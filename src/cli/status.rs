@@ -164,6 +164,7 @@ fn print_status_sync(v: &Value) {
                     println!("                 {p}");
                 }
             }
+            print_lock(&b["object_lock"], b["service"].as_str().unwrap_or(""));
             if let Some(e) = b["last_error"].as_str() {
                 println!("                 last error: {e}");
             }
@@ -205,4 +206,43 @@ fn print_status_sync(v: &Value) {
         crate::progress::human(c["budget_bytes"].as_u64().unwrap_or(0)),
         crate::progress::human(c["not_yet_uploaded_bytes"].as_u64().unwrap_or(0)),
     );
+}
+
+/// Until when each kept state on a backend is protected (S3 Object Lock),
+/// or why it is not.
+fn print_lock(v: &Value, service: &str) {
+    let pad = "                 ";
+    if v.is_null() {
+        if service != "s3" {
+            println!("{pad}history NOT protected: {service} cannot lock objects");
+        } else {
+            println!("{pad}object lock: shown while mounted");
+        }
+        return;
+    }
+    match (v["rule"].is_null(), v["note"].as_str().unwrap_or("")) {
+        (true, "") if v["checked"] == false => {
+            println!("{pad}object lock: not checked yet (at the first snapshot round)")
+        }
+        (true, note) => println!("{pad}history NOT protected: {note}"),
+        (false, note) => {
+            println!(
+                "{pad}object lock: {} days, {} mode (every object tresor writes)",
+                v["rule"]["days"],
+                v["rule"]["mode"].as_str().unwrap_or("").to_lowercase()
+            );
+            if !note.is_empty() {
+                println!("{pad}  warning: {note}");
+            }
+            for s in v["states"].as_array().into_iter().flatten() {
+                println!(
+                    "{pad}  generation {:<6} protected until {}",
+                    s["generation"],
+                    s["protected_until"]
+                        .as_u64()
+                        .map_or("unknown".into(), crate::remote::snapshot::utc)
+                );
+            }
+        }
+    }
 }

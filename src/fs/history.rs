@@ -7,7 +7,8 @@
 //! `rsync -a --delete SRC/ MOUNT/` neither see nor touch it; a real entry
 //! of that name in the root wins. A generation's directory opens that
 //! generation's index read-only ([`GenerationSource::open`]: the sync
-//! engine downloads it once) and its files are read through the mount's own
+//! engine assembles it once, downloading only the blocks no local index
+//! file holds) and its files are read through the mount's own
 //! pack store: the same local packs and caches, and ranged reads from a
 //! backend for packs no longer local (gc keeps every pack a kept
 //! generation references on the backends). Everything that would change it

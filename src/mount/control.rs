@@ -244,8 +244,10 @@ fn run(
                 let pending = read_index(core.as_ref(), |idx| idx.gc_dead(u64::MAX))?;
                 // The snapshot round deletes what the new snapshot frees.
                 engine.snapshot_and_wait(Some(Duration::from_secs(120)))?;
-                engine.delete_collected()?;
+                let deletion = engine.delete_collected()?;
                 core.commit(true)?;
+                // Locked by the provider (S3 Object Lock): kept, and said.
+                report["protected"] = json!(deletion.protected);
                 let left = read_index(core.as_ref(), |idx| idx.gc_dead(u64::MAX))?;
                 let gone: Vec<_> = pending
                     .iter()

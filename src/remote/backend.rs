@@ -91,6 +91,14 @@ pub fn build_operator(cfg: &BackendConfig, secret: &Secret) -> Result<opendal::O
             if secret.access_key_id.is_empty() && secret.secret_access_key.is_empty() {
                 b = b.skip_signature();
             }
+            // A bucket with S3 Object Lock and a default retention rule
+            // refuses uploads without Content-MD5 (or a checksum header):
+            // sent unless the probe found no Object Lock (an unprobed
+            // backend at `backend add` gets it too). MD5 because every
+            // S3-compatible service knows that header; packs are single PUTs.
+            if cfg.capabilities.object_lock.state != crate::vault::config::CapabilityState::No {
+                b = b.checksum_algorithm("md5");
+            }
             for (k, v) in &cfg.options {
                 b = match (k.as_str(), v.as_str()) {
                     ("disable_list_objects_v2", "true") => b.disable_list_objects_v2(),

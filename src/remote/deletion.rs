@@ -14,6 +14,7 @@
 use crate::chunk::pack::PackId;
 use crate::fs::{read_index, IndexAccess};
 use crate::index::{IndexError, SnapshotMark};
+use crate::remote::sync::locks::Deleted;
 use crate::store::Store;
 
 /// What [`delete_collected`] removed from every backend.
@@ -21,6 +22,46 @@ use crate::store::Store;
 pub struct RemoteDeletion {
     pub packs: u64,
     pub bytes: u64,
+    /// Objects a provider refused to delete (S3 Object Lock): they stay
+    /// queued and are retried once their lock ended.
+    pub protected: Vec<ProtectedObject>,
+}
+
+/// An object a backend would not delete, and until when (Unix s).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProtectedObject {
+    pub backend: String,
+    pub object: String,
+    pub until: Option<u64>,
+}
+
+/// Somewhere a collected pack is deleted from.
+pub trait DeletionTarget {
+    fn name(&self) -> &str;
+    fn delete_object(&self, path: &str) -> Deleted;
+}
+
+/// A bare store (no Object Lock): a plain delete.
+impl DeletionTarget for (String, &Store) {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn delete_object(&self, path: &str) -> Deleted {
+        match self.1.delete(path) {
+            Ok(()) => Deleted::Gone,
+            Err(e) if e.is_not_found() => Deleted::Gone,
+            Err(e) => Deleted::Failed(e.to_string()),
+        }
+    }
+}
+
+impl DeletionTarget for &crate::remote::sync::Remote {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+    fn delete_object(&self, path: &str) -> Deleted {
+        crate::remote::sync::Remote::delete_object(self, path)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +84,9 @@ pub enum DeletionError {
 /// interrupted run is simply repeated; a row is dropped only once every
 /// backend succeeded. The drops join the index's open batch; losing them in
 /// a crash only repeats the (idempotent) deletion.
-pub fn delete_collected(
+pub fn delete_collected<T: DeletionTarget>(
     index: &dyn IndexAccess,
-    backends: &[(String, &Store)],
+    backends: &[T],
     kept: Option<&[SnapshotMark]>,
 ) -> Result<RemoteDeletion, DeletionError> {
     let Some(kept) = kept else {
@@ -63,15 +104,23 @@ pub fn delete_collected(
         }
         let path = PackId(row.name).object_path();
         let mut ok = true;
-        for (name, store) in backends {
-            match store.delete(&path) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
+        for b in backends {
+            match b.delete_object(&path) {
+                Deleted::Gone => {}
+                Deleted::Protected(until) => {
+                    ok = false;
+                    done.protected.push(ProtectedObject {
+                        backend: b.name().to_string(),
+                        object: path.clone(),
+                        until,
+                    });
+                }
+                Deleted::Failed(e) => {
+                    let name = b.name();
                     log::warn!("gc: backend {name}: cannot delete {path}: {e}");
                     ok = false;
                     first_error.get_or_insert(DeletionError::Remote {
-                        backend: name.clone(),
+                        backend: name.to_string(),
                         message: format!("{path}: {e}"),
                     });
                 }
@@ -82,6 +131,13 @@ pub fn delete_collected(
             done.packs += 1;
             done.bytes += row.size;
         }
+    }
+    if let Some(last) = done.protected.iter().filter_map(|p| p.until).max() {
+        log::warn!(
+            "gc: {} collected pack objects are locked by their provider (S3 Object Lock) until {} at the latest; they stay queued",
+            done.protected.len(),
+            crate::remote::snapshot::utc(last)
+        );
     }
     if done.packs > 0 {
         log::info!(

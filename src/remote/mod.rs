@@ -7,6 +7,7 @@ pub mod backend;
 pub mod capabilities;
 pub mod deletion;
 pub mod integrity;
+pub mod object_lock;
 pub mod policy;
 pub mod presets;
 pub mod retention;

@@ -56,6 +56,7 @@ use crate::store::{Store, StoreError};
 
 mod coalesce;
 mod lease;
+pub mod locks;
 mod snapshots;
 pub use lease::lease_enforced;
 pub use snapshots::LEASE_STALE_S;
@@ -78,6 +79,8 @@ pub struct Remote {
     pub cfg: BackendConfig,
     pub(crate) store: Store,
     state: Mutex<RemoteState>,
+    /// S3 Object Lock on this backend (`sync/locks.rs`).
+    pub(crate) lock: locks::RemoteLock,
 }
 
 struct RemoteState {
@@ -115,10 +118,12 @@ impl Remote {
         creds: &Credentials,
         runtime: Arc<tokio::runtime::Runtime>,
     ) -> Result<Remote> {
-        let op = backend::build_operator(cfg, &creds.for_backend(&cfg.name))?;
+        let secret = creds.for_backend(&cfg.name);
+        let op = backend::build_operator(cfg, &secret)?;
         Ok(Remote {
             cfg: cfg.clone(),
             store: Store::remote(op, runtime),
+            lock: locks::RemoteLock::new(cfg, &secret),
             state: Mutex::new(RemoteState {
                 in_flight: HashSet::new(),
                 last_error: None,
@@ -1018,6 +1023,8 @@ pub fn backend_status(
             // The last check of the root after a snapshot round (null: not
             // checked yet; `remote/integrity.rs`).
             "integrity": engine.and_then(|e| e.integrity_of(&b.id)),
+            // S3 Object Lock: until when each kept state is protected.
+            "object_lock": engine.map(|e| e.lock_status(&b.id)),
         }));
     }
     let violations = config.policy.violations(&config.backends);

@@ -170,6 +170,45 @@ impl Store {
             .map_err(Self::backend_err(path))
     }
 
+    /// Deletes every version of an object and its delete markers (a
+    /// versioned bucket, e.g. one with S3 Object Lock, keeps a plainly
+    /// deleted object's bytes as an old version). Returns the version ids
+    /// the provider refused (403: locked); other failures are errors.
+    pub fn delete_versions(&self, path: &str) -> Result<Vec<String>, StoreError> {
+        let entries = self
+            .runtime
+            .block_on(
+                self.operator
+                    .list_with(path)
+                    .versions(true)
+                    .deleted(true)
+                    .into_future(),
+            )
+            .map_err(Self::backend_err(path))?;
+        let mut refused = Vec::new();
+        for e in entries.iter().filter(|e| e.path() == path) {
+            let Some(v) = e.metadata().version() else {
+                continue;
+            };
+            match self
+                .runtime
+                .block_on(self.operator.delete_with(path).version(v).into_future())
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::PermissionDenied => {
+                    refused.push(v.to_string())
+                }
+                Err(e) => return Err(Self::backend_err(path)(e)),
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Runs `f` on this store's runtime (requests OpenDAL has no call for).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
     /// Object size, `None` if absent.
     pub fn size_of(&self, path: &str) -> Result<Option<u64>, StoreError> {
         match self.runtime.block_on(self.operator.stat(path)) {

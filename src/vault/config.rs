@@ -410,6 +410,28 @@ pub struct SnapshotConfig {
     pub keep_weekly: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub keep_monthly: u64,
+    /// S3 Object Lock: where the bucket has it, every object version is
+    /// immutable for this many days after its upload, and the packs and
+    /// blocks a new snapshot needs are extended to its end
+    /// (`remote/object_lock.rs`). 0: tresor leaves the bucket's rule alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lock_days: u64,
+    /// `governance` (an account allowed `s3:BypassGovernanceRetention` can
+    /// still delete) or `compliance` (nobody can, not even the root account,
+    /// until the lock ends).
+    #[serde(
+        default = "default_lock_mode",
+        skip_serializing_if = "is_default_lock_mode"
+    )]
+    pub lock_mode: String,
+}
+
+fn default_lock_mode() -> String {
+    "governance".into()
+}
+
+fn is_default_lock_mode(m: &String) -> bool {
+    *m == default_lock_mode()
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -433,6 +455,8 @@ impl Default for SnapshotConfig {
             keep_daily: 0,
             keep_weekly: 0,
             keep_monthly: 0,
+            lock_days: 0,
+            lock_mode: default_lock_mode(),
         }
     }
 }

@@ -1178,6 +1178,53 @@ impl S3Server {
         }
     }
 
+    /// Sets the bucket's default Object Lock retention (moto accepts it
+    /// only while the bucket is empty).
+    pub fn set_default_retention(&self, mode: &str, days: u64) {
+        let body = format!(
+            "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule>\
+             <DefaultRetention><Mode>{mode}</Mode><Days>{days}</Days></DefaultRetention></Rule>\
+             </ObjectLockConfiguration>"
+        );
+        let path = format!("/{}?object-lock", percent_encode(&self.bucket, false));
+        let r = self.moto("PUT", &path, body.as_bytes());
+        assert_eq!(
+            r.status,
+            200,
+            "S3Server: default retention: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+
+    /// The version ids of `key` (ListObjectVersions; a bucket with Object
+    /// Lock is versioned), delete markers excluded.
+    pub fn version_ids(&self, key: &str) -> Vec<String> {
+        let path = format!(
+            "/{}?versions&prefix={}",
+            percent_encode(&self.bucket, false),
+            percent_encode(key, false)
+        );
+        let r = self.moto("GET", &path, b"");
+        let xml = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 200, "S3Server: list versions of {key:?}: {xml}");
+        xml.split("<Version>")
+            .skip(1)
+            .filter(|v| xml_tags(v, "Key").first().map(|k| xml_unescape(k)) == Some(key.into()))
+            .filter_map(|v| xml_tags(v, "VersionId").first().map(|s| s.to_string()))
+            .collect()
+    }
+
+    /// Deletes one version of `key` directly (what a thief with the
+    /// credentials would do); returns the HTTP status.
+    pub fn delete_version(&self, key: &str, version: &str) -> u16 {
+        let path = format!(
+            "{}?versionId={}",
+            self.object_path(key),
+            percent_encode(version, false)
+        );
+        self.moto("DELETE", &path, b"").status
+    }
+
     /// Hard outage: connects to `endpoint` are refused and open connections
     /// are reset. moto keeps running, so objects survive until `restart()`.
     pub fn stop(&mut self) {

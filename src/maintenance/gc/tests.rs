@@ -598,7 +598,8 @@ fn remote_objects_go_only_after_a_durable_snapshot() {
         d,
         crate::remote::deletion::RemoteDeletion {
             packs: 1,
-            bytes: dead.size
+            bytes: dead.size,
+            protected: Vec::new(),
         }
     );
     for s in &stores {

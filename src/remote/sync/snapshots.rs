@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::locks::Deleted;
 use super::{Remote, SyncEngine};
 use crate::remote::integrity::{self, RootReport};
 use crate::remote::snapshot::{self, BlockId, Lease, Manifest, SnapshotCrypto};
@@ -118,7 +119,7 @@ pub(super) struct Setup {
 pub(super) struct BackendSnaps {
     loaded: bool,
     blocks: HashSet<BlockId>,
-    manifests: BTreeMap<u64, Vec<BlockId>>,
+    pub(super) manifests: BTreeMap<u64, Vec<BlockId>>,
     /// Creation time (s) of each manifest in `manifests` (retention).
     created: BTreeMap<u64, u64>,
     /// Generations whose manifest exists but does not open.
@@ -146,6 +147,17 @@ pub struct ForgetReport {
     pub backend: String,
     pub kept: Vec<u64>,
     pub forgotten: Vec<u64>,
+    /// Forgotten by the policy, but the provider refused the deletion (S3
+    /// Object Lock): still kept, until the lock ends.
+    pub protected: Vec<Protected>,
+}
+
+/// A snapshot generation the provider would not delete, and until when.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Protected {
+    pub generation: u64,
+    /// Unix seconds; `None`: the provider did not say.
+    pub until: Option<u64>,
 }
 
 /// The readable generations on `b` the policy does not keep, oldest first.
@@ -243,6 +255,10 @@ impl SyncEngine {
             }
         }
         b.loaded = true;
+        remote.check_lock(&self.snapshot_cfg.read().clone());
+        for g in b.manifests.keys() {
+            remote.note_generation_lock(*g);
+        }
         self.snap.lock().backends.insert(id, b);
         Ok(())
     }
@@ -741,6 +757,7 @@ impl SyncEngine {
             }
         }
         remote.succeeded();
+        remote.protect_generation(generation, &cap.manifest.blocks);
         self.prune(remote);
         Ok(())
     }
@@ -776,72 +793,98 @@ impl SyncEngine {
     }
 
     /// Deletes the manifests the retention policy does not keep
-    /// (`remote/retention.rs`) and the blocks no kept manifest uses.
-    fn prune(&self, remote: &Remote) {
+    /// (`remote/retention.rs`) and the blocks no kept manifest uses. A
+    /// manifest the provider refuses to delete (S3 Object Lock) stays a
+    /// kept state, with its blocks and packs; returned with its lock end.
+    fn prune(&self, remote: &Remote) -> Vec<Protected> {
         let policy = self.snapshot_cfg.read().clone();
-        let (old, dead_blocks) = {
-            let mut st = self.snap.lock();
-            let Some(b) = st.backends.get_mut(&remote.cfg.id) else {
-                return;
+        let old = {
+            let st = self.snap.lock();
+            let Some(b) = st.backends.get(&remote.cfg.id) else {
+                return Vec::new();
             };
             let mut old = forgotten(&policy, b);
             // Unreadable manifests older than the newest are garbage too.
             old.extend(b.unreadable.iter().copied().filter(|g| *g < b.durable));
-            for g in &old {
-                b.manifests.remove(g);
-                b.created.remove(g);
-            }
-            b.unreadable.retain(|g| *g >= b.durable);
-            let live: HashSet<BlockId> = b.manifests.values().flatten().copied().collect();
-            let dead: Vec<BlockId> = b.blocks.difference(&live).copied().collect();
-            (old, dead)
+            old
         };
+        let mut protected = Vec::new();
         for g in old {
-            if let Err(e) = remote.store.delete(&snapshot::manifest_path(g)) {
-                log::warn!(
+            match remote.delete_object(&snapshot::manifest_path(g)) {
+                Deleted::Gone => {
+                    let mut st = self.snap.lock();
+                    if let Some(b) = st.backends.get_mut(&remote.cfg.id) {
+                        b.manifests.remove(&g);
+                        b.created.remove(&g);
+                        b.unreadable.retain(|u| *u != g);
+                    }
+                }
+                Deleted::Protected(until) => protected.push(Protected {
+                    generation: g,
+                    until,
+                }),
+                Deleted::Failed(e) => log::warn!(
                     "backend {}: deleting old snapshot {g}: {e}",
                     remote.cfg.name
-                );
+                ),
             }
         }
+        let dead_blocks: Vec<BlockId> = {
+            let st = self.snap.lock();
+            let Some(b) = st.backends.get(&remote.cfg.id) else {
+                return protected;
+            };
+            let live: HashSet<BlockId> = b.manifests.values().flatten().copied().collect();
+            b.blocks.difference(&live).copied().collect()
+        };
         for id in dead_blocks {
-            match remote.store.delete(&snapshot::block_path(&id)) {
-                Ok(()) => {
+            match remote.delete_object(&snapshot::block_path(&id)) {
+                Deleted::Gone => {
                     if let Some(b) = self.snap.lock().backends.get_mut(&remote.cfg.id) {
                         b.blocks.remove(&id);
                     }
                 }
-                Err(e) => log::warn!(
+                // Retried at the next round, once its lock ended.
+                Deleted::Protected(_) => {}
+                Deleted::Failed(e) => log::warn!(
                     "backend {}: deleting an unused snapshot block: {e}",
                     remote.cfg.name
                 ),
             }
         }
+        for p in &protected {
+            log::warn!(
+                "backend {}: snapshot generation {} is locked by the provider until {}; it stays kept",
+                remote.cfg.name,
+                p.generation,
+                p.until.map_or("an unknown date".into(), snapshot::utc)
+            );
+        }
+        protected
     }
 
     /// Deletes from every backend the packs garbage collection retired that
     /// no kept state references any more ([`Self::kept_marks`]), then
     /// forgets them. Idempotent: an object already gone counts as deleted;
-    /// rows are dropped only when every backend succeeded. Returns (packs,
-    /// bytes) deleted.
-    pub fn delete_collected(&self) -> Result<(u64, u64)> {
+    /// rows are dropped only when every backend succeeded (a pack a
+    /// provider's Object Lock protects stays queued and is reported).
+    pub fn delete_collected(&self) -> Result<crate::remote::deletion::RemoteDeletion> {
         let remotes = self.remotes();
         if remotes.is_empty() || !self.writes_snapshots() {
-            return Ok((0, 0));
+            return Ok(Default::default());
         }
         let Some(access) = self.index_access() else {
-            return Ok((0, 0));
+            return Ok(Default::default());
         };
-        let backends: Vec<(String, &crate::store::Store)> = remotes
-            .iter()
-            .map(|r| (r.cfg.name.clone(), &r.store))
-            .collect();
+        let backends: Vec<&Remote> = remotes.iter().map(|r| r.as_ref()).collect();
         // Every kept state must stay restorable (with `keep = 10`, ten
         // states stay readable, not one).
         let kept = self.kept_marks();
-        let done =
-            crate::remote::deletion::delete_collected(access.as_ref(), &backends, kept.as_deref())?;
-        Ok((done.packs, done.bytes))
+        Ok(crate::remote::deletion::delete_collected(
+            access.as_ref(),
+            &backends,
+            kept.as_deref(),
+        )?)
     }
 
     /// Takes a snapshot now and waits (up to `timeout`) until it is on every
@@ -971,13 +1014,19 @@ impl SyncEngine {
                     .collect();
                 (kept, forgotten)
             };
-            if !dry_run && self.writes_snapshots() {
-                self.prune(&r);
-            }
+            let protected = if !dry_run && self.writes_snapshots() {
+                self.prune(&r)
+            } else {
+                Vec::new()
+            };
             out.push(ForgetReport {
                 backend: r.cfg.name.clone(),
                 kept,
-                forgotten,
+                forgotten: forgotten
+                    .into_iter()
+                    .filter(|g| !protected.iter().any(|p| p.generation == *g))
+                    .collect(),
+                protected,
             });
         }
         Ok(out)
@@ -1066,9 +1115,14 @@ impl SyncEngine {
         out
     }
 
-    /// Downloads generation `generation`'s index into `dest`, block by
-    /// block from the first backend that has each (authenticated).
-    fn fetch_generation(&self, generation: u64, dest: &std::path::Path) -> Result<()> {
+    /// Writes generation `generation`'s index into `dest`. Blocks are
+    /// content-addressed (keyed hash of their bytes), and an old state
+    /// shares most of them with the current index, its local copies and
+    /// generations opened before: those are read from the local files
+    /// (checked against their id, so a page rewritten meanwhile is simply
+    /// not used) and only the rest is downloaded, authenticated, from the
+    /// first backend that has it. Returns (blocks reused, downloaded).
+    fn fetch_generation(&self, generation: u64, dest: &std::path::Path) -> Result<(usize, usize)> {
         use std::io::Write;
         let setup = self.setup().context("snapshots are not enabled")?;
         let remotes = self.remotes();
@@ -1083,9 +1137,16 @@ impl SyncEngine {
                 })
                 .with_context(|| format!("generation {generation} is not kept on any backend"))?
         };
+        let wanted: HashSet<BlockId> = blocks.iter().copied().collect();
+        let local = self.local_blocks(&setup.crypto, &wanted, dest);
         let tmp = dest.with_extension("part");
         let mut f = std::fs::File::create(&tmp)?;
+        let mut downloaded = 0;
         for id in &blocks {
+            if let Some(raw) = local.get(id) {
+                f.write_all(raw)?;
+                continue;
+            }
             let path = snapshot::block_path(id);
             let raw = remotes
                 .iter()
@@ -1097,11 +1158,51 @@ impl SyncEngine {
                     setup.crypto.open_block(id, &obj).ok()
                 })
                 .with_context(|| format!("index block {path} is not intact on any backend"))?;
+            downloaded += 1;
             f.write_all(&raw)?;
         }
         f.sync_all()?;
         std::fs::rename(&tmp, dest)?;
-        Ok(())
+        Ok((blocks.len() - downloaded, downloaded))
+    }
+
+    /// The blocks of `wanted` found in local index files: the live index,
+    /// its local copies, and the generations opened before (in `dest`'s
+    /// directory). Each is cut into [`snapshot::BLOCK_SIZE`] blocks as a
+    /// snapshot does and kept only if its keyed hash is wanted.
+    fn local_blocks(
+        &self,
+        crypto: &SnapshotCrypto,
+        wanted: &HashSet<BlockId>,
+        dest: &std::path::Path,
+    ) -> HashMap<BlockId, Arc<Vec<u8>>> {
+        let paths = crate::vault::VaultPaths::new(self.vault.clone());
+        let mut files = vec![paths.index()];
+        files.extend(
+            crate::vault::index_copies::list(&paths)
+                .into_iter()
+                .map(|c| c.path),
+        );
+        if let Some(dir) = dest.parent() {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                files.extend(
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "sqlite")),
+                );
+            }
+        }
+        let mut out = HashMap::new();
+        for file in files {
+            let keep = |id: &BlockId| wanted.contains(id) && !out.contains_key(id);
+            if let Ok(found) = snapshot::read_blocks(&file, crypto, &keep) {
+                out.extend(found.bytes);
+            }
+            if out.len() == wanted.len() {
+                break;
+            }
+        }
+        out
     }
 }
 
@@ -1133,9 +1234,15 @@ impl crate::fs::history::GenerationSource for GenerationViews {
                 .mode(0o700)
                 .create(&self.dir)
                 .map_err(|e| e.to_string())?;
-            self.engine
+            let start = std::time::Instant::now();
+            let (reused, downloaded) = self
+                .engine
                 .fetch_generation(generation, &path)
                 .map_err(|e| format!("{e:#}"))?;
+            log::info!(
+                "snapshot view: generation {generation} opened in {:.0?} ({reused} index blocks found locally, {downloaded} downloaded)",
+                start.elapsed()
+            );
         }
         crate::index::Index::open_read_only(&path, &self.index_key).map_err(|e| e.to_string())
     }
