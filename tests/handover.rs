@@ -334,7 +334,7 @@ fn a_read_only_follower_sees_the_writers_newest_generation() {
     std::fs::write(a.path("second.txt"), b"written while B follows\n").unwrap();
     a.tresor_cmd(&["sync"], &["--timeout", "60"], true).ok();
 
-    b.mount_opts.push("ro".into());
+    b.mount_opts.push("ro,follow".into());
     let run = b.mount_saying();
     assert!(
         run.stdout.contains("pulled generation"),

@@ -280,6 +280,34 @@ fn check_policy(config: &VaultConfig) -> Result<()> {
     Ok(())
 }
 
+/// How long `mount` waits for a daemon that is finishing an unmount: the
+/// upload grace period, the last snapshot (at least 5 s) and the index copy.
+const UNMOUNTING_WAIT: Duration = Duration::from_secs(UPLOAD_GRACE_SECS + 30);
+
+/// The vault's lock is held but it is mounted nowhere (in this mount
+/// namespace): its daemon is finishing an unmount (uploads in their grace
+/// period, the last snapshot, the index copy) and lets go of the lock when
+/// it exits. `umount DIR; mount DIR` waits for that, bounded, instead of
+/// answering "already mounted"; a blocking shared lock in a thread does the
+/// waiting, so no polling.
+fn wait_for_unmounting_daemon(vault: &VaultPaths) {
+    let Ok(lock) = std::fs::File::open(vault.lock()) else {
+        return;
+    };
+    eprintln!(
+        "note: waiting up to {} s for the previous daemon of {} to finish its unmount",
+        UNMOUNTING_WAIT.as_secs(),
+        vault.root.display()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The shared lock is dropped at once: only its being granted counts.
+        let granted = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockShared).is_ok();
+        let _ = tx.send(granted);
+    });
+    let _ = rx.recv_timeout(UNMOUNTING_WAIT);
+}
+
 /// `secret` is taken by value: it is handed to the daemon (or, with
 /// `--foreground`, used to unlock) and then wiped; nothing keeps it for
 /// the life of the mount.
@@ -293,6 +321,9 @@ pub fn mount(req: MountRequest, secret: Zeroizing<Vec<u8>>) -> Result<()> {
     // after (interleaved), which is what xfstests' mount-heavy tests spend
     // (generic/366 mounts 64 times).
     check_policy(&VaultConfig::load(&req.vault.root)?)?;
+    if vault::is_mounted(&req.vault) && mountpoint_of(&req.vault).is_none() {
+        wait_for_unmounting_daemon(&req.vault);
+    }
     if vault::is_mounted(&req.vault) {
         bail!(
             "the vault {} is already mounted (daemon {})",
@@ -408,7 +439,8 @@ fn fuse_config(vault: &VaultPaths, options: &[String]) -> fuser::Config {
     ];
     for o in options {
         match o.as_str() {
-            "" | "default_permissions" | "rw" => {}
+            // `follow` is tresor's own (see `run_daemon`), not the kernel's.
+            "" | "default_permissions" | "rw" | "follow" => {}
             "allow_other" => config.acl = fuser::SessionACL::All,
             "allow_root" => config.acl = fuser::SessionACL::RootAndOwner,
             "ro" => opts.push(fuser::MountOption::RO),
@@ -489,16 +521,20 @@ pub fn run_daemon(
         let config = VaultConfig::load(&paths.root)?;
         check_policy(&config)?;
         let read_only = options.iter().any(|o| o == "ro");
-        if !config.backends.is_empty() {
+        // `-o ro,follow`: a read-only follower. Plain `-o ro` keeps the
+        // directory's own state, which is how an older generation put back
+        // with `restore --generation N` is looked at.
+        let follower = read_only && options.iter().any(|o| o == "follow");
+        if !config.backends.is_empty() && (!read_only || follower) {
             // Another machine's newer state that descends from ours
             // (issue 13); a fork is refused by `acquire` below. A
-            // read-only mount follows the writer: it pulls even while the
-            // writer holds the lease (a forked state is never pulled over).
+            // follower pulls even while the writer holds the lease (a
+            // forked state is never pulled over).
             match crate::maintenance::handover::pull_if_newer(
                 paths,
                 &unlocked.subkeys,
                 unlocked.key_file.vault_id(),
-                read_only,
+                follower,
             ) {
                 Ok(Some(p)) => report(&format!("note: {}", p.line())),
                 Ok(None) => {}
