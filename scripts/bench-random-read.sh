@@ -24,7 +24,9 @@
 # gocryptfs bindfs"), TRESOR_BIN (target/release/tresor), BENCH_WORKDIR (/tmp:
 # the disk under test), BENCH_INPUTS (/dev/shm/tresor-bench: 1 GiB input in
 # RAM, shared with scripts/bench.sh; delete when done),
-# BINDFS_OPTS ("-o big_writes --multithreaded").
+# BINDFS_OPTS ("-o big_writes --multithreaded"), TRESOR_BASE_BIN (the binary
+# of the system "tresor-base", e.g. a build of main, for an A/B in one
+# interleaved run: SYSTEMS="tresor-base tresor gocryptfs").
 # Installs nothing; prints the apt-get line for whatever is missing.
 set -euo pipefail
 
@@ -81,9 +83,11 @@ daemon_pid() { # the process naming MNT in its argv that holds /dev/fuse
 do_mount() {
     local sys=$1 store=$2 mnt=$3 i
     case $sys in
-    tresor)
-        [[ -e $store/tresor.key ]] || "$TRESOR_BIN" init --vault "$store" --passphrase-file "$PF" >/dev/null </dev/null
-        "$TRESOR_BIN" mount --vault "$store" --passphrase-file "$PF" "$mnt" </dev/null >>"$WORK/mount.log" 2>&1 ;;
+    tresor | tresor-base)
+        local bin=$TRESOR_BIN
+        [[ $sys == tresor-base ]] && bin=${TRESOR_BASE_BIN:?TRESOR_BASE_BIN unset}
+        [[ -e $store/tresor.key ]] || "$bin" init --vault "$store" --passphrase-file "$PF" >/dev/null </dev/null
+        "$bin" mount --vault "$store" --passphrase-file "$PF" "$mnt" </dev/null >>"$WORK/mount.log" 2>&1 ;;
     gocryptfs)
         [[ -e $store/gocryptfs.conf ]] || { mkdir -p "$store"; gocryptfs -init -q -passfile "$PF" "$store" </dev/null; }
         gocryptfs -q -passfile "$PF" "$store" "$mnt" </dev/null >>"$WORK/mount.log" 2>&1 ;;
@@ -101,7 +105,7 @@ do_mount() {
 do_umount() {
     local sys=$1 mnt=$2 pid i
     pid=$(daemon_pid "$mnt")
-    if [[ $sys == tresor ]]; then "$TRESOR_BIN" unmount "$mnt"; else fusermount3 -u "$mnt"; fi
+    if [[ $sys == tresor* ]]; then "$TRESOR_BIN" unmount "$mnt"; else fusermount3 -u "$mnt"; fi
     for ((i = 0; i < MOUNT_TIMEOUT * 20; i++)); do
         # shellcheck disable=SC2015  # break unless the daemon is still alive
         [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || break
@@ -190,11 +194,11 @@ done
                 if (k in iops) printf "| %s | %s | %s | %s | %s |\n", order[w], sy[i], median(iops[k]), median(lat[k]), median(p99[k])
             }
             print ""
-            print "| workload | IOPS tresor/gocryptfs | IOPS tresor/bindfs | median latency tresor/gocryptfs |"
-            print "|---|---|---|---|"
+            print "| workload | IOPS tresor/gocryptfs | IOPS tresor/bindfs | median latency tresor/gocryptfs | IOPS tresor-base/gocryptfs |"
+            print "|---|---|---|---|---|"
             for (w = 1; w <= n; w++) {
-                t = "tresor," order[w]; g = "gocryptfs," order[w]; b = "bindfs," order[w]
-                printf "| %s | %s | %s | %s |\n", order[w], ratio(median(iops[t]), median(iops[g])), ratio(median(iops[t]), median(iops[b])), ratio(median(lat[t]), median(lat[g]))
+                t = "tresor," order[w]; g = "gocryptfs," order[w]; b = "bindfs," order[w]; a = "tresor-base," order[w]
+                printf "| %s | %s | %s | %s | %s |\n", order[w], ratio(median(iops[t]), median(iops[g])), ratio(median(iops[t]), median(iops[b])), ratio(median(lat[t]), median(lat[g])), ratio(median(iops[a]), median(iops[g]))
             }
         }' "$OUT"
 } | tee "$WORK/report.md"

@@ -34,6 +34,9 @@ pub(super) type Run = (u64, Arc<Vec<u8>>, Option<Vec<usize>>);
 pub(super) struct FileSlot {
     pub(super) state: parking_lot::Mutex<FileState>,
     pub(super) job_done: parking_lot::Condvar,
+    /// What reads of the open file learnt from the index (`fs/read.rs`).
+    /// A leaf lock, taken under the index lock.
+    pub(super) plan: parking_lot::Mutex<super::read::PlanCache>,
 }
 
 pub(super) type StateGuard<'a> = parking_lot::MutexGuard<'a, FileState>;

@@ -2328,3 +2328,56 @@ fn an_absent_selinux_label_is_not_supported_a_set_one_is_returned() {
         b"system_u:object_r:fusefs_t:s0"
     );
 }
+
+/// An open file's cached read plan (`fs/read.rs`, `PlanCache`) follows
+/// every change that reaches the index: rewritten ranges, a truncate, an
+/// extension, and a dedup copy that points the extents at other chunks.
+#[test]
+fn cached_read_plan_follows_rewrites_and_truncates() {
+    let v = Vault::new();
+    let core = v.core();
+    let ino = new_file(core, "planned");
+    let data = pseudo_random(3 * MIB, 11);
+    core.write(ino, 0, &data).unwrap();
+    core.fsync(ino).unwrap();
+    // Random-sized reads fill the plan cache from the index.
+    let piece = |off: usize, len: usize| core.read(ino, off as u64, len as u32).unwrap();
+    assert_same(
+        "first read",
+        &piece(MIB + 5, 4096),
+        &data[MIB + 5..MIB + 5 + 4096],
+    );
+    assert_same("whole file", &read_all(core, ino), &data);
+
+    // Rewrite the middle: new chunks, flushed into the index.
+    let fresh = pseudo_random(MIB, 12);
+    core.write(ino, MIB as u64, &fresh).unwrap();
+    core.fsync(ino).unwrap();
+    let mut want = data.clone();
+    want[MIB..2 * MIB].copy_from_slice(&fresh);
+    assert_same(
+        "after a rewrite",
+        &piece(MIB + 5, 4096),
+        &want[MIB + 5..MIB + 5 + 4096],
+    );
+    assert_same("whole file after a rewrite", &read_all(core, ino), &want);
+
+    // Truncate (index size and extents change under the open handle).
+    let set = SetAttr {
+        size: Some(MIB as u64 + 100),
+        ..Default::default()
+    };
+    core.setattr(ino, set).unwrap();
+    core.fsync(ino).unwrap();
+    want.truncate(MIB + 100);
+    assert_eq!(piece(MIB + 50, 4096), want[MIB + 50..]);
+    assert!(piece(2 * MIB, 4096).is_empty(), "read past the new end");
+
+    // Extend with a hole, then data past it.
+    core.write(ino, 2 * MIB as u64, b"tail").unwrap();
+    core.fsync(ino).unwrap();
+    want.resize(2 * MIB, 0);
+    want.extend_from_slice(b"tail");
+    assert_same("after extending", &read_all(core, ino), &want);
+    core.release(ino).unwrap();
+}

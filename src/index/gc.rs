@@ -303,6 +303,7 @@ impl Index {
                 let _ = self
                     .conn
                     .execute_batch("ROLLBACK TO gc_step; RELEASE gc_step");
+                self.note_rollback();
                 Err(e)
             }
         }

@@ -257,6 +257,8 @@ pub struct Index {
     /// Set when a chunk lost a reference (garbage collection asks, see
     /// [`Index::take_released`]).
     released: std::sync::atomic::AtomicBool,
+    /// Savepoints and batches rolled back (see [`Index::change_count`]).
+    rollbacks: std::sync::atomic::AtomicU64,
 }
 
 /// `packs.state`: the pack object is complete in the store.
@@ -408,6 +410,7 @@ impl Index {
         Ok(Index {
             conn,
             released: Default::default(),
+            rollbacks: Default::default(),
         })
     }
 
@@ -424,6 +427,7 @@ impl Index {
         Ok(Index {
             conn,
             released: Default::default(),
+            rollbacks: Default::default(),
         })
     }
 
@@ -449,9 +453,32 @@ impl Index {
         // synchronous=FULL always: a commit fsyncs the WAL once. Commits are
         // batched (timer, fsync(), unmount), so this costs one fsync per batch.
         let _ = durable;
-        self.conn.execute_batch("COMMIT")?;
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(())
+        let r = self
+            .conn
+            .execute_batch("COMMIT")
+            .and_then(|()| self.conn.execute_batch("BEGIN IMMEDIATE"));
+        if r.is_err() {
+            // SQLite may have rolled the batch back: answers cached from it
+            // are stale.
+            self.note_rollback();
+        }
+        Ok(r?)
+    }
+
+    /// A number that grows with every change made to the index through
+    /// this connection: rows inserted, updated or deleted (SQLite's
+    /// `total_changes`, triggers included) and rollbacks (which undo rows
+    /// without counting). While it stands still, every answer read from
+    /// the index is still true: the read path caches a file's attributes
+    /// and extents against it (`fs/read.rs`). The daemon's connection is
+    /// the only writer of its index.
+    pub fn change_count(&self) -> u64 {
+        self.conn.total_changes() + self.rollbacks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn note_rollback(&self) {
+        self.rollbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Commits and closes the batch (at unmount); checkpoints the WAL so the
@@ -489,7 +516,10 @@ impl Index {
     /// batch. Fails with `Busy` if a reader (another process) kept the
     /// checkpoint from finishing.
     pub fn checkpointed<R>(&self, f: impl FnOnce() -> R) -> Result<R, IndexError> {
-        self.conn.execute_batch("COMMIT")?;
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.note_rollback();
+            return Err(e.into());
+        }
         let r = (|| {
             self.conn.busy_timeout(std::time::Duration::from_secs(5))?;
             let busy: i64 = self

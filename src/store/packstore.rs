@@ -22,7 +22,7 @@ use crate::chunk::pack::{PackBuilder, PackId, PACK_TARGET};
 use crate::chunk::seal::{ChunkId, ChunkSealer, SealError};
 use crate::chunk::segmented::{SegmentTable, MAX_HEADER_LEN, VERSION_2, VERSION_3};
 use crate::index::{ChunkLocation, Index, IndexError};
-use crate::store::{Store, StoreError};
+use crate::store::{Access, Store, StoreError};
 use crate::vault::keys::SecretKey;
 
 /// Finished packs waiting for the store (each ≤ ~16 MiB).
@@ -247,7 +247,19 @@ impl PackStore {
 
     /// A ranged read of a pack: the local store, else the remote backends.
     fn store_read(&self, path: &str, offset: u64, len: u64) -> Result<bytes::Bytes, StoreError> {
-        match self.shared.store.read_range(path, offset, len) {
+        self.store_read_as(path, offset, len, Access::Sequential)
+    }
+
+    /// [`Self::store_read`] saying how the local store is read (segments
+    /// and headers: [`Access::Random`], no disk read-ahead).
+    fn store_read_as(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        access: Access,
+    ) -> Result<bytes::Bytes, StoreError> {
+        match self.shared.store.read_range_as(path, offset, len, access) {
             Err(e) if e.is_not_found() => {
                 let Some(remote) = self.remote.get() else {
                     return Err(e);
@@ -518,7 +530,7 @@ impl PackStore {
                 // Long enough for the header of either segmented version
                 // (every sealed chunk is at least that long).
                 let head = self
-                    .store_read(&path, loc.offset, MAX_HEADER_LEN as u64)
+                    .store_read_as(&path, loc.offset, MAX_HEADER_LEN as u64, Access::Random)
                     .ok()?;
                 if !matches!(head.first(), Some(&VERSION_2 | &VERSION_3)) {
                     return None;
@@ -539,7 +551,12 @@ impl PackStore {
         }
         let span = table.sealed_range(first).start..table.sealed_range(last).end;
         let sealed = self
-            .store_read(&path, loc.offset + span.start as u64, span.len() as u64)
+            .store_read_as(
+                &path,
+                loc.offset + span.start as u64,
+                span.len() as u64,
+                Access::Random,
+            )
             .ok()?;
         let mut out = Vec::with_capacity((last - first + 1) * table.segment_len());
         for i in first..=last {
