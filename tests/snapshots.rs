@@ -301,6 +301,44 @@ fn a_small_change_uploads_a_small_snapshot() {
 }
 
 /// Tree of regular files under `dir`: relative path → content hash.
+/// Issue 17: a generation only when the index changed. Mounting, reading
+/// a file, `sync` and unmounting publish nothing (each such mount used to
+/// add one); a write publishes exactly one at its unmount.
+#[test]
+fn a_mount_that_changes_nothing_publishes_no_generation() {
+    let s3 = S3Server::start("nochange");
+    let machine = tempfile::tempdir().unwrap();
+    let Some(mut v) = s3_vault(&s3, machine.path()) else {
+        return;
+    };
+    v.mount();
+    std::fs::write(v.path("a.txt"), b"one").unwrap();
+    sync(&v).ok();
+    v.unmount();
+    let published = manifests(&s3);
+    assert!(!published.is_empty(), "no snapshot at all");
+    for _ in 0..2 {
+        v.mount();
+        assert_content(&v.path("a.txt"), b"one");
+        sync(&v).ok();
+        v.unmount();
+        assert_eq!(
+            manifests(&s3),
+            published,
+            "a mount that changed nothing published a generation"
+        );
+    }
+    v.mount();
+    std::fs::write(v.path("b.txt"), b"two").unwrap();
+    v.unmount();
+    assert_eq!(
+        manifests(&s3).len(),
+        published.len() + 1,
+        "{:?}",
+        manifests(&s3)
+    );
+}
+
 fn contents(dir: &Path) -> std::collections::BTreeMap<PathBuf, blake3::Hash> {
     tree_hashes(dir)
         .into_iter()

@@ -14,8 +14,9 @@ use super::*;
 const CONTEXT: &str = "tresor v1 index content digest";
 
 impl Index {
-    /// BLAKE3 over the user-visible tables in a fixed order.
-    pub fn content_digest(&self) -> Result<[u8; 32], IndexError> {
+    /// BLAKE3 over the user-visible tables in a fixed order: the content
+    /// digest of indexes made before `digest.rs` (see there).
+    pub(crate) fn content_digest_v1(&self) -> Result<[u8; 32], IndexError> {
         let mut h = blake3::Hasher::new_derive_key(CONTEXT);
         let mut feed = |sql: &str, cols: usize, tag: u8| -> Result<(), IndexError> {
             h.update(&[tag]);

@@ -35,6 +35,7 @@ use crate::vault::keys::SecretKey;
 /// Garbage collection's queries (`src/index/gc.rs`).
 mod gc;
 pub use gc::{GcDeadPack, PackChunk, PackLiveness, SnapshotMark};
+mod digest;
 mod extents;
 /// fsck's whole-table reads and its repair statements.
 pub mod fsck;
@@ -346,6 +347,7 @@ impl Index {
         // Raw key: SQLCipher skips its own PBKDF2 for an `x'..'` key; ours is
         // already a uniformly random subkey.
         apply_key(&conn, key)?;
+        digest::register(&conn)?;
         // The first real read fails if the key is wrong.
         let probe: Result<i64, _> =
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
@@ -354,7 +356,7 @@ impl Index {
         }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+             PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = ON; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
         )?;
         let fresh: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'meta'",
@@ -406,12 +408,14 @@ impl Index {
             }
         }
         conn.execute_batch(INDEXES)?;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(Index {
+        let idx = Index {
             conn,
             released: Default::default(),
             rollbacks: Default::default(),
-        })
+        };
+        idx.ensure_index_state()?;
+        idx.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(idx)
     }
 
     /// Opens the index for reading while a daemon may hold the write batch
@@ -419,6 +423,7 @@ impl Index {
     pub fn open_read_only(path: &Path, key: &SecretKey) -> Result<Index, IndexError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         apply_key(&conn, key)?;
+        digest::register(&conn)?;
         if let Err(e) = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
             r.get::<_, i64>(0)
         }) {

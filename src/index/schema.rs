@@ -68,7 +68,14 @@ CREATE TABLE IF NOT EXISTS gc_dead (
 /// readdir (`parent = ? AND id > ? ORDER BY id`): with only the
 /// `(parent, name)` index, every batch read and sorted the whole directory,
 /// so listing a directory of n entries cost O(n²) (57 s for `ls -l` of
-/// 100,000 entries).
+/// 100,000 entries). `chunks_by_pack_live` covers gc's liveness query
+/// (`sum(refcount > 0)`, `sealed_len` per pack) so it reads the index in
+/// pack order only: with `chunks_by_pack` (pack → chunk id) every chunk row
+/// was a random look-up in the chunks table by id, which fits the page
+/// cache at 100,000 files and not at a million (gc 0.95 s → 36 s); it
+/// replaces that index, whose look-ups (`pack = ?`) it serves as well.
 pub(super) const INDEXES: &str = r#"
 CREATE INDEX IF NOT EXISTS dirents_by_parent ON dirents (parent, id);
+CREATE INDEX IF NOT EXISTS chunks_by_pack_live ON chunks (pack, refcount, sealed_len);
+DROP INDEX IF EXISTS chunks_by_pack;
 "#;

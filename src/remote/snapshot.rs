@@ -57,9 +57,12 @@ pub const BLOCK_PREFIX: &str = "index/blocks/";
 pub const LEASE_PATH: &str = "lease";
 /// Meta key in the index: the generation this index was captured as.
 pub const META_GENERATION: &str = "snapshot_generation";
+/// The index's change counter (`Index::change_count`) at its last capture:
+/// equal now means nothing a snapshot carries changed since.
+pub const META_CHANGES: &str = "snapshot_changes";
 /// Meta keys in the index: generation `G`'s [`SnapshotMark`]
-/// (`snapshot_mark_generation/G`, `snapshot_mark_pack/G`), written right
-/// after it is captured, so a snapshot's own file never holds its mark.
+/// (`snapshot_mark_generation/G`, `snapshot_mark_pack/G`), written in the
+/// capture's own commit, so a snapshot's file holds its own mark.
 const META_MARK_GENERATION: &str = "snapshot_mark_generation/";
 const META_MARK_PACK: &str = "snapshot_mark_pack/";
 

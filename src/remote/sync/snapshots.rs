@@ -42,8 +42,8 @@ pub(super) struct SnapState {
     /// Set by `enable_snapshots`, from `SyncEngine::open`.
     pub(super) setup: Option<Arc<Setup>>,
     pub(super) backends: HashMap<String, BackendSnaps>,
-    /// Block ids of the last captured file (change detection).
-    last_ids: Option<Vec<BlockId>>,
+    /// The generation this engine captured last (change detection).
+    last_generation: Option<u64>,
     /// The newest capture not yet on every backend.
     pending: Option<Arc<Capture>>,
     /// Another machine took the lease: stop writing snapshots.
@@ -102,6 +102,65 @@ fn stamp_generation(
     idx.set_meta_u64(snapshot::META_GENERATION, generation)?;
     idx.set_meta_bytes(snapshot::META_LINEAGE, &snapshot::encode_trail(&lineage))?;
     Ok((generation, Lineage { content, trail }))
+}
+
+/// What [`capture_locked`] found.
+enum Locked {
+    Unchanged,
+    /// A held-back small pack is referenced: coalesce first.
+    HeldBack,
+    Captured {
+        generation: u64,
+        lineage: Lineage,
+        blocks: snapshot::FileBlocks,
+        /// Per backend id: packs stored but not on it at capture time.
+        waits_for: HashMap<String, Vec<u64>>,
+    },
+}
+
+/// The capture proper, under the index lock with the WAL checkpointed and
+/// no transaction open (`IndexAccess::with_checkpoint`); nothing commits
+/// meanwhile, so the file read is exactly the stamped state. Costs O(1) in
+/// the index's size except the one read of the file (`unchanged` decides
+/// from the change counter, the digest is maintained by triggers).
+fn capture_locked(
+    idx: &crate::index::Index,
+    setup: &Setup,
+    remotes: &[Arc<Remote>],
+    everywhere: &HashSet<BlockId>,
+    unchanged: impl Fn(u64, u64, Option<u64>) -> bool,
+    remote_max: u64,
+) -> Result<Locked> {
+    let changes = idx.change_count()?;
+    let local = idx.meta_u64(snapshot::META_GENERATION)?.unwrap_or(0);
+    if unchanged(local, changes, idx.meta_u64(snapshot::META_CHANGES)?) {
+        return Ok(Locked::Unchanged);
+    }
+    if !idx.held_back_packs()?.is_empty() {
+        return Ok(Locked::HeldBack);
+    }
+    let mut waits_for = HashMap::new();
+    for r in remotes {
+        let packs = idx.unplaced_packs(&r.cfg.id, usize::MAX >> 1)?;
+        waits_for.insert(r.cfg.id.clone(), packs.into_iter().map(|p| p.0).collect());
+    }
+    let (generation, lineage) = idx.write_checkpointed(|idx| {
+        let (generation, lineage) = stamp_generation(idx, remote_max)?;
+        // What this snapshot references, recorded in the file it is.
+        snapshot::record_mark(idx, generation, &idx.snapshot_mark()?)?;
+        idx.set_meta_u64(snapshot::META_CHANGES, idx.change_count()?)?;
+        Ok((generation, lineage))
+    })?;
+    let blocks = snapshot::read_blocks(&setup.index_path, &setup.crypto, &|id| {
+        !everywhere.contains(id)
+    })
+    .context("reading the index for a snapshot")?;
+    Ok(Locked::Captured {
+        generation,
+        lineage,
+        blocks,
+        waits_for,
+    })
 }
 
 pub(super) struct Setup {
@@ -522,57 +581,25 @@ impl SyncEngine {
         }
     }
 
-    /// Checkpoints the index and, if it changed since the last capture,
-    /// captures it as a new generation. False: the index referenced a
-    /// held-back pack, or changed while it was read (try again after
-    /// coalescing).
+    /// Captures the index as a new generation if it changed since the last
+    /// capture (its change counter, `index/digest.rs`), in one hold of the
+    /// index lock: commit and checkpoint, stamp the generation, lineage and
+    /// mark, commit and checkpoint again, read the file once. False: the
+    /// index referenced a held-back pack (try again after coalescing).
     fn capture(&self, setup: &Setup, remotes: &[Arc<Remote>]) -> Result<bool> {
         let Some(access) = self.index.lock().clone() else {
             return Ok(true);
         };
-        let mut ids = None;
-        let mut err = None;
-        access.with_checkpoint(&mut |_| match snapshot::read_blocks(
-            &setup.index_path,
-            &setup.crypto,
-            &|_| false,
-        ) {
-            Ok(fb) => ids = Some(fb.ids),
-            Err(e) => err = Some(e),
-        })?;
-        if let Some(e) = err {
-            return Err(e).context("reading the index for a snapshot");
-        }
-        {
+        let (remote_max, remote_newest, last, force) = {
             let st = self.snap.lock();
-            // Before this engine's first capture, compare with the newest
-            // snapshot on the backends: a mount without changes adds none.
             let newest = st
                 .backends
                 .values()
-                .filter_map(|b| b.manifests.iter().next_back())
-                .max_by_key(|(g, _)| **g)
-                .map(|(_, blocks)| blocks.clone());
-            let last = st.last_ids.clone().or(newest);
-            if last.is_some() && last == ids && !st.force_capture {
-                return Ok(true);
-            }
-        }
-        // A new generation: above everything this vault and its backends
-        // have seen.
-        let remote_max = {
-            let st = self.snap.lock();
-            st.backends.values().map(|b| b.durable).max().unwrap_or(0)
+                .filter_map(|b| b.manifests.keys().next_back().copied())
+                .max();
+            let max = st.backends.values().map(|b| b.durable).max().unwrap_or(0);
+            (max, newest, st.last_generation, st.force_capture)
         };
-        let mut generation = 0;
-        let mut lineage = Lineage::default();
-        access.with_index(&mut |idx| match stamp_generation(idx, remote_max) {
-            Ok((g, l)) => (generation, lineage) = (g, l),
-            Err(e) => err = Some(std::io::Error::other(e.to_string())),
-        });
-        if let Some(e) = err {
-            return Err(e).context("recording the snapshot generation");
-        }
         // Blocks every backend already holds (their bytes need not be kept).
         let everywhere: HashSet<BlockId> = {
             let st = self.snap.lock();
@@ -589,55 +616,33 @@ impl SyncEngine {
                 _ => HashSet::new(),
             }
         };
-        let mut fb = None;
-        let mut mark = None;
+        let mut out: Option<Result<Locked>> = None;
         access.with_checkpoint(&mut |idx| {
-            // What this snapshot references, read from the very file it is.
-            mark = idx.snapshot_mark().ok();
-            match snapshot::read_blocks(&setup.index_path, &setup.crypto, &|id| {
-                !everywhere.contains(id)
-            }) {
-                Ok(b) => fb = Some(b),
-                Err(e) => err = Some(e),
-            }
+            out = Some(capture_locked(
+                idx,
+                setup,
+                remotes,
+                &everywhere,
+                |generation, changes, captured| {
+                    // Unchanged since a generation this engine captured or
+                    // a backend holds (a mount that changed nothing).
+                    !force
+                        && captured == Some(changes)
+                        && (Some(generation) == last || Some(generation) == remote_newest)
+                },
+                remote_max,
+            ))
         })?;
-        if let Some(e) = err {
-            return Err(e).context("reading the index for a snapshot");
-        }
-        let fb = fb.expect("set by the closure");
-        // A commit between stamping and reading would put changes into the
-        // snapshot that its content digest does not describe: capture again
-        // next round (the generation only grows).
-        let mut now = None;
-        access.with_index(&mut |idx| now = idx.content_digest().ok());
-        if now != Some(lineage.content) {
-            log::info!("index changed while capturing generation {generation}; capturing again");
-            return Ok(false);
-        }
-        if let Some(mark) = mark {
-            access.with_index(&mut |idx| {
-                if let Err(e) = snapshot::record_mark(idx, generation, &mark) {
-                    log::warn!("cannot record what snapshot {generation} references: {e}");
-                }
-            });
-        }
-        let mut waits_for = HashMap::new();
-        for r in remotes {
-            let packs = self
-                .with_index(|idx| idx.unplaced_packs(&r.cfg.id, usize::MAX >> 1))
-                .transpose()?
-                .unwrap_or_default();
-            waits_for.insert(r.cfg.id.clone(), packs.into_iter().map(|p| p.0).collect());
-        }
-        // Read after the blocks: a held-back pack now was one then (only
-        // the coalescer, locked out meanwhile, removes them).
-        let held = self
-            .with_index(|idx| idx.held_back_packs())
-            .transpose()?
-            .unwrap_or_default();
-        if !held.is_empty() {
-            return Ok(false);
-        }
+        let (generation, lineage, fb, waits_for) = match out.expect("set by the closure")? {
+            Locked::Unchanged => return Ok(true),
+            Locked::HeldBack => return Ok(false),
+            Locked::Captured {
+                generation,
+                lineage,
+                blocks,
+                waits_for,
+            } => (generation, lineage, blocks, waits_for),
+        };
         let manifest = Manifest {
             generation,
             created_s: snapshot::now_s(),
@@ -656,7 +661,7 @@ impl SyncEngine {
             fb.bytes.len()
         );
         let mut st = self.snap.lock();
-        st.last_ids = Some(fb.ids);
+        st.last_generation = Some(generation);
         st.force_capture = false;
         st.pending = Some(Arc::new(Capture {
             manifest,
@@ -955,7 +960,7 @@ impl SyncEngine {
                 let mut st = self.snap.lock();
                 st.backends.remove(&r.cfg.id);
                 st.force_capture = true;
-                st.last_ids = None;
+                st.last_generation = None;
                 drop(st);
                 self.kick();
             }
