@@ -245,7 +245,7 @@ impl Index {
 
     /// Rows written to the tables a snapshot carries (see the module doc),
     /// ever; 0 for an index without `index_state`.
-    pub fn change_count(&self) -> Result<u64, IndexError> {
+    pub fn content_change_count(&self) -> Result<u64, IndexError> {
         match self
             .conn
             .prepare_cached("SELECT changes FROM index_state WHERE id = 0")
@@ -298,7 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let idx = open(&dir);
         let d0 = idx.content_digest().unwrap();
-        let c0 = idx.change_count().unwrap();
+        let c0 = idx.content_change_count().unwrap();
         idx.conn
             .execute(
                 "INSERT INTO inodes (ino, mode, uid, gid, size, nlink, rdev, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns) \
@@ -327,36 +327,36 @@ mod tests {
             .unwrap();
         let d1 = idx.content_digest().unwrap();
         assert_ne!(d1, d0);
-        assert!(idx.change_count().unwrap() > c0);
+        assert!(idx.content_change_count().unwrap() > c0);
         let stored: Vec<u8> = idx
             .conn
             .query_row("SELECT sum FROM index_state", [], |r| r.get(0))
             .unwrap();
         assert_eq!(stored, to_bytes(full_sum(&idx.conn).unwrap()));
         // An atime is neither content nor a change; an mtime is both.
-        let c1 = idx.change_count().unwrap();
+        let c1 = idx.content_change_count().unwrap();
         idx.conn
             .execute("UPDATE inodes SET atime_s = 99 WHERE ino = 7", [])
             .unwrap();
         assert_eq!(idx.content_digest().unwrap(), d1);
-        assert_eq!(idx.change_count().unwrap(), c1);
+        assert_eq!(idx.content_change_count().unwrap(), c1);
         idx.conn
             .execute("UPDATE inodes SET mtime_s = 99 WHERE ino = 7", [])
             .unwrap();
         assert_ne!(idx.content_digest().unwrap(), d1);
-        assert!(idx.change_count().unwrap() > c1);
+        assert!(idx.content_change_count().unwrap() > c1);
         idx.conn
             .execute("UPDATE inodes SET mtime_s = 2 WHERE ino = 7", [])
             .unwrap();
         assert_eq!(idx.content_digest().unwrap(), d1);
         // Placements and meta are neither.
-        let c2 = idx.change_count().unwrap();
+        let c2 = idx.content_change_count().unwrap();
         let p = idx.create_pack(&[1; 16]).unwrap();
-        let c3 = idx.change_count().unwrap();
+        let c3 = idx.content_change_count().unwrap();
         assert!(c3 > c2, "a pack row is a change");
         idx.add_placement(p, "b").unwrap();
         idx.set_meta_u64("x", 1).unwrap();
-        assert_eq!(idx.change_count().unwrap(), c3);
+        assert_eq!(idx.content_change_count().unwrap(), c3);
         // Undoing the writes gives the first digest back.
         idx.conn
             .execute("DELETE FROM xattrs WHERE ino = 7", [])

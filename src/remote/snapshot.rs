@@ -57,7 +57,7 @@ pub const BLOCK_PREFIX: &str = "index/blocks/";
 pub const LEASE_PATH: &str = "lease";
 /// Meta key in the index: the generation this index was captured as.
 pub const META_GENERATION: &str = "snapshot_generation";
-/// The index's change counter (`Index::change_count`) at its last capture:
+/// The index's change counter (`Index::content_change_count`) at its last capture:
 /// equal now means nothing a snapshot carries changed since.
 pub const META_CHANGES: &str = "snapshot_changes";
 /// Meta keys in the index: generation `G`'s [`SnapshotMark`]

@@ -131,7 +131,7 @@ fn capture_locked(
     unchanged: impl Fn(u64, u64, Option<u64>) -> bool,
     remote_max: u64,
 ) -> Result<Locked> {
-    let changes = idx.change_count()?;
+    let changes = idx.content_change_count()?;
     let local = idx.meta_u64(snapshot::META_GENERATION)?.unwrap_or(0);
     if unchanged(local, changes, idx.meta_u64(snapshot::META_CHANGES)?) {
         return Ok(Locked::Unchanged);
@@ -148,7 +148,7 @@ fn capture_locked(
         let (generation, lineage) = stamp_generation(idx, remote_max)?;
         // What this snapshot references, recorded in the file it is.
         snapshot::record_mark(idx, generation, &idx.snapshot_mark()?)?;
-        idx.set_meta_u64(snapshot::META_CHANGES, idx.change_count()?)?;
+        idx.set_meta_u64(snapshot::META_CHANGES, idx.content_change_count()?)?;
         Ok((generation, lineage))
     })?;
     let blocks = snapshot::read_blocks(&setup.index_path, &setup.crypto, &|id| {
